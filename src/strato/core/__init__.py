@@ -1,0 +1,1 @@
+"""Shared core: simulation kernel, units, random streams, statistics and reports."""
