@@ -70,6 +70,8 @@ class Workload:
     """Minute of the day (0-based) that column 0 of ``minute_counts`` stands for."""
     events: tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]] | None = None
     source: str = field(default="")
+    notes: tuple[str, ...] = ()
+    """Human-readable remarks from the reader, e.g. how many apps had their memory imputed."""
 
     def __post_init__(self) -> None:
         n_functions = self.function_ids.size
