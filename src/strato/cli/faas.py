@@ -1,0 +1,90 @@
+"""``strato faas``: keep-alive simulation on traces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from strato.cli.common import console, friendly_errors, print_json, print_table
+from strato.core.units import parse_duration, parse_size_mb
+from strato.errors import ConfigError
+from strato.faas.keepalive import KeepAliveComparison, compare_policies, tradeoff_figure
+from strato.faas.policies import PAPER_POLICY_SET
+from strato.traces.loader import load_workload
+
+app = typer.Typer(help="FaaS keep-alive policies (Serverless in the Wild) on traces.", no_args_is_help=True)
+
+KEEPALIVE_COLUMNS = [
+    ("policy", "policy"),
+    ("invocations", "invocations"),
+    ("cold_starts", "cold starts"),
+    ("cold_start_pct", "cold %"),
+    ("cold_start_pct_p75_app", "p75-app cold %"),
+    ("wasted_memory_gb_s", "wasted GiB-s"),
+    ("wasted_memory_normalized", "wasted (10m=100)"),
+]
+KEEPALIVE_FORMATS = {
+    "cold_start_pct": ".2f",
+    "cold_start_pct_p75_app": ".2f",
+    "wasted_memory_gb_s": ",.0f",
+    "wasted_memory_normalized": ".1f",
+}
+
+
+def print_keepalive_table(comparison: KeepAliveComparison) -> None:
+    columns = list(KEEPALIVE_COLUMNS)
+    if any(row["evictions"] or row["capacity_overflows"] for row in comparison.rows):
+        columns += [("evictions", "evictions"), ("capacity_overflows", "over capacity")]
+    print_table(comparison.rows, columns, title=f"keep-alive on {comparison.workload}",
+                formats=KEEPALIVE_FORMATS)
+
+
+@app.command()
+@friendly_errors
+def simulate(
+    trace: Annotated[str, typer.Option(
+        help="Trace directory/file (Azure 2019 either layout, or 2021 CSV), or synthetic[:k=v,...]"
+    )] = "synthetic",
+    policy: Annotated[list[str] | None, typer.Option(
+        "--policy", "-p",
+        help="Policy spec, repeatable: never-unload, fixed:10m, hybrid, hybrid:range=2h, greedy-dual. "
+        "Default: the paper's set.",
+    )] = None,
+    memory_capacity: Annotated[str | None, typer.Option(
+        help="Node memory capacity (e.g. 64GiB); idle apps are evicted in the policy's order"
+    )] = None,
+    cold_start: Annotated[str, typer.Option(help="Cold-start penalty Greedy-Dual weighs (e.g. 1s)")] = "1s",
+    seed: Annotated[int, typer.Option(help="Seed for spreading minute counts and sampling durations")] = 0,
+    durations: Annotated[str, typer.Option(help="sampled (from the percentiles) or mean")] = "sampled",
+    json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON")] = False,
+    plot: Annotated[Path | None, typer.Option(help="Write the trade-off figure (PNG) here")] = None,
+) -> None:
+    """Simulate keep-alive policies on a trace and compare cold starts and wasted memory."""
+    if durations not in ("sampled", "mean"):
+        raise ConfigError(f"--durations must be 'sampled' or 'mean', not {durations!r}")
+    capacity = parse_size_mb(memory_capacity, default_unit="mib") if memory_capacity else None
+    if capacity is not None and capacity <= 0:
+        raise ConfigError("--memory-capacity must be positive")
+    workload = load_workload(trace)
+    comparison = compare_policies(
+        workload,
+        policy or PAPER_POLICY_SET,
+        seed=seed,
+        durations="mean" if durations == "mean" else "sampled",
+        capacity_mb=capacity,
+        cold_start_s=parse_duration(cold_start),
+        show_progress=False if json_output else None,
+    )
+    if plot is not None:
+        figure = tradeoff_figure(comparison)
+        figure.savefig(plot, dpi=120)
+    if json_output:
+        print_json(comparison.rows)
+        return
+    print_keepalive_table(comparison)
+    for note in workload.notes:
+        console.print(f"note: {note}", style="dim")
+    if plot is not None:
+        console.print(f"trade-off plot written to {plot}")
