@@ -13,9 +13,7 @@ MIN = 60 * S
 H = 60 * MIN
 
 
-def make_invocations(
-    per_app: Sequence[Sequence[tuple[int, int]]], horizon_us: int
-) -> Invocations:
+def make_invocations(per_app: Sequence[Sequence[tuple[int, int]]], horizon_us: int) -> Invocations:
     """``per_app[a]`` lists ``(arrival_us, duration_us)`` of app ``a``."""
     app, arrival, duration = [], [], []
     for index, calls in enumerate(per_app):

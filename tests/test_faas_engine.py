@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 import pytest
-from faas_helpers import H, MIN, S, make_invocations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from faas_helpers import MIN, H, S, make_invocations
 from strato.faas.policies import HybridHistogram, parse_policy
 from strato.faas.simulator import EventSimulator, IdleProfile, simulate, simulate_fast
 
@@ -210,8 +210,19 @@ def test_hybrid_batch_path_chunks_large_histories(monkeypatch):
     np.testing.assert_array_equal(whole[1], chunked[1])
 
 
-@pytest.mark.parametrize("spec", ["fixed:0m", "fixed", "hybrid:range=30s,bin=1m", "hybrid:head=50,tail=10",
-                                  "hybrid:colour=red", "hybrid:arima=1-2", "lru", "never-unload:5m"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "fixed:0m",
+        "fixed",
+        "hybrid:range=30s,bin=1m",
+        "hybrid:head=50,tail=10",
+        "hybrid:colour=red",
+        "hybrid:arima=1-2",
+        "lru",
+        "never-unload:5m",
+    ],
+)
 def test_bad_policy_specs_are_clear_errors(spec):
     from strato.errors import ConfigError
 

@@ -111,7 +111,7 @@ class Workload:
     def invocation_counts(self) -> NDArray[np.int64]:
         """Invocations per function."""
         if self.minute_counts is not None:
-            return self.minute_counts.sum(axis=1)
+            return np.asarray(self.minute_counts.sum(axis=1), dtype=np.int64)
         assert self.events is not None
         return np.bincount(self.events[0], minlength=self.n_functions).astype(np.int64)
 
@@ -176,4 +176,5 @@ def _sample_durations_us(
     base = function * knots.size + segment
     lo_v, hi_v = flat[base], flat[base + 1]
     value_ms = lo_v + (hi_v - lo_v) * (q - lo_q) / (hi_q - lo_q)
-    return np.round(value_ms * 1000.0).astype(np.int64)
+    rounded: NDArray[np.int64] = np.round(value_ms * 1000.0).astype(np.int64)
+    return rounded
