@@ -122,7 +122,7 @@ def test_capacity_overflow_when_nothing_is_evictable():
     assert result.cold_starts == 2
 
 
-def test_ttl_policies_under_capacity_evict_the_soonest_to_expire():
+def test_ttl_policies_under_capacity_evict_the_least_recently_used():
     a0 = [(0, S)]
     a1 = [(2 * MIN, S)]
     a2 = [(5 * MIN, S)]

@@ -31,6 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import heapq
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -132,8 +134,22 @@ def simulate_fast(
 
 
 class _App:
-    __slots__ = ("index", "loaded", "loaded_since", "memory", "pending_prewarm", "pending_unload",
-                 "running", "state", "unload_at", "idle_since", "cold", "invocations", "wasted")
+    __slots__ = (
+        "cold",
+        "epoch",
+        "idle_since",
+        "index",
+        "invocations",
+        "loaded",
+        "loaded_since",
+        "memory",
+        "pending_prewarm",
+        "pending_unload",
+        "running",
+        "state",
+        "unload_at",
+        "wasted",
+    )
 
     def __init__(self, index: int, memory: float, state: Any) -> None:
         self.index = index
@@ -144,6 +160,7 @@ class _App:
         self.running = 0
         self.idle_since = -1
         self.unload_at = NEVER
+        self.epoch = 0
         self.pending_prewarm: Event | None = None
         self.pending_unload: Event | None = None
         self.cold = 0
@@ -177,6 +194,7 @@ class EventSimulator:
         ]
         self._used = 0.0
         self._clock = 0.0
+        self._evictable: list[tuple[float, int, int]] = []
         self._evictions = 0
         self._overflows = 0
         self._kernel = kernel
@@ -227,6 +245,7 @@ class EventSimulator:
             app.cold += 1
             self._load(app, evict=True)
         app.invocations += 1
+        app.epoch += 1
         policy.on_invocation(app.state, cold=cold, clock=self._clock)
         app.running += 1
         self._kernel.schedule(now + self._arrival_duration[k], self._end, app,
@@ -247,9 +266,10 @@ class EventSimulator:
             app.pending_prewarm = self._kernel.schedule(
                 now + window.prewarm_us, self._prewarm, app, priority=_PREWARM * 2**40 + app.index
             )
-        else:
-            app.loaded_since = now
         app.unload_at = NEVER if window.unload_us == NEVER else now + window.unload_us
+        if window.prewarm_us == 0:
+            app.loaded_since = now
+            self._mark_evictable(app)
         if window.unload_us != NEVER:
             app.pending_unload = self._kernel.schedule(
                 app.unload_at, self._expire, app, priority=_UNLOAD * 2**40 + app.index
@@ -260,6 +280,7 @@ class EventSimulator:
         self._load(app, evict=False)
         if app.loaded:
             app.loaded_since = int(self._kernel.now)
+            self._mark_evictable(app)
 
     def _expire(self, app: _App) -> None:
         app.pending_unload = None
@@ -280,7 +301,17 @@ class EventSimulator:
         app.loaded = True
         self._used += app.memory
 
+    def _mark_evictable(self, app: _App) -> None:
+        """Queue an idle loaded app for eviction; its rank is fixed until it is used or unloaded."""
+        if self.capacity_mb is None:
+            return
+        rank = self._policy.eviction_rank(
+            app.state, clock=self._clock, idle_since_us=app.idle_since, unload_at_us=app.unload_at
+        )
+        heapq.heappush(self._evictable, (rank, app.index, app.epoch))
+
     def _unload(self, app: _App) -> None:
+        app.epoch += 1
         if app.loaded:
             app.loaded = False
             self._used -= app.memory
@@ -288,23 +319,18 @@ class EventSimulator:
 
     def _evict_for(self, needed: float, capacity: float) -> None:
         now = int(self._kernel.now)
-        while self._used + needed > capacity:
-            victim: _App | None = None
-            victim_rank = 0.0
-            for candidate in self._apps:
-                if not candidate.loaded or candidate.running:
-                    continue
-                rank = self._policy.eviction_rank(candidate.state, self._clock, candidate.unload_at)
-                if victim is None or rank < victim_rank:
-                    victim, victim_rank = candidate, rank
-            if victim is None:
-                return
+        queue = self._evictable
+        while self._used + needed > capacity and queue:
+            rank, index, epoch = heapq.heappop(queue)
+            victim = self._apps[index]
+            if victim.epoch != epoch or not victim.loaded or victim.running:
+                continue  # used or unloaded since it was queued
             victim.wasted += now - victim.loaded_since
             self._kernel.cancel(victim.pending_unload)
             victim.pending_unload = None
             self._unload(victim)
             self._evictions += 1
-            self._clock = victim_rank
+            self._clock = rank
 
 
 def simulate(

@@ -78,12 +78,16 @@ class KeepAlivePolicy(ABC):
     def decide(self, state: Any) -> Window:
         """The window for the idle period that starts now."""
 
-    def eviction_rank(self, state: Any, clock: float, unload_at_us: int) -> float:
+    def eviction_rank(self, state: Any, *, clock: float, idle_since_us: int, unload_at_us: int) -> float:
         """Order of eviction under memory pressure, lowest first.
 
-        The default evicts the application whose keep-alive would end soonest.
+        Engines ask once, when the app becomes idle and loaded, and keep the answer until the app is used
+        or unloaded again, so the rank must not drift while the app sits idle.
+
+        The default is least-recently-used: the app idle the longest goes first. (Evicting the app whose
+        keep-alive ends soonest instead would throw out exactly the busy apps with short windows.)
         """
-        return float(unload_at_us)
+        return float(idle_since_us)
 
     def batch_windows(
         self, idle_us: NDArray[np.int64]

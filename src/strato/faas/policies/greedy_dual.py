@@ -43,7 +43,7 @@ class GreedyDual(KeepAlivePolicy):
     def decide(self, state: Any) -> Window:
         return Window(0, NEVER)
 
-    def eviction_rank(self, state: Any, clock: float, unload_at_us: int) -> float:
+    def eviction_rank(self, state: Any, *, clock: float, idle_since_us: int, unload_at_us: int) -> float:
         return float(state.priority)
 
     def batch_windows(
