@@ -58,7 +58,7 @@ def reference_rate(workload: Workload, spec: str) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full-scale-apps", type=int, default=25_000,
+    parser.add_argument("--full-scale-apps", type=int, default=15_200,
                         help="apps in the synthetic full-scale day (default gives ~46k functions)")
     args = parser.parse_args()
     rows: list[tuple[str, str, str, str]] = []

@@ -59,6 +59,17 @@ def test_bad_input_is_one_clear_line_and_exit_2(args, message):
 def test_malformed_trace_error_names_file_row_and_column(tmp_path):
     trace = tmp_path / "invocations.csv"
     trace.write_text("HashOwner,HashApp,HashFunction,Trigger,1,2\no,a,f,http,1,-4\n")
+    (tmp_path / "durations.csv").write_text(
+        "HashOwner,HashApp,HashFunction,Average,Count,Minimum,Maximum,percentile_Average_0,"
+        "percentile_Average_1,percentile_Average_25,percentile_Average_50,percentile_Average_75,"
+        "percentile_Average_99,percentile_Average_100\no,a,f,10,1,10,10,10,10,10,10,10,10,10\n"
+    )
+    (tmp_path / "memory.csv").write_text(
+        "HashOwner,HashApp,SampleCount,AverageAllocatedMb,AverageAllocatedMb_pct1,AverageAllocatedMb_pct5,"
+        "AverageAllocatedMb_pct25,AverageAllocatedMb_pct50,AverageAllocatedMb_pct75,"
+        "AverageAllocatedMb_pct95,AverageAllocatedMb_pct99,AverageAllocatedMb_pct100\n"
+        "o,a,1,100,100,100,100,100,100,100,100,100\n"
+    )
     done = strato("faas", "simulate", "--trace", str(trace))
     assert done.returncode == 2
     assert "invocations.csv" in done.stderr and "row 2" in done.stderr and "column 2" in done.stderr

@@ -37,7 +37,7 @@ def describe(
 @app.command()
 @friendly_errors
 def synth(
-    out: Annotated[Path, typer.Argument(help="Directory to write invocations.csv, durations.csv, memory.csv")],
+    out: Annotated[Path, typer.Argument(help="Directory for invocations.csv, durations.csv, memory.csv")],
     apps: Annotated[int, typer.Option(help="Number of applications")] = 500,
     minutes: Annotated[int, typer.Option(help="Length of the trace in minutes")] = 1440,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,

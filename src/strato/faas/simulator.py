@@ -27,11 +27,10 @@ Semantics shared by both (documented choices):
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import heapq
 
 import numpy as np
 from numpy.typing import NDArray

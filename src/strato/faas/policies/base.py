@@ -67,12 +67,15 @@ class KeepAlivePolicy(ABC):
 
     def on_invocation(self, state: Any, *, cold: bool, clock: float) -> None:
         """An invocation arrived (used by frequency- and cost-aware policies)."""
+        return None
 
     def on_idle_time(self, state: Any, idle_us: int) -> None:
         """An idle period of ``idle_us`` ended with an invocation (the policy's observation)."""
+        return None
 
     def on_unload(self, state: Any) -> None:
         """The engine unloaded the application (expiry or eviction)."""
+        return None
 
     @abstractmethod
     def decide(self, state: Any) -> Window:
