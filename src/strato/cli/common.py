@@ -17,7 +17,8 @@ from strato.errors import StratoError
 
 P = ParamSpec("P")
 R = TypeVar("R")
-console = Console()
+# Piped output has no terminal width; rich would squeeze tables into 80 columns and cut numbers.
+console = Console(width=None if sys.stdout.isatty() else 160)
 error_console = Console(stderr=True)
 
 
