@@ -9,12 +9,11 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from strato.core.progress import progress
 from strato.core.report import new_figure
 from strato.errors import ConfigError
 from strato.faas.policies import PAPER_POLICY_SET, KeepAlivePolicy, parse_policy
 from strato.faas.results import BASELINE_POLICY, PolicyResult, summarise
-from strato.faas.simulator import EventSimulator, IdleProfile, simulate_fast
+from strato.faas.simulator import simulate
 from strato.traces.model import DurationMode, Workload
 
 
@@ -52,14 +51,8 @@ def compare_policies(
     if BASELINE_POLICY not in names:
         policies.append(parse_policy(BASELINE_POLICY))
     invocations = workload.expand(seed=seed, durations=durations)
-    memory = workload.app_memory_mb
-    profile = IdleProfile.from_invocations(invocations) if capacity_mb is None else None
-    event_engine = EventSimulator(invocations, memory, capacity_mb=capacity_mb, cold_start_s=cold_start_s)
-    results: list[PolicyResult] = []
-    for policy in progress(policies, total=len(policies), description="keep-alive policies",
-                           enabled=show_progress):
-        result = simulate_fast(profile, policy, memory) if profile is not None else None
-        results.append(result if result is not None else event_engine.run(policy))
+    results = simulate(invocations, workload.app_memory_mb, policies, capacity_mb=capacity_mb,
+                       cold_start_s=cold_start_s, show_progress=show_progress)
     baseline = next(r for r in results if r.policy == BASELINE_POLICY)
     asked = results[: len(names)]
     return KeepAliveComparison(workload=workload.name, results=asked, rows=summarise(asked, baseline))

@@ -36,6 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from strato.core.kernel import Event, Kernel
+from strato.core.progress import progress
 from strato.faas.policies.base import NEVER, AppInfo, KeepAlivePolicy
 from strato.faas.results import PolicyResult
 from strato.traces.model import Invocations
@@ -339,18 +340,16 @@ def simulate(
     *,
     capacity_mb: float | None = None,
     cold_start_s: float = 1.0,
-    profile: IdleProfile | None = None,
+    show_progress: bool | None = None,
 ) -> list[PolicyResult]:
     """Run each policy, on the fast engine when it can, else on the event engine."""
-    results: list[PolicyResult] = []
+    profile = IdleProfile.from_invocations(invocations) if capacity_mb is None else None
     event_engine = EventSimulator(
         invocations, app_memory_mb, capacity_mb=capacity_mb, cold_start_s=cold_start_s
     )
-    for policy in policies:
-        result = None
-        if capacity_mb is None:
-            if profile is None:
-                profile = IdleProfile.from_invocations(invocations)
-            result = simulate_fast(profile, policy, app_memory_mb)
+    results: list[PolicyResult] = []
+    for policy in progress(policies, total=len(policies), description="keep-alive policies",
+                           enabled=show_progress):
+        result = simulate_fast(profile, policy, app_memory_mb) if profile is not None else None
         results.append(result if result is not None else event_engine.run(policy))
     return results

@@ -134,11 +134,10 @@ class Workload:
             function = function_of_event.astype(np.int64)
             arrival_us = np.round(start_s * MICROS).astype(np.int64)
             horizon_us = int(np.max(arrival_us + np.round(duration_s * MICROS))) if start_s.size else 0
-        if durations == "mean" or self.events is not None:
-            if self.events is not None:
-                duration_us = np.round(self.events[2] * MICROS).astype(np.int64)
-            else:
-                duration_us = np.round(self.duration_mean_ms[function] * 1000.0).astype(np.int64)
+        if self.events is not None:
+            duration_us = np.round(self.events[2] * MICROS).astype(np.int64)
+        elif durations == "mean":
+            duration_us = np.round(self.duration_mean_ms[function] * 1000.0).astype(np.int64)
         else:
             duration_us = _sample_durations_us(self.duration_percentiles_ms, function, rng)
         app = self.function_app[function]
