@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from strato.cli import faas_live
 from strato.cli.common import console, friendly_errors, print_json, print_table
 from strato.core.units import parse_duration, parse_size_mb
 from strato.errors import ConfigError
@@ -88,3 +89,6 @@ def simulate(
         console.print(f"note: {note}", style="dim")
     if plot is not None:
         console.print(f"trade-off plot written to {plot}")
+
+
+faas_live.register(app)

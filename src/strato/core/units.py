@@ -20,10 +20,13 @@ _SIZE_UNITS = {
     "b": 1 / 2**20,
     "kb": 1e3 / 2**20,
     "kib": 1 / 2**10,
+    "ki": 1 / 2**10,
     "mb": 1e6 / 2**20,
     "mib": 1.0,
+    "mi": 1.0,
     "gb": 1e9 / 2**20,
     "gib": 2**10,
+    "gi": 2**10,
     "tb": 1e12 / 2**20,
     "tib": 2**20,
 }
@@ -48,7 +51,8 @@ def parse_duration(text: str, *, default_unit: str = "s") -> float:
 def parse_size_mb(text: str, *, default_unit: str = "mb") -> float:
     """Return MiB for ``text`` such as ``"512MB"``, ``"4GiB"``, ``"1.5GB"``.
 
-    We keep memory in MiB everywhere because the Azure traces report "AllocatedMb" in MiB.
+    We keep memory in MiB everywhere because the Azure traces report "AllocatedMb" in MiB. Kubernetes-style
+    suffixes (``128Mi``, ``1Gi``), as OpenFaaS limits use them, are binary units too.
     Decimal units (MB, GB) are converted exactly, so "1GB" is 953.67 MiB.
     """
     match = _NUMBER_WITH_UNIT.match(str(text))

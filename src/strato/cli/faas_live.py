@@ -1,0 +1,255 @@
+"""``strato faas serve|deploy|invoke|list|remove``: the live function platform and its API wrappers."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from strato.cli.common import console, friendly_errors, print_json, print_table
+from strato.core.units import parse_duration, parse_size_mb
+from strato.errors import ConfigError, StratoError
+
+UrlOption = Annotated[str, typer.Option("--url", envvar="STRATO_FAAS_URL", help="Gateway URL")]
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token", help="Admin bearer token (default: $STRATO_FAAS_TOKEN or the local server's token file)"
+    ),
+]
+StateOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--state-dir",
+        envvar="STRATO_FAAS_STATE",
+        help="Server state directory: functions and token (default ~/.local/share/strato/faas)",
+    ),
+]
+
+
+def _client(url: str, token: str | None, state_dir: Path | None = None):  # type: ignore[no-untyped-def]
+    from strato.faas.live.client import FaasClient, resolve_token
+
+    return FaasClient(url, resolve_token(token, state_dir))
+
+
+def _parse_env(pairs: list[str] | None) -> dict[str, str]:
+    env = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--env takes NAME=VALUE, not {pair!r}")
+        env[key] = value
+    return env
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    @friendly_errors
+    def serve(
+        host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="Port (0 picks a free one and prints it)")] = 8080,
+        backend: Annotated[
+            str,
+            typer.Option(
+                help="lean (gateway -> instance socket) or faasd "
+                "(gateway -> provider -> watchdog -> function)"
+            ),
+        ] = "lean",
+        spawn: Annotated[str, typer.Option(help="fork (from a pre-initialised template) or fresh")] = "fork",
+        policy: Annotated[
+            str,
+            typer.Option(
+                help="Keep-alive policy, the same specs as the simulator: fixed:10m, hybrid, greedy-dual, ..."
+            ),
+        ] = "fixed:10m",
+        time_scale: Annotated[
+            float, typer.Option(help="Policy time runs this many times faster than real time (trace replays)")
+        ] = 1.0,
+        memory_budget: Annotated[
+            str | None,
+            typer.Option(
+                help="Node memory budget, e.g. 4GiB; idle functions are evicted in the policy's order"
+            ),
+        ] = None,
+        state_dir: StateOption = None,
+        max_body: Annotated[str, typer.Option(help="Largest request body accepted (413 above)")] = "8MiB",
+        protect_invoke: Annotated[
+            bool, typer.Option(help="Require the bearer token on /function/* too")
+        ] = False,
+        sandbox: Annotated[
+            bool, typer.Option(help="Isolate instances (namespaces, cgroups, own uid) where the host allows")
+        ] = True,
+        drain_timeout: Annotated[
+            str, typer.Option(help="How long shutdown waits for in-flight requests")
+        ] = "30s",
+    ) -> None:
+        """Run the function platform (OpenFaaS-style API) until SIGTERM or Ctrl-C."""
+        from strato.faas.live.gateway import GatewayConfig, default_state_dir, run
+        from strato.faas.live.isolation import probe_host
+        from strato.faas.live.platform import NodeConfig
+
+        state = (state_dir or default_state_dir()).resolve()
+        budget = parse_size_mb(memory_budget, default_unit="mib") if memory_budget else math.inf
+        node = NodeConfig(
+            state_dir=state,
+            backend=backend,
+            spawn=spawn,
+            policy=policy,
+            time_scale=time_scale,
+            memory_budget_mb=budget,
+            sandbox=sandbox,
+        )
+        body_limit = round(parse_size_mb(max_body, default_unit="mib") * 2**20)
+        if body_limit <= 0:
+            raise ConfigError("--max-body must be positive")
+        config = GatewayConfig(
+            node=node,
+            host=host,
+            port=port,
+            max_body=body_limit,
+            protect_invoke=protect_invoke,
+            drain_timeout_s=parse_duration(drain_timeout),
+        )
+        warnings = list(probe_host().warnings) if sandbox else ["sandbox disabled (--no-sandbox)"]
+
+        def ready(url: str, gateway: object) -> None:
+            print(
+                f"strato faas serving on {url} (backend {backend}, spawn {spawn}, policy {policy}, "
+                f"time scale {time_scale:g})",
+                flush=True,
+            )
+            print(f"admin token in {state / 'token'}", flush=True)
+            for warning in warnings:
+                print(f"warning: {warning}", file=sys.stderr, flush=True)
+
+        try:
+            code = run(config, on_ready=ready)
+        except OSError as error:
+            raise StratoError(f"cannot serve on {host}:{port}: {error.strerror or error}") from None
+        if code:
+            print("shutdown: some requests were still running after the drain timeout", file=sys.stderr)
+        raise typer.Exit(code)
+
+    @app.command()
+    @friendly_errors
+    def deploy(
+        name: Annotated[str, typer.Argument(help="Function name")],
+        directory: Annotated[Path, typer.Option("--dir", help="Directory with the function's code")] = Path(
+            "."
+        ),
+        handler: Annotated[str, typer.Option(help="module:function to call")] = "handler:handle",
+        memory: Annotated[str, typer.Option(help="Memory limit, e.g. 128Mi")] = "128Mi",
+        timeout: Annotated[str, typer.Option(help="Wall-clock and CPU-time limit per invocation")] = "30s",
+        env: Annotated[list[str] | None, typer.Option("--env", help="NAME=VALUE, repeatable")] = None,
+        concurrency: Annotated[int, typer.Option(help="Invocations one instance runs at once")] = 1,
+        max_concurrency: Annotated[int, typer.Option(help="In-flight invocations before 429")] = 16,
+        network: Annotated[bool, typer.Option(help="Give instances the host network")] = False,
+        url: UrlOption = "http://127.0.0.1:8080",
+        token: TokenOption = None,
+        state_dir: StateOption = None,
+        json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON")] = False,
+    ) -> None:
+        """Deploy (or update) a function from a local directory."""
+        client = _client(url, token, state_dir)
+        result = client.deploy(
+            name,
+            directory=directory,
+            handler=handler,
+            memory=memory,
+            timeout=timeout,
+            env=_parse_env(env),
+            concurrency=concurrency,
+            maxConcurrency=max_concurrency,
+            network=network,
+        )
+        if json_output:
+            print_json(result)
+        else:
+            console.print(f"deployed {result['name']} version {result['version']} ({result['handler']})")
+
+    @app.command()
+    @friendly_errors
+    def invoke(
+        name: Annotated[str, typer.Argument(help="Function name")],
+        data: Annotated[
+            str | None, typer.Option("--data", "-d", help="Request body ('-' reads stdin)")
+        ] = None,
+        method: Annotated[str, typer.Option(help="HTTP method")] = "POST",
+        header: Annotated[
+            list[str] | None, typer.Option("--header", "-H", help="'Name: value', repeatable")
+        ] = None,
+        url: UrlOption = "http://127.0.0.1:8080",
+        token: TokenOption = None,
+        state_dir: StateOption = None,
+    ) -> None:
+        """Invoke a function; prints the response body (status on stderr when it is not 2xx)."""
+        body = sys.stdin.buffer.read() if data == "-" else (data or "").encode()
+        headers = {}
+        for line in header or []:
+            key, sep, value = line.partition(":")
+            if not sep:
+                raise ConfigError(f"--header takes 'Name: value', not {line!r}")
+            headers[key.strip()] = value.strip()
+        result = _client(url, token, state_dir).invoke(name, body, method=method.upper(), headers=headers)
+        sys.stdout.buffer.write(result.body)
+        if result.body and not result.body.endswith(b"\n") and sys.stdout.isatty():
+            sys.stdout.write("\n")
+        sys.stdout.flush()
+        if result.status >= 400:
+            print(f"HTTP {result.status}", file=sys.stderr)
+            raise typer.Exit(1)
+
+    @app.command(name="list")
+    @friendly_errors
+    def list_functions(
+        url: UrlOption = "http://127.0.0.1:8080",
+        token: TokenOption = None,
+        state_dir: StateOption = None,
+        json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON")] = False,
+    ) -> None:
+        """List deployed functions with their instances and counters."""
+        functions = _client(url, token, state_dir).list()
+        if json_output:
+            print_json(functions)
+            return
+        rows = [
+            {
+                "name": f["name"],
+                "version": f["version"],
+                "handler": f["handler"],
+                "memory": f["limits"]["memory"],
+                "instances": f["stats"]["instances"],
+                "invocations": f["stats"]["invocations"],
+                "cold_starts": f["stats"]["cold_starts"],
+            }
+            for f in functions
+        ]
+        print_table(
+            rows,
+            [
+                ("name", "name"),
+                ("version", "version"),
+                ("handler", "handler"),
+                ("memory", "memory"),
+                ("instances", "instances"),
+                ("invocations", "invocations"),
+                ("cold_starts", "cold starts"),
+            ],
+            title=f"functions at {url}",
+        )
+
+    @app.command()
+    @friendly_errors
+    def remove(
+        name: Annotated[str, typer.Argument(help="Function name")],
+        url: UrlOption = "http://127.0.0.1:8080",
+        token: TokenOption = None,
+        state_dir: StateOption = None,
+    ) -> None:
+        """Remove a function and stop its instances."""
+        _client(url, token, state_dir).remove(name)
+        console.print(f"removed {name}")

@@ -1,0 +1,265 @@
+"""The gateway: an OpenFaaS-style HTTP API in front of the node.
+
+Routes (admin routes need ``Authorization: Bearer <token>``; invocations too with ``protect_invoke``):
+
+=========================================  ====================================================
+``GET /healthz``                           liveness
+``GET /metrics``                           Prometheus text
+``GET /system/functions``                  deployed functions
+``GET /system/functions/{name}``           one function with its instances and counters
+``POST /system/functions``                 deploy (409 if it exists); ``PUT`` deploys or updates
+``DELETE /system/functions/{name}``        remove (or ``DELETE /system/functions`` with
+                                           ``{"functionName": name}`` as OpenFaaS does)
+``GET /system/stats``                      keep-alive counters per function (cold starts, waste)
+``ANY /function/{name}[/sub/path][?q]``    synchronous invocation: body, status and headers kept
+=========================================  ====================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import os
+import secrets
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from strato.errors import StratoError
+from strato.faas.live.httpio import (
+    ConnectionTracker,
+    Request,
+    Response,
+    ServerProtocol,
+    error_response,
+    json_response,
+)
+from strato.faas.live.loop import new_event_loop
+from strato.faas.live.platform import InvokeFailed, Node, NodeConfig, spec_json_response
+from strato.faas.live.registry import (
+    DeployError,
+    FunctionStore,
+    check_syntax,
+    parse_deploy_request,
+    read_directory,
+)
+
+DEFAULT_MAX_BODY = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    node: NodeConfig
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body: int = DEFAULT_MAX_BODY
+    protect_invoke: bool = False
+    drain_timeout_s: float = 30.0
+    token: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def default_state_dir() -> Path:
+    configured = os.environ.get("STRATO_FAAS_STATE")
+    if configured:
+        return Path(configured)
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "strato" / "faas"
+
+
+def ensure_token(state_dir: Path) -> str:
+    """Read the admin token, creating it (0600) on first start."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(state_dir, 0o711)
+    path = state_dir / "token"
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            raise StratoError(f"{path} is readable by other users; run chmod 600 {path}") from None
+        token = path.read_text().strip()
+        if not token:
+            raise StratoError(f"{path} is empty; delete it to generate a new token") from None
+        return token
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(token + "\n")
+    return token
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig, node: Node, token: str) -> None:
+        self.config = config
+        self.node = node
+        self.token = token
+        self.store = FunctionStore(config.node.state_dir)
+        self.deploy_lock = asyncio.Lock()
+
+    def load_deployed(self) -> int:
+        specs = self.store.load_all()
+        for spec in specs:
+            self.node.install(spec)
+        return len(specs)
+
+    def _authorised(self, request: Request) -> bool:
+        header = request.headers.get("authorization", "")
+        scheme, _, credential = header.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(credential.strip(), self.token)
+
+    async def handle(self, request: Request) -> Response:
+        path = request.path
+        if path.startswith("/function/"):
+            if self.config.protect_invoke and not self._authorised(request):
+                return _unauthorised()
+            name, _, rest = path[len("/function/") :].partition("/")
+            headers = request.headers
+            if "authorization" in headers and self._authorised(request):
+                headers = {key: value for key, value in headers.items() if key != "authorization"}
+            target = "/" + rest + ("?" + request.query if request.query else "")
+            return await self.node.invoke(name, request.method, target, headers, request.body)
+        if path == "/healthz":
+            return json_response(200, {"status": "ok", "backend": self.node.config.backend})
+        if path == "/metrics":
+            return Response(
+                200, self.node.metrics.render().encode(), [("Content-Type", "text/plain; version=0.0.4")]
+            )
+        if path.startswith("/system/"):
+            if not self._authorised(request):
+                return _unauthorised()
+            return await self._system(request)
+        return error_response(404, f"no route for {request.method} {path}")
+
+    async def _system(self, request: Request) -> Response:
+        parts = request.path.strip("/").split("/")
+        method = request.method
+        if parts == ["system", "stats"] and method == "GET":
+            return json_response(200, self.node.stats())
+        if parts[:2] != ["system", "functions"] or len(parts) > 3:
+            return error_response(404, f"no route for {method} {request.path}")
+        if len(parts) == 3:
+            if method == "GET":
+                return spec_json_response(self.node, parts[2])
+            if method == "DELETE":
+                return await self._remove(parts[2])
+            return error_response(405, f"{method} is not allowed on {request.path}")
+        if method == "GET":
+            return json_response(200, [self.node.describe(name) for name in sorted(self.node.functions)])
+        if method in ("POST", "PUT"):
+            return await self._deploy(request, update=method == "PUT")
+        if method == "DELETE":
+            try:
+                name = json.loads(request.body or b"{}").get("functionName")
+            except (ValueError, AttributeError):
+                name = None
+            if not isinstance(name, str):
+                return error_response(400, 'DELETE /system/functions needs {"functionName": NAME}')
+            return await self._remove(name)
+        return error_response(405, f"{method} is not allowed on {request.path}")
+
+    async def _deploy(self, request: Request, *, update: bool) -> Response:
+        try:
+            payload = json.loads(request.body)
+        except ValueError as error:
+            return error_response(400, f"the deploy body is not JSON: {error}")
+        async with self.deploy_lock:
+            try:
+                spec, source = parse_deploy_request(payload)
+                files = (
+                    source
+                    if isinstance(source, dict)
+                    else read_directory(source, limit_bytes=self.config.max_body)
+                )
+                check_syntax(files)
+            except DeployError as error:
+                return error_response(400, str(error))
+            current = self.node.functions.get(spec.name)
+            if current is not None and not update:
+                return error_response(409, f"function {spec.name!r} exists; use PUT to update it")
+            staged = self.store.stage(spec, files, current.spec if current else None)
+            try:
+                await self._trial_load(staged)
+            except InvokeFailed as failure:
+                self.store.discard(staged)
+                return error_response(400, f"function {spec.name!r} failed to load: {failure}")
+            except BaseException:
+                self.store.discard(staged)
+                raise
+            self.store.activate(staged)
+            self.node.install(staged)
+        status = 200 if current is not None else 201
+        return json_response(status, staged.to_public())
+
+    async def _trial_load(self, staged: Any) -> None:
+        """Start one instance of the new code in its sandbox: proves it imports, then stops it."""
+        from strato.faas.live.platform import FunctionState
+
+        probe = FunctionState(staged, None)
+        instance = await self.node.start_instance(probe, reason="trial", spec=staged)
+        self.node._stop_instance(instance)
+
+    async def _remove(self, name: str) -> Response:
+        async with self.deploy_lock:
+            function = self.node.remove(name)
+            if function is None:
+                return error_response(404, f"no function named {name!r}")
+            self.store.remove(name)
+        return json_response(200, {"removed": name})
+
+
+def _unauthorised() -> Response:
+    response = error_response(
+        401, "missing or wrong bearer token (the server prints where its token file is)"
+    )
+    response.headers.append(("WWW-Authenticate", 'Bearer realm="strato"'))
+    return response
+
+
+async def serve(
+    config: GatewayConfig,
+    *,
+    on_ready: Callable[[str, Gateway], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Run the gateway until SIGTERM/SIGINT (or ``stop``), then drain and shut down; returns an exit code."""
+    state_dir = config.node.state_dir
+    token = config.token or ensure_token(state_dir)
+    node = Node(config.node)
+    await node.start()
+    gateway = Gateway(config, node, token)
+    gateway.load_deployed()
+    loop = asyncio.get_running_loop()
+    tracker = ConnectionTracker()
+    server = await loop.create_server(
+        lambda: ServerProtocol(gateway.handle, max_body=config.max_body, tracker=tracker),
+        config.host,
+        config.port,
+        reuse_address=True,
+        backlog=1024,
+    )
+    stop = stop or asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    port = server.sockets[0].getsockname()[1]
+    if on_ready is not None:
+        on_ready(f"http://{config.host}:{port}", gateway)
+    try:
+        await stop.wait()
+    finally:
+        server.close()
+        drained = await tracker.drain(config.drain_timeout_s)
+        await node.stop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    return 0 if drained else 1
+
+
+def run(config: GatewayConfig, *, on_ready: Callable[[str, Gateway], None] | None = None) -> int:
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(serve(config, on_ready=on_ready))
+    finally:
+        loop.close()

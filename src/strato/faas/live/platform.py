@@ -1,0 +1,821 @@
+"""The live platform's node: function instances, keep-alive driven by a policy object, a memory budget.
+
+The node is the engine around a :class:`~strato.faas.policies.base.KeepAlivePolicy`, exactly as the
+simulators are: it tells the policy what happened (an invocation arrived, an idle time ended, the app was
+unloaded) and carries out its windows with timers. The unit of decision is the function (the paper's
+application). Time is scaled: with ``time_scale = 60`` a policy's 10-minute window lasts 10 real seconds
+and every duration the policy observes is multiplied by 60, so a replay is the trace in miniature.
+
+Everything that changes an instance's state runs on the event loop thread, so "pick a warm instance" and
+"unload an idle instance" can never interleave: an invocation that arrives while its function is being
+unloaded finds no instance and starts a new one instead of racing the one going away (no 502).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import math
+import os
+import signal
+import socket
+import sys
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+from strato.errors import ConfigError
+from strato.faas.live import frames
+from strato.faas.live.forkserver import ForkServerClient
+from strato.faas.live.httpio import ClientPool, Response, error_response, json_response
+from strato.faas.live.isolation import (
+    HostSupport,
+    MemoryCgroup,
+    cleanup_cgroup_base,
+    function_uid,
+    probe_host,
+)
+from strato.faas.live.metrics import Registry
+from strato.faas.live.registry import FunctionSpec
+from strato.faas.live.runtime import FATAL_HEADER, InstanceSpec
+from strato.faas.policies import parse_policy
+from strato.faas.policies.base import NEVER, AppInfo, KeepAlivePolicy
+
+BACKENDS = ("lean", "faasd")
+SPAWN_MODES = ("fork", "fresh")
+START_TIMEOUT_S = 30.0
+INTERNAL_HEADER_PREFIX = "x-strato-"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    state_dir: Path
+    backend: str = "lean"
+    spawn: str = "fork"
+    policy: str = "fixed:10m"
+    time_scale: float = 1.0
+    memory_budget_mb: float = math.inf
+    sandbox: bool = True
+    tmp_size_mb: int = 64
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
+        if self.spawn not in SPAWN_MODES:
+            raise ConfigError(f"spawn must be one of {', '.join(SPAWN_MODES)}, not {self.spawn!r}")
+        if not self.time_scale > 0:
+            raise ConfigError("time scale must be positive")
+        if not self.memory_budget_mb > 0:
+            raise ConfigError("memory budget must be positive")
+
+
+def _runtime_dirs() -> tuple[str, ...]:
+    """Where the interpreter, the standard library and installed packages (strato among them) live."""
+    import strato
+
+    candidates = {sys.base_prefix, sys.prefix, str(Path(strato.__file__).resolve().parents[1])}
+    candidates.update(
+        path
+        for path in sys.path
+        if path
+        and os.path.isabs(path)
+        and os.path.isdir(path)
+        and os.path.realpath(path) != os.path.realpath(os.getcwd())
+    )
+    real = sorted({os.path.realpath(path) for path in candidates})
+    return tuple(
+        path
+        for path in real
+        if not any(path != other and path.startswith(other.rstrip("/") + "/") for other in real)
+    )
+
+
+RUNTIME_DIRS = _runtime_dirs()
+
+
+class InvokeFailed(Exception):
+    """An invocation the gateway answers with an error status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class InstanceDied(ConnectionError):
+    pass
+
+
+class Instance:
+    """One running copy of a function: an OS process (group) and the gateway's socket to it."""
+
+    def __init__(self, function: FunctionState, instance_id: str) -> None:
+        self.function = function
+        self.spec = function.spec
+        self.id = instance_id
+        self.state = "starting"
+        self.inflight = 0
+        self.pid: int | None = None
+        self.port: int | None = None
+        self.channel: InstanceChannel | None = None
+        self.cgroup: MemoryCgroup | None = None
+        self.started_at = 0.0
+        self.ready_at = 0.0
+        self.idle_since: float | None = None
+        self.process: asyncio.subprocess.Process | None = None
+
+    def kill(self) -> None:
+        if self.pid is not None and self.channel is not None and not self.channel.closed:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
+
+
+class InstanceChannel(asyncio.Protocol):
+    """The gateway's end of an instance's control socket (and, for the lean backend, its data path)."""
+
+    def __init__(self, node: Node, instance: Instance) -> None:
+        self.node = node
+        self.instance = instance
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.pending: dict[int, asyncio.Future[tuple[int, bytes, bytes]]] = {}
+        self.ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.ids = itertools.count(1)
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        died = InstanceDied(f"instance {self.instance.id} exited")
+        if not self.ready.done():
+            self.ready.set_exception(died)
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(died)
+        self.pending.clear()
+        self.node.instance_gone(self.instance)
+
+    def send(self, kind: int, meta: bytes, body: bytes = b"") -> None:
+        assert self.transport is not None
+        self.transport.write(frames.encode(0, kind, meta, body))
+
+    def invoke(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> asyncio.Future[tuple[int, bytes, bytes]]:
+        if self.closed or self.transport is None:
+            raise InstanceDied(f"instance {self.instance.id} is gone")
+        request_id = next(self.ids)
+        future: asyncio.Future[tuple[int, bytes, bytes]] = asyncio.get_running_loop().create_future()
+        self.pending[request_id] = future
+        meta = f"{method} {target}\n".encode("latin-1") + frames.encode_headers(headers)
+        self.transport.write(frames.encode(request_id, frames.INVOKE, meta, body))
+        return future
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        header_size = frames.HEADER_SIZE
+        while len(buffer) >= header_size:
+            request_id, kind, meta_size, body_size = frames.HEADER.unpack_from(buffer)
+            end = header_size + meta_size + body_size
+            if len(buffer) < end:
+                return
+            meta = bytes(buffer[header_size : header_size + meta_size])
+            body = bytes(buffer[header_size + meta_size : end])
+            del buffer[:end]
+            if kind == frames.RESULT:
+                future = self.pending.pop(request_id, None)
+                if future is not None and not future.done():
+                    status_line, _, header_lines = meta.partition(b"\n")
+                    future.set_result((int(status_line), header_lines, body))
+            elif kind == frames.READY and not self.ready.done():
+                self.ready.set_result(json.loads(meta))
+            elif kind == frames.LOAD_FAILED and not self.ready.done():
+                self.ready.set_exception(InvokeFailed(500, meta.decode(errors="replace")))
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+@dataclass
+class FunctionStats:
+    invocations: int = 0
+    cold_starts: int = 0
+    scale_outs: int = 0
+    prewarms: int = 0
+    unloads: int = 0
+    evictions: int = 0
+    errors: int = 0
+    start_failures: int = 0
+    wasted_mb_s: float = 0.0
+    """Memory held by idle instances, in MiB x policy-time seconds."""
+    loaded_s: float = 0.0
+
+
+@dataclass
+class FunctionState:
+    spec: FunctionSpec
+    policy_state: Any
+    instances: list[Instance] = field(default_factory=list)
+    inflight: int = 0
+    waiters: deque[asyncio.Future[Instance]] = field(default_factory=deque)
+    idle_since: float | None = None
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    rank: float | None = None
+    stats: FunctionStats = field(default_factory=FunctionStats)
+    retired: list[FunctionSpec] = field(default_factory=list)
+
+    def live(self) -> list[Instance]:
+        return [instance for instance in self.instances if instance.state != "stopping"]
+
+
+class Node:
+    """Instances, keep-alive and the memory budget of one machine."""
+
+    def __init__(self, config: NodeConfig, policy: KeepAlivePolicy | None = None) -> None:
+        self.config = config
+        self.policy = policy or parse_policy(config.policy)
+        self.functions: dict[str, FunctionState] = {}
+        self.used_mb = 0.0
+        self.clock = 0.0
+        self.ids = itertools.count(1)
+        self.support: HostSupport | None = probe_host() if config.sandbox else None
+        self.forkserver: ForkServerClient | None = None
+        self.provider: asyncio.subprocess.Process | None = None
+        self.provider_pool: ClientPool | None = None
+        self.started_at = 0.0
+        self.start_samples: deque[float] = deque(maxlen=10_000)
+        """Recent instance start times (spawn to handler loaded), for benchmarks."""
+        self.metrics = Registry()
+        self.m_invocations = self.metrics.counter(
+            "strato_faas_invocations_total", "Invocations answered, by function and HTTP status"
+        )
+        self.m_cold = self.metrics.counter(
+            "strato_faas_cold_starts_total", "Invocations that found their function unloaded"
+        )
+        self.m_latency = self.metrics.histogram(
+            "strato_faas_request_duration_seconds", "Gateway-measured invocation latency"
+        )
+        self.m_start = self.metrics.histogram(
+            "strato_faas_instance_start_seconds", "Time from spawn to handler loaded, by spawn mode"
+        )
+        self.m_events = self.metrics.counter(
+            "strato_faas_keepalive_events_total", "Keep-alive actions: unload, prewarm, evict"
+        )
+        self.metrics.gauge("strato_faas_instances", "Instances by function and state", self._instance_gauge)
+        self.metrics.gauge(
+            "strato_faas_memory_allocated_mb",
+            "Memory reserved by live instances",
+            lambda: [((), self.used_mb)],
+        )
+        self.metrics.gauge(
+            "strato_faas_memory_budget_mb",
+            "The node's memory budget",
+            lambda: (
+                [((), self.config.memory_budget_mb)] if math.isfinite(self.config.memory_budget_mb) else []
+            ),
+        )
+
+    def _instance_gauge(self) -> list[tuple[tuple[tuple[str, str], ...], float]]:
+        rows: list[tuple[tuple[tuple[str, str], ...], float]] = []
+        for name, function in sorted(self.functions.items()):
+            for state in ("starting", "ready"):
+                count = sum(1 for instance in function.instances if instance.state == state)
+                rows.append(((("function", name), ("state", state)), float(count)))
+        return rows
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.started_at = loop.time()
+        if self.config.spawn == "fork":
+            self.forkserver = await ForkServerClient.start()
+        if self.config.backend == "faasd":
+            await self._start_provider()
+
+    async def _start_provider(self) -> None:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(512)
+        port = listener.getsockname()[1]
+        self.provider = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "strato.faas.live.provider",
+            str(listener.fileno()),
+            pass_fds=(listener.fileno(),),
+        )
+        listener.close()
+        self.provider_pool = ClientPool.tcp("127.0.0.1", port)
+
+    async def stop(self) -> None:
+        for function in self.functions.values():
+            self._cancel_timers(function)
+            for instance in list(function.instances):
+                self._stop_instance(instance)
+        if self.forkserver is not None:
+            await self.forkserver.stop()
+        if self.provider_pool is not None:
+            self.provider_pool.close()
+        if self.provider is not None:
+            self.provider.terminate()
+            await self.provider.wait()
+        await asyncio.sleep(0.05)
+        for function in self.functions.values():
+            for instance in function.instances:
+                if instance.cgroup is not None:
+                    instance.cgroup.remove()
+        if self.support is not None:
+            cleanup_cgroup_base(self.support)
+
+    # ---- time ------------------------------------------------------------------------------------
+
+    def policy_us(self, real_seconds: float) -> int:
+        return round(real_seconds * self.config.time_scale * 1e6)
+
+    def real_seconds(self, policy_us: int) -> float:
+        return math.inf if policy_us >= NEVER else policy_us / 1e6 / self.config.time_scale
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    # ---- functions -------------------------------------------------------------------------------
+
+    def install(self, spec: FunctionSpec) -> None:
+        """Make ``spec`` the active version; instances of an older version retire as they go idle."""
+        current = self.functions.get(spec.name)
+        if current is None:
+            state = self.policy.new_state(AppInfo(spec.memory_mb))
+            self.functions[spec.name] = FunctionState(spec, state)
+            return
+        current.retired.append(current.spec)
+        current.spec = spec
+        for instance in list(current.instances):
+            if instance.inflight == 0:
+                self._stop_instance(instance)
+
+    def remove(self, name: str) -> FunctionState | None:
+        function = self.functions.pop(name, None)
+        if function is not None:
+            self._cancel_timers(function)
+            for instance in list(function.instances):
+                instance.kill()
+                self._stop_instance(instance)
+            for waiter in function.waiters:
+                if not waiter.done():
+                    waiter.set_exception(InvokeFailed(404, f"function {name!r} was removed"))
+        return function
+
+    # ---- invocation ------------------------------------------------------------------------------
+
+    async def invoke(
+        self, name: str, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> Response:
+        function = self.functions.get(name)
+        if function is None:
+            return error_response(404, f"no function named {name!r}")
+        spec = function.spec
+        if function.inflight >= spec.max_concurrency:
+            return error_response(
+                429, f"function {name!r} is at its concurrency limit of {spec.max_concurrency}", function=name
+            )
+        started = self.now()
+        self._on_arrival(function, started)
+        function.inflight += 1
+        instance: Instance | None = None
+        try:
+            instance = await self._acquire(function)
+            response = await self._send(instance, method, target, headers, body)
+        except InvokeFailed as failure:
+            function.stats.errors += 1
+            response = error_response(failure.status, str(failure), function=name)
+        finally:
+            function.inflight -= 1
+            if instance is not None:
+                self._release(instance)
+            if function.inflight == 0 and self.functions.get(name) is function:
+                self._on_idle(function)
+        function.stats.invocations += 1
+        self.m_invocations.inc(function=name, code=str(response.status))
+        self.m_latency.observe(self.now() - started, function=name)
+        return response
+
+    async def _send(
+        self, instance: Instance, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> Response:
+        forwarded = {
+            key: value for key, value in headers.items() if not key.startswith(INTERNAL_HEADER_PREFIX)
+        }
+        timeout = instance.spec.timeout_s
+        try:
+            if self.config.backend == "lean":
+                assert instance.channel is not None
+                status, header_lines, out = await asyncio.wait_for(
+                    instance.channel.invoke(method, target, forwarded, body), timeout
+                )
+                response = Response(status, out, frames.decode_headers(header_lines))
+            else:
+                assert self.provider_pool is not None
+                forwarded["X-Strato-Instance"] = instance.id
+                response = await asyncio.wait_for(
+                    self.provider_pool.request(method, target, forwarded, body), timeout
+                )
+        except TimeoutError:
+            instance.kill()
+            self._stop_instance(instance)
+            raise InvokeFailed(
+                504, f"function {instance.spec.name!r} timed out after {timeout:g} s; its instance was killed"
+            ) from None
+        except (InstanceDied, ConnectionError):
+            self._stop_instance(instance)
+            raise InvokeFailed(
+                502,
+                f"the instance of {instance.spec.name!r} died during the request; "
+                "a new one starts on the next call",
+            ) from None
+        if response.header(FATAL_HEADER):
+            instance.kill()
+            self._stop_instance(instance)
+        if any(key.lower().startswith(INTERNAL_HEADER_PREFIX) for key, _ in response.headers):
+            response.headers = [
+                (key, value)
+                for key, value in response.headers
+                if not key.lower().startswith(INTERNAL_HEADER_PREFIX)
+            ]
+        return response
+
+    def _on_arrival(self, function: FunctionState, now: float) -> None:
+        if function.inflight:
+            self.policy.on_invocation(function.policy_state, cold=False, clock=self.clock)
+            return
+        self._cancel_timers(function)
+        function.rank = None
+        if function.idle_since is not None:
+            self.policy.on_idle_time(function.policy_state, self.policy_us(now - function.idle_since))
+            function.idle_since = None
+        cold = not function.live()
+        if cold:
+            function.stats.cold_starts += 1
+            self.m_cold.inc(function=function.spec.name)
+        self.policy.on_invocation(function.policy_state, cold=cold, clock=self.clock)
+
+    async def _acquire(self, function: FunctionState) -> Instance:
+        for instance in function.instances:
+            if (
+                instance.state == "ready"
+                and instance.inflight < instance.spec.concurrency
+                and instance.spec is function.spec
+                and not function.waiters
+            ):
+                self._occupy(instance)
+                return instance
+        waiter: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
+        function.waiters.append(waiter)
+        starting = sum(1 for instance in function.instances if instance.state == "starting")
+        if (
+            len(function.waiters) > starting * function.spec.concurrency
+            and len(function.live()) < function.spec.max_instances
+        ):
+            reason = "scale-out" if function.live() else "cold"
+            asyncio.get_running_loop().create_task(self._start_for_waiters(function, reason))
+        return await waiter
+
+    def _occupy(self, instance: Instance) -> None:
+        if instance.inflight == 0 and instance.idle_since is not None:
+            self._account_idle(instance, self.now())
+        instance.inflight += 1
+
+    def _release(self, instance: Instance) -> None:
+        instance.inflight -= 1
+        if instance.state != "ready":
+            return
+        function = instance.function
+        if instance.spec is not function.spec and instance.inflight == 0:
+            self._stop_instance(instance)
+            return
+        if instance.inflight == 0:
+            instance.idle_since = self.now()
+        self._hand_out(function)
+
+    def _hand_out(self, function: FunctionState) -> None:
+        for instance in function.instances:
+            while (
+                function.waiters
+                and instance.state == "ready"
+                and instance.spec is function.spec
+                and instance.inflight < instance.spec.concurrency
+            ):
+                waiter = function.waiters.popleft()
+                if not waiter.done():
+                    self._occupy(instance)
+                    waiter.set_result(instance)
+
+    async def _start_for_waiters(self, function: FunctionState, reason: str) -> None:
+        try:
+            await self.start_instance(function, reason=reason)
+        except InvokeFailed as failure:
+            function.stats.start_failures += 1
+            # The requests waiting for this start have nowhere else to go unless another is coming.
+            if not any(instance.state == "starting" for instance in function.instances):
+                while function.waiters:
+                    waiter = function.waiters.popleft()
+                    if not waiter.done():
+                        waiter.set_exception(failure)
+            return
+        self._hand_out(function)
+
+    # ---- instances -------------------------------------------------------------------------------
+
+    async def start_instance(
+        self, function: FunctionState, *, reason: str, spec: FunctionSpec | None = None
+    ) -> Instance:
+        """Spawn an instance and wait until its handler is loaded."""
+        spec = spec or function.spec
+        if reason != "trial" and not self._reserve(spec.memory_mb, evict=reason != "prewarm"):
+            raise InvokeFailed(
+                503,
+                f"node memory budget of {self.config.memory_budget_mb:g} MiB is full; "
+                f"{spec.name!r} needs {spec.memory_mb:g} MiB",
+            )
+        instance = Instance(function, f"{spec.name[:40]}-{next(self.ids)}")
+        instance.spec = spec
+        if reason != "trial":
+            function.instances.append(instance)
+            if reason == "scale-out":
+                function.stats.scale_outs += 1
+        loop = asyncio.get_running_loop()
+        instance.started_at = loop.time()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            try:
+                if self.support is not None:
+                    instance.cgroup = MemoryCgroup.create(self.support, instance.id, spec.memory_mb)
+                if self.forkserver is not None:
+                    instance.pid = await self.forkserver.fork(theirs)
+                else:
+                    instance.process = await asyncio.create_subprocess_exec(
+                        sys.executable,
+                        "-m",
+                        "strato.faas.live.runtime",
+                        str(theirs.fileno()),
+                        pass_fds=(theirs.fileno(),),
+                        start_new_session=True,
+                    )
+                    instance.pid = instance.process.pid
+            finally:
+                theirs.close()
+            _, channel = await loop.connect_accepted_socket(
+                lambda: InstanceChannel(self, instance), sock=ours
+            )
+            instance.channel = channel
+            channel.send(frames.SPEC, self._instance_spec(instance).to_json())
+            ready = await asyncio.wait_for(asyncio.shield(channel.ready), START_TIMEOUT_S)
+        except InvokeFailed:
+            self._stop_instance(instance)
+            raise
+        except (OSError, TimeoutError, InstanceDied, ConnectionError) as error:
+            instance.kill()
+            self._stop_instance(instance)
+            raise InvokeFailed(502, f"instance of {spec.name!r} failed to start: {error}") from None
+        if instance.state == "stopping":
+            raise InvokeFailed(503, f"instance of {spec.name!r} was stopped while starting")
+        instance.port = ready.get("port")
+        if self.provider_pool is not None and instance.port is not None:
+            await self.provider_pool.request(
+                "PUT",
+                f"/system/instances/{instance.id}",
+                {"Content-Type": "application/json"},
+                json.dumps({"port": instance.port}).encode(),
+            )
+        instance.state = "ready"
+        instance.ready_at = loop.time()
+        instance.idle_since = instance.ready_at
+        if reason != "trial":
+            self.m_start.observe(instance.ready_at - instance.started_at, spawn=self.config.spawn)
+            self.start_samples.append(instance.ready_at - instance.started_at)
+        return instance
+
+    def _instance_spec(self, instance: Instance) -> InstanceSpec:
+        spec = instance.spec
+        root = os.geteuid() == 0
+        return InstanceSpec(
+            instance_id=instance.id,
+            function=spec.name,
+            handler=spec.handler,
+            code_dir=spec.code_dir,
+            backend=self.config.backend,
+            env=dict(spec.env),
+            concurrency=spec.concurrency,
+            cpu_timeout_s=spec.timeout_s,
+            memory_mb=spec.memory_mb,
+            uid=function_uid(spec.uid_index) if root and spec.uid_index else None,
+            network=spec.network,
+            sandbox=self.config.sandbox,
+            hidden_dirs=(str(self.config.state_dir.resolve()),),
+            cgroup_procs=str(instance.cgroup.procs_file) if instance.cgroup else None,
+            tmp_size_mb=self.config.tmp_size_mb,
+            runtime_dirs=RUNTIME_DIRS,
+            host_support=self.support.to_json() if self.support else None,
+        )
+
+    def _stop_instance(self, instance: Instance) -> None:
+        """Take an instance out of service now; its process exits when its socket closes."""
+        if instance.state == "stopping":
+            return
+        was_counted = instance in instance.function.instances
+        if instance.inflight == 0 and instance.idle_since is not None and instance.state == "ready":
+            self._account_idle(instance, self.now())
+        instance.state = "stopping"
+        if was_counted:
+            instance.function.instances.remove(instance)
+            self.used_mb -= instance.spec.memory_mb
+        if self.provider_pool is not None and instance.port is not None:
+            asyncio.get_running_loop().create_task(self._unregister(instance.id))
+        if instance.channel is not None:
+            instance.channel.close()
+        if instance.cgroup is not None:
+            cgroup = instance.cgroup
+            asyncio.get_running_loop().call_later(1.0, cgroup.remove)
+        self._retire_old_code(instance.function)
+
+    async def _unregister(self, instance_id: str) -> None:
+        if self.provider_pool is not None:
+            with contextlib.suppress(ConnectionError):
+                await self.provider_pool.request("DELETE", f"/system/instances/{instance_id}", {}, b"")
+
+    def instance_gone(self, instance: Instance) -> None:
+        """The instance's socket closed: it exited, crashed or was killed."""
+        if instance.state != "stopping":
+            function = instance.function
+            self._stop_instance(instance)
+            if function.waiters and not any(i.state == "starting" for i in function.instances):
+                asyncio.get_running_loop().create_task(self._start_for_waiters(function, "cold"))
+
+    def _retire_old_code(self, function: FunctionState) -> None:
+        from strato.faas.live.registry import FunctionStore
+
+        for old in list(function.retired):
+            if not any(instance.spec is old for instance in function.instances):
+                function.retired.remove(old)
+                FunctionStore(self.config.state_dir).remove_version(old)
+
+    def _account_idle(self, instance: Instance, now: float) -> None:
+        assert instance.idle_since is not None
+        idle_policy_s = (now - instance.idle_since) * self.config.time_scale
+        instance.function.stats.wasted_mb_s += idle_policy_s * instance.spec.memory_mb
+        instance.idle_since = None
+
+    # ---- keep-alive ------------------------------------------------------------------------------
+
+    def _cancel_timers(self, function: FunctionState) -> None:
+        for timer in function.timers:
+            timer.cancel()
+        function.timers.clear()
+
+    def _on_idle(self, function: FunctionState) -> None:
+        now = self.now()
+        function.idle_since = now
+        window = self.policy.decide(function.policy_state)
+        loop = asyncio.get_running_loop()
+        if window.empty or window.prewarm_us > 0:
+            self._unload(function, "unload")
+            if window.empty:
+                return
+            function.timers.append(
+                loop.call_later(self.real_seconds(window.prewarm_us), self._prewarm, function)
+            )
+        unload_after = self.real_seconds(window.unload_us)
+        if math.isfinite(unload_after):
+            function.timers.append(loop.call_later(unload_after, self._expire, function))
+        if function.live():
+            function.rank = self.policy.eviction_rank(
+                function.policy_state,
+                clock=self.clock,
+                idle_since_us=self.policy_us(now - self.started_at),
+                unload_at_us=NEVER
+                if window.unload_us >= NEVER
+                else self.policy_us(now - self.started_at) + window.unload_us,
+            )
+
+    def _prewarm(self, function: FunctionState) -> None:
+        if function.inflight or function.live() or self.functions.get(function.spec.name) is not function:
+            return
+        function.stats.prewarms += 1
+        self.m_events.inc(function=function.spec.name, event="prewarm")
+
+        async def warm() -> None:
+            try:
+                await self.start_instance(function, reason="prewarm")
+            except InvokeFailed:
+                function.stats.start_failures += 1
+                return
+            if function.inflight == 0:
+                function.rank = self.policy.eviction_rank(
+                    function.policy_state,
+                    clock=self.clock,
+                    idle_since_us=self.policy_us(self.now() - self.started_at),
+                    unload_at_us=NEVER,
+                )
+            self._hand_out(function)
+
+        asyncio.get_running_loop().create_task(warm())
+
+    def _expire(self, function: FunctionState) -> None:
+        if function.inflight == 0:
+            self._cancel_timers(function)
+            self._unload(function, "unload")
+
+    def _unload(self, function: FunctionState, event: str) -> None:
+        instances = function.live()
+        if not instances:
+            return
+        for instance in instances:
+            self._stop_instance(instance)
+        function.rank = None
+        function.stats.unloads += event == "unload"
+        function.stats.evictions += event == "evict"
+        self.m_events.inc(function=function.spec.name, event=event)
+        self.policy.on_unload(function.policy_state)
+
+    def _reserve(self, memory_mb: float, *, evict: bool) -> bool:
+        budget = self.config.memory_budget_mb
+        if self.used_mb + memory_mb > budget and evict:
+            candidates = sorted(
+                (
+                    function
+                    for function in self.functions.values()
+                    if function.inflight == 0 and function.rank is not None and function.live()
+                ),
+                key=lambda function: (function.rank, function.spec.name),
+            )
+            for victim in candidates:
+                if self.used_mb + memory_mb <= budget:
+                    break
+                rank = victim.rank
+                self._cancel_timers(victim)
+                self._unload(victim, "evict")
+                self.clock = float(rank) if rank is not None else self.clock
+        if self.used_mb + memory_mb > budget:
+            return False
+        self.used_mb += memory_mb
+        return True
+
+    # ---- reporting -------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Per-function counters with the idle memory accounted up to now (policy time)."""
+        now = self.now()
+        out: dict[str, Any] = {}
+        for name, function in sorted(self.functions.items()):
+            pending = sum(
+                (now - instance.idle_since) * self.config.time_scale * instance.spec.memory_mb
+                for instance in function.instances
+                if instance.state == "ready" and instance.inflight == 0 and instance.idle_since is not None
+            )
+            row = dict(function.stats.__dict__)
+            row["wasted_mb_s"] = function.stats.wasted_mb_s + pending
+            row["instances"] = len(function.live())
+            row["memory_mb"] = function.spec.memory_mb
+            out[name] = row
+        return {
+            "policy": self.policy.name,
+            "backend": self.config.backend,
+            "spawn": self.config.spawn,
+            "time_scale": self.config.time_scale,
+            "uptime_s": now - self.started_at,
+            "memory_used_mb": self.used_mb,
+            "instance_starts_s": list(self.start_samples),
+            "functions": out,
+        }
+
+    def describe(self, name: str) -> dict[str, Any] | None:
+        function = self.functions.get(name)
+        if function is None:
+            return None
+        info = function.spec.to_public()
+        info["instances"] = [
+            {
+                "id": instance.id,
+                "pid": instance.pid,
+                "state": instance.state,
+                "inflight": instance.inflight,
+                "port": instance.port,
+                "version": instance.spec.version,
+            }
+            for instance in function.instances
+        ]
+        info["stats"] = self.stats()["functions"][name]
+        return info
+
+
+def spec_json_response(node: Node, name: str) -> Response:
+    info = node.describe(name)
+    return json_response(200, info) if info else error_response(404, f"no function named {name!r}")

@@ -1,0 +1,80 @@
+"""The faasd backend's provider: a separate process between the gateway and the instances' watchdogs.
+
+In faasd the gateway proxies every invocation to faasd-provider, which resolves the function to a
+container address and proxies again to the watchdog inside it. This process does the same over real
+HTTP with kept-alive connections: the gateway registers each instance's watchdog port here
+(``PUT /system/instances/{id}``) and names the instance it picked in a header on each invocation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import sys
+
+from strato.faas.live.httpio import (
+    ClientPool,
+    ConnectionTracker,
+    Request,
+    Response,
+    ServerProtocol,
+    error_response,
+)
+from strato.faas.live.loop import die_with_parent, new_event_loop
+
+PROVIDER_MAX_BODY = 1 << 30
+"""The gateway enforces the real body limit before anything reaches the provider."""
+
+
+class Provider:
+    def __init__(self) -> None:
+        self.instances: dict[str, ClientPool] = {}
+
+    async def handle(self, request: Request) -> Response:
+        path = request.path
+        if path.startswith("/system/instances/"):
+            instance_id = path.rsplit("/", 1)[1]
+            if request.method == "PUT":
+                port = int(json.loads(request.body)["port"])
+                self.instances[instance_id] = ClientPool.tcp("127.0.0.1", port)
+                return Response(204)
+            if request.method == "DELETE":
+                pool = self.instances.pop(instance_id, None)
+                if pool is not None:
+                    pool.close()
+                return Response(204)
+            return error_response(405, "method not allowed")
+        instance_id = request.headers.pop("x-strato-instance", "")
+        pool = self.instances.get(instance_id)
+        if pool is None:
+            return error_response(502, f"instance {instance_id!r} is not registered with the provider")
+        try:
+            return await pool.request(request.method, request.target, request.headers, request.body)
+        except ConnectionError:
+            return error_response(502, f"instance {instance_id!r} closed the connection during the request")
+
+
+def main() -> None:
+    die_with_parent()
+    listener = socket.socket(fileno=int(sys.argv[1]))
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
+    provider = Provider()
+    tracker = ConnectionTracker()
+
+    async def serve() -> None:
+        server = await loop.create_server(
+            lambda: ServerProtocol(provider.handle, max_body=PROVIDER_MAX_BODY, tracker=tracker),
+            sock=listener,
+        )
+        async with server:
+            await server.serve_forever()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        loop.run_until_complete(serve())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,277 @@
+"""Deployed functions: their specs, their code on disk and the checks a deployment must pass.
+
+Layout under the server's state directory::
+
+    state/token                          the admin bearer token (0600)
+    state/functions/NAME/spec.json       the active deployment
+    state/functions/NAME/vN/code/        the code of version N, owned by the function's own uid (0500)
+
+A deployment writes a new version directory, checks it (syntax here, import in a trial instance by the
+gateway) and only then replaces ``spec.json`` atomically, so a failed deployment leaves the previous
+version serving and no files behind.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import shutil
+import tarfile
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from strato.core.units import parse_duration, parse_size_mb
+from strato.errors import ConfigError, StratoError
+from strato.faas.live.isolation import function_uid, prepare_code_dir
+
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+HANDLER_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class DeployError(StratoError):
+    """A deployment the gateway refuses (answered with 400)."""
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    name: str
+    handler: str = "handler:handle"
+    memory_mb: float = 128.0
+    timeout_s: float = 30.0
+    env: dict[str, str] = field(default_factory=dict)
+    concurrency: int = 1
+    """Invocations one instance runs at once (threads in the instance)."""
+    max_concurrency: int = 16
+    """Invocations of this function in flight at once; the next one gets 429."""
+    network: bool = False
+    version: int = 0
+    uid_index: int = 0
+    code_dir: str = ""
+
+    @property
+    def max_instances(self) -> int:
+        return -(-self.max_concurrency // self.concurrency)
+
+    def to_public(self) -> dict[str, Any]:
+        """What ``GET /system/functions`` shows (OpenFaaS field names where they exist)."""
+        return {
+            "name": self.name,
+            "handler": self.handler,
+            "version": self.version,
+            "limits": {"memory": f"{self.memory_mb:g}Mi"},
+            "timeout": f"{self.timeout_s:g}s",
+            "envVars": dict(self.env),
+            "concurrency": self.concurrency,
+            "maxConcurrency": self.max_concurrency,
+            "network": self.network,
+        }
+
+
+def _first(payload: dict[str, Any], *names: str) -> Any:
+    for name in names:
+        if name in payload and payload[name] is not None:
+            return payload[name]
+    return None
+
+
+def parse_deploy_request(payload: Any) -> tuple[FunctionSpec, dict[str, bytes] | Path]:
+    """Validate a deploy body; returns the spec (without version) and the code (files or a local dir)."""
+    if not isinstance(payload, dict):
+        raise DeployError("the deploy body must be a JSON object")
+    name = _first(payload, "service", "name")
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise DeployError(f"function name {name!r} must match {NAME_PATTERN.pattern}")
+    handler = _first(payload, "handler") or "handler:handle"
+    if not isinstance(handler, str) or not HANDLER_PATTERN.match(handler):
+        raise DeployError(f"handler {handler!r} must look like module:function (e.g. handler:handle)")
+    limits = payload.get("limits") or {}
+    memory = _first(payload, "memory") or (limits.get("memory") if isinstance(limits, dict) else None) or 128
+    timeout = _first(payload, "timeout") or 30
+    try:
+        memory_mb = parse_size_mb(str(memory), default_unit="mib")
+        timeout_s = parse_duration(str(timeout))
+    except ConfigError as error:
+        raise DeployError(str(error)) from None
+    if not 1 <= memory_mb <= 1 << 20:
+        raise DeployError(f"memory limit {memory!r} must be between 1 MiB and 1 TiB")
+    if not 0 < timeout_s <= 3600:
+        raise DeployError(f"timeout {timeout!r} must be positive and at most 1 h")
+    env = _first(payload, "envVars", "env") or {}
+    if not isinstance(env, dict) or not all(
+        isinstance(key, str) and ENV_NAME_PATTERN.match(key) and isinstance(value, str)
+        for key, value in env.items()
+    ):
+        raise DeployError("envVars must map variable names to string values")
+    concurrency = _positive_int(payload, "concurrency", 1)
+    max_concurrency = _positive_int(payload, "maxConcurrency", max(16, concurrency))
+    network = payload.get("network", False)
+    if not isinstance(network, bool):
+        raise DeployError("network must be true or false")
+    spec = FunctionSpec(
+        name=name,
+        handler=handler,
+        memory_mb=memory_mb,
+        timeout_s=timeout_s,
+        env=env,
+        concurrency=concurrency,
+        max_concurrency=max_concurrency,
+        network=network,
+    )
+    return spec, _code_source(payload)
+
+
+def _positive_int(payload: dict[str, Any], key: str, default: int) -> int:
+    value = payload.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 10_000:
+        raise DeployError(f"{key} must be an integer between 1 and 10000")
+    return value
+
+
+def _code_source(payload: dict[str, Any]) -> dict[str, bytes] | Path:
+    files, archive, directory = payload.get("files"), payload.get("archive"), payload.get("directory")
+    if sum(source is not None for source in (files, archive, directory)) != 1:
+        raise DeployError(
+            "give the code as exactly one of: files {path: text}, archive (base64 tar.gz), "
+            "directory (a path on the server)"
+        )
+    if directory is not None:
+        path = Path(str(directory))
+        if not path.is_absolute() or not path.is_dir():
+            raise DeployError(f"directory {directory!r} is not an absolute path to a directory on the server")
+        return path
+    if archive is not None:
+        return _unpack_archive(archive)
+    if not isinstance(files, dict) or not files:
+        raise DeployError("files must be a non-empty object mapping relative paths to file contents")
+    out: dict[str, bytes] = {}
+    for name, content in files.items():
+        if not isinstance(content, str):
+            raise DeployError(f"file {name!r}: content must be a string")
+        out[_safe_relative(name)] = content.encode()
+    return out
+
+
+def _unpack_archive(archive: Any) -> dict[str, bytes]:
+    try:
+        data = base64.b64decode(str(archive), validate=True)
+        out: dict[str, bytes] = {}
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
+            for member in tar.getmembers():
+                if member.isdir():
+                    continue
+                if not member.isfile():
+                    raise DeployError(f"archive member {member.name!r} is not a regular file")
+                extracted = tar.extractfile(member)
+                assert extracted is not None
+                out[_safe_relative(member.name)] = extracted.read()
+    except (ValueError, tarfile.TarError) as error:
+        raise DeployError(f"archive is not a base64 tar(.gz): {error}") from None
+    if not out:
+        raise DeployError("archive holds no files")
+    return out
+
+
+def _safe_relative(name: str) -> str:
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts or not path.parts or name.startswith("~"):
+        raise DeployError(f"file path {name!r} must be relative and stay inside the function directory")
+    return str(path)
+
+
+def check_syntax(files: dict[str, bytes]) -> None:
+    """Compile every Python file, so a syntax error is reported before anything runs."""
+    for name, content in sorted(files.items()):
+        if not name.endswith(".py"):
+            continue
+        try:
+            compile(content, name, "exec")
+        except SyntaxError as error:
+            raise DeployError(f"syntax error in {name}, line {error.lineno}: {error.msg}") from None
+        except ValueError as error:  # e.g. null bytes
+            raise DeployError(f"cannot compile {name}: {error}") from None
+
+
+def read_directory(path: Path, *, limit_bytes: int) -> dict[str, bytes]:
+    files: dict[str, bytes] = {}
+    total = 0
+    for file in sorted(path.rglob("*")):
+        if any(part in {"__pycache__", ".git"} for part in file.relative_to(path).parts):
+            continue
+        if file.is_file():
+            content = file.read_bytes()
+            total += len(content)
+            if total > limit_bytes:
+                raise DeployError(f"{path} holds more than {limit_bytes} bytes of code")
+            files[str(file.relative_to(path))] = content
+    if not files:
+        raise DeployError(f"{path} holds no files")
+    return files
+
+
+class FunctionStore:
+    """Function specs and code under the state directory."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.root = state_dir / "functions"
+        self.root.mkdir(parents=True, exist_ok=True)
+        # Functions may traverse to their own code but not list who else is deployed.
+        os.chmod(self.root, 0o711)
+
+    def load_all(self) -> list[FunctionSpec]:
+        specs = []
+        for spec_file in sorted(self.root.glob("*/spec.json")):
+            try:
+                specs.append(FunctionSpec(**json.loads(spec_file.read_text())))
+            except (ValueError, TypeError) as error:
+                raise StratoError(f"{spec_file}: unreadable function spec ({error})") from None
+        return specs
+
+    def next_uid_index(self) -> int:
+        used = {spec.uid_index for spec in self.load_all()}
+        return next(index for index in range(1, len(used) + 2) if index not in used)
+
+    def stage(
+        self, spec: FunctionSpec, files: dict[str, bytes], previous: FunctionSpec | None
+    ) -> FunctionSpec:
+        """Write a new version's code; the spec returned points at it (not yet active)."""
+        function_dir = self.root / spec.name
+        function_dir.mkdir(exist_ok=True)
+        os.chmod(function_dir, 0o711)
+        version = (previous.version if previous else 0) + 1
+        while (function_dir / f"v{version}").exists():
+            version += 1
+        code_dir = function_dir / f"v{version}" / "code"
+        code_dir.mkdir(parents=True)
+        os.chmod(code_dir.parent, 0o711)
+        for name, content in files.items():
+            target = code_dir / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+        uid_index = previous.uid_index if previous else self.next_uid_index()
+        staged = replace(spec, version=version, uid_index=uid_index, code_dir=str(code_dir))
+        prepare_code_dir(code_dir, function_uid(uid_index) if os.geteuid() == 0 else None)
+        return staged
+
+    def discard(self, staged: FunctionSpec) -> None:
+        shutil.rmtree(Path(staged.code_dir).parent, ignore_errors=True)
+        function_dir = self.root / staged.name
+        if function_dir.exists() and not any(function_dir.iterdir()):
+            function_dir.rmdir()
+
+    def activate(self, staged: FunctionSpec) -> None:
+        spec_file = self.root / staged.name / "spec.json"
+        temporary = spec_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps(asdict(staged), indent=2))
+        os.chmod(temporary, 0o600)
+        temporary.replace(spec_file)
+
+    def remove_version(self, spec: FunctionSpec) -> None:
+        shutil.rmtree(Path(spec.code_dir).parent, ignore_errors=True)
+
+    def remove(self, name: str) -> None:
+        shutil.rmtree(self.root / name, ignore_errors=True)

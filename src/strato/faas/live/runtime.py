@@ -1,0 +1,398 @@
+"""The inside of a function instance: load the handler, then serve invocations until the gateway goes.
+
+An instance starts with one inherited socket, its *control socket*, connected to the gateway. The first
+frame on it is the instance's spec (JSON). The instance isolates itself (:mod:`.isolation`), imports the
+handler and answers ``READY`` (or ``LOAD_FAILED`` with the error). Then, by backend:
+
+* ``lean``: invocations arrive as frames on the control socket and results go back on it. Nothing else
+  is on the path: two reads and one write per invocation.
+* ``faasd``: like OpenFaaS's of-watchdog in HTTP mode. The instance is two processes: a watchdog that
+  listens on a TCP port (bound before the network namespace is entered, so the provider can reach it)
+  and reverse-proxies each request over HTTP to a function process that runs the handler behind its
+  own small HTTP server. The control socket only carries ``READY`` and tells the instance when to exit.
+
+The handler contract, kept close to OpenFaaS's python3-http template so its functions port easily:
+``handle(event)`` or ``handle(event, context)``; ``event`` has ``body`` (bytes), ``text``, ``json()``,
+``headers`` (lower-case names), ``method``, ``path`` and ``query``. It may return bytes, str, a JSON-able
+value, ``(body, status)``, ``(body, status, headers)`` or ``{"statusCode", "body", "headers"}``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import os
+import resource
+import signal
+import socket
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from strato.faas.live import frames
+
+ResultTriple = tuple[int, list[tuple[str, str]], bytes]
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """Everything an instance needs to start, sent by the gateway as the first frame."""
+
+    instance_id: str
+    function: str
+    handler: str
+    code_dir: str
+    backend: str = "lean"
+    env: dict[str, str] = field(default_factory=dict)
+    concurrency: int = 1
+    cpu_timeout_s: float | None = None
+    memory_mb: float | None = None
+    uid: int | None = None
+    network: bool = False
+    sandbox: bool = True
+    hidden_dirs: tuple[str, ...] = ()
+    cgroup_procs: str | None = None
+    tmp_size_mb: int = 64
+    runtime_dirs: tuple[str, ...] = ()
+    host_support: dict[str, Any] | None = None
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.__dict__).encode()
+
+    @classmethod
+    def from_json(cls, payload: bytes) -> InstanceSpec:
+        data = json.loads(payload)
+        data["hidden_dirs"] = tuple(data.get("hidden_dirs", ()))
+        data["runtime_dirs"] = tuple(data.get("runtime_dirs", ()))
+        return cls(**data)
+
+
+class Event:
+    """What a handler receives."""
+
+    __slots__ = ("body", "headers", "method", "path", "query")
+
+    def __init__(self, method: str, target: str, headers: dict[str, str], body: bytes) -> None:
+        self.method = method
+        self.path, _, self.query = target.partition("?")
+        self.headers = headers
+        self.body = body
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
+@dataclass(frozen=True)
+class Context:
+    """The optional second argument of a handler."""
+
+    function: str
+    instance_id: str
+
+
+class CpuTimeExceeded(Exception):
+    """Raised inside the handler when the invocation used up its CPU-time budget."""
+
+
+def _on_cpu_limit(signum: int, frame: object) -> None:
+    raise CpuTimeExceeded
+
+
+class LoadedFunction:
+    """A handler imported and ready to be called with the platform's request representation."""
+
+    def __init__(self, spec: InstanceSpec) -> None:
+        self.spec = spec
+        module_name, sep, attribute = spec.handler.partition(":")
+        if not sep or not module_name or not attribute:
+            raise ValueError(f"handler {spec.handler!r} must look like module:function")
+        sys.path.insert(0, spec.code_dir)
+        module = importlib.import_module(module_name)
+        target = getattr(module, attribute, None)
+        if not callable(target):
+            raise AttributeError(f"module {module_name!r} has no callable {attribute!r}")
+        self.call: Callable[..., Any] = target
+        self.context = Context(spec.function, spec.instance_id)
+        self.wants_context = _positional_arity(target) >= 2
+        self.cpu_timeout_s = spec.cpu_timeout_s
+
+    def invoke(self, method: str, target: str, headers: dict[str, str], body: bytes) -> ResultTriple:
+        event = Event(method, target, headers, body)
+        try:
+            if self.cpu_timeout_s:
+                _arm_cpu_limit(self.cpu_timeout_s)
+            result = self.call(event, self.context) if self.wants_context else self.call(event)
+            return _to_response(result)
+        except CpuTimeExceeded:
+            return _error(
+                504,
+                f"function {self.spec.function!r} exceeded its CPU-time limit of {self.cpu_timeout_s:g} s",
+                fatal=True,
+            )
+        except Exception as error:
+            lines = traceback.format_exception(error)
+            return _error(
+                500,
+                f"{type(error).__name__}: {error}",
+                traceback_tail="".join(lines[-3:]),
+                function=self.spec.function,
+            )
+
+
+def _positional_arity(target: Callable[..., Any]) -> int:
+    try:
+        parameters = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return 1
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(1 for parameter in parameters if parameter.kind in kinds)
+
+
+def _arm_cpu_limit(seconds: float) -> None:
+    # The budget is per invocation, so the soft limit moves up with the CPU time used so far.
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    used = usage.ru_utime + usage.ru_stime
+    resource.setrlimit(resource.RLIMIT_CPU, (int(used + seconds) + 1, resource.RLIM_INFINITY))
+
+
+FATAL_HEADER = "X-Strato-Instance-Fatal"
+
+
+def _error(status: int, message: str, *, fatal: bool = False, **extra: Any) -> ResultTriple:
+    headers = [("Content-Type", "application/json")]
+    if fatal:
+        headers.append((FATAL_HEADER, "1"))
+    body = json.dumps({"error": message, "status": status, **extra}).encode()
+    return status, headers, body
+
+
+def _to_response(result: Any) -> ResultTriple:
+    status = 200
+    headers: list[tuple[str, str]] = []
+    if isinstance(result, dict) and "statusCode" in result:
+        status = int(result["statusCode"])
+        headers = [(str(k), str(v)) for k, v in (result.get("headers") or {}).items()]
+        result = result.get("body", b"")
+    elif isinstance(result, tuple):
+        if not 2 <= len(result) <= 3:
+            raise TypeError("a handler's tuple result must be (body, status) or (body, status, headers)")
+        status = int(result[1])
+        if len(result) == 3:
+            headers = [(str(k), str(v)) for k, v in dict(result[2]).items()]
+        result = result[0]
+    has_type = any(name.lower() == "content-type" for name, _ in headers)
+    if isinstance(result, bytes | bytearray | memoryview):
+        body = bytes(result)
+        default_type = "application/octet-stream"
+    elif isinstance(result, str):
+        body = result.encode()
+        default_type = "text/plain; charset=utf-8"
+    elif result is None:
+        body = b""
+        default_type = ""
+    else:
+        body = json.dumps(result).encode()
+        default_type = "application/json"
+    if default_type and not has_type:
+        headers.append(("Content-Type", default_type))
+    return status, headers, body
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    data = sock.recv(size, socket.MSG_WAITALL)
+    while len(data) < size:
+        more = sock.recv(size - len(data), socket.MSG_WAITALL)
+        if not more:
+            raise EOFError
+        data += more
+    return data
+
+
+def read_frame(sock: socket.socket) -> tuple[int, int, bytes, bytes]:
+    header = sock.recv(frames.HEADER_SIZE, socket.MSG_WAITALL)
+    if len(header) < frames.HEADER_SIZE:
+        if not header:
+            raise EOFError
+        header += _recv_exact(sock, frames.HEADER_SIZE - len(header))
+    request_id, kind, meta_size, body_size = frames.HEADER.unpack(header)
+    payload = _recv_exact(sock, meta_size + body_size) if meta_size + body_size else b""
+    return request_id, kind, payload[:meta_size], payload[meta_size:]
+
+
+def _parse_invoke_meta(meta: bytes) -> tuple[str, str, dict[str, str]]:
+    first, _, rest = meta.partition(b"\n")
+    method, _, target = first.decode("latin-1").partition(" ")
+    headers = {name.lower(): value for name, value in frames.decode_headers(rest)}
+    return method, target, headers
+
+
+def serve_lean(sock: socket.socket, function: LoadedFunction) -> None:
+    """Answer invocation frames until the gateway closes the socket."""
+    if function.spec.concurrency <= 1:
+        while True:
+            try:
+                request_id, _, meta, body = read_frame(sock)
+            except EOFError:
+                return
+            status, headers, out = function.invoke(*_parse_invoke_meta(meta), body)
+            sock.sendall(
+                frames.encode(
+                    request_id, frames.RESULT, b"%d\n" % status + frames.encode_headers(headers), out
+                )
+            )
+            if status == 504:
+                return
+    send_lock = threading.Lock()
+
+    def run(request_id: int, meta: bytes, body: bytes) -> None:
+        status, headers, out = function.invoke(*_parse_invoke_meta(meta), body)
+        payload = frames.encode(
+            request_id, frames.RESULT, b"%d\n" % status + frames.encode_headers(headers), out
+        )
+        with send_lock:
+            sock.sendall(payload)
+
+    with ThreadPoolExecutor(function.spec.concurrency) as pool:
+        while True:
+            try:
+                request_id, _, meta, body = read_frame(sock)
+            except EOFError:
+                return
+            pool.submit(run, request_id, meta, body)
+
+
+def _serve_http_connection(sock: socket.socket, function: LoadedFunction) -> None:
+    """The function process's own HTTP server on one connection from the watchdog (blocking)."""
+    reader = sock.makefile("rb")
+    while True:
+        request_line = reader.readline()
+        if not request_line:
+            return
+        method, target, _ = request_line.decode("latin-1").split(" ", 2)
+        headers: dict[str, str] = {}
+        while True:
+            line = reader.readline()
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body = reader.read(int(headers.get("content-length", "0")))
+        status, out_headers, out = function.invoke(method, target, headers, body)
+        head = [f"HTTP/1.1 {status} X"] + [f"{name}: {value}" for name, value in out_headers]
+        head.append(f"Content-Length: {len(out)}")
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + out)
+        if status == 504 and any(name == FATAL_HEADER for name, _ in out_headers):
+            return
+
+
+def serve_faasd(control: socket.socket, listener: socket.socket, function: LoadedFunction) -> None:
+    """Run the watchdog (this process) in front of a forked function process."""
+    pairs = [socket.socketpair() for _ in range(max(1, function.spec.concurrency))]
+    child = os.fork()
+    if child == 0:
+        listener.close()
+        control.close()
+        threads = []
+        for watchdog_end, function_end in pairs:
+            watchdog_end.close()
+            thread = threading.Thread(
+                target=_serve_http_connection, args=(function_end, function), daemon=True
+            )
+            thread.start()
+            threads.append(thread)
+        for thread in threads:
+            thread.join()
+        os._exit(0)
+    for _, function_end in pairs:
+        function_end.close()
+    from strato.faas.live.watchdog import run_watchdog
+
+    status = run_watchdog(control, listener, [watchdog_end for watchdog_end, _ in pairs])
+    os.kill(child, signal.SIGKILL)
+    os.waitpid(child, 0)
+    os._exit(status)
+
+
+def bootstrap(control: socket.socket) -> None:
+    """Run an instance on its control socket; never returns."""
+    try:
+        _, _, meta, _ = read_frame(control)
+        spec = InstanceSpec.from_json(meta)
+    except (EOFError, ValueError, TypeError) as error:
+        sys.stderr.write(f"strato instance: unreadable spec ({type(error).__name__}: {error})\n")
+        os._exit(3)
+    listener = None
+    try:
+        if spec.backend == "faasd":
+            # Imported while the interpreter's files are all still reachable.
+            import strato.faas.live.watchdog  # noqa: F401
+
+            # Bound before the network namespace exists, so the provider on the host can connect to it.
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(64)
+        warnings = _isolate(spec)
+        for name, value in spec.env.items():
+            os.environ[name] = value
+        os.chdir(spec.code_dir)
+        function = LoadedFunction(spec)
+        signal.signal(signal.SIGXCPU, _on_cpu_limit)
+    except BaseException as error:
+        detail = "".join(traceback.format_exception_only(error)).strip()
+        control.sendall(frames.encode(0, frames.LOAD_FAILED, detail.encode(errors="replace")))
+        os._exit(1)
+    ready = {
+        "pid": os.getpid(),
+        "port": listener.getsockname()[1] if listener else None,
+        "warnings": warnings,
+    }
+    control.sendall(frames.encode(0, frames.READY, json.dumps(ready).encode()))
+    if listener is not None:
+        serve_faasd(control, listener, function)
+    try:
+        serve_lean(control, function)
+    finally:
+        os._exit(0)
+
+
+def _isolate(spec: InstanceSpec) -> list[str]:
+    if not spec.sandbox:
+        return ["sandbox disabled for this server"]
+    from strato.faas.live.isolation import HostSupport, SandboxSpec, enter_sandbox, probe_host
+
+    support = HostSupport.from_json(spec.host_support) if spec.host_support else probe_host()
+    enter_sandbox(
+        SandboxSpec(
+            name=spec.instance_id,
+            code_dir=Path(spec.code_dir),
+            hidden_dirs=tuple(Path(path) for path in spec.hidden_dirs),
+            uid=spec.uid,
+            network=spec.network,
+            tmp_size_mb=spec.tmp_size_mb,
+            memory_mb=spec.memory_mb,
+            cgroup_procs=Path(spec.cgroup_procs) if spec.cgroup_procs else None,
+            runtime_dirs=tuple(Path(path) for path in spec.runtime_dirs),
+        ),
+        support,
+    )
+    return list(support.warnings)
+
+
+def main() -> None:
+    """Entry point of a freshly spawned instance: ``python -m strato.faas.live.runtime FD``."""
+    control = socket.socket(fileno=int(sys.argv[1]))
+    bootstrap(control)
+
+
+if __name__ == "__main__":
+    main()
