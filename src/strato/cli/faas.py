@@ -92,3 +92,4 @@ def simulate(
 
 
 faas_live.register(app)
+faas_live.register_replay(app)

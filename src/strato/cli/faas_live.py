@@ -253,3 +253,45 @@ def register(app: typer.Typer) -> None:
         """Remove a function and stop its instances."""
         _client(url, token, state_dir).remove(name)
         console.print(f"removed {name}")
+
+
+def register_replay(app: typer.Typer) -> None:
+    @app.command()
+    @friendly_errors
+    def replay(
+        trace: Annotated[str, typer.Option(help="Trace directory/file (Azure 2019/2021) or synthetic[:k=v]")],
+        policy: Annotated[str, typer.Option(help="Keep-alive policy spec")] = "fixed:10m",
+        speedup: Annotated[float, typer.Option(help="How many times faster than the trace to replay")] = 60.0,
+        hours: Annotated[float | None, typer.Option(help="Replay only the first H hours")] = None,
+        apps: Annotated[int | None, typer.Option(help="Replay only the first N apps")] = None,
+        backend: Annotated[str, typer.Option(help="lean or faasd")] = "lean",
+        spawn: Annotated[str, typer.Option(help="fork or fresh")] = "fork",
+        seed: Annotated[int, typer.Option(help="Seed expanding minute counts and durations")] = 0,
+        footprint: Annotated[float, typer.Option(
+            help="Share of each app's memory its synthetic handler really allocates")] = 0.02,
+        sandbox: Annotated[bool, typer.Option(help="Isolate instances")] = True,
+        json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON")] = False,
+    ) -> None:
+        """Replay a trace live (time-compressed) and compare with the simulator's prediction."""
+        from strato.faas.live.replay import ReplayOptions
+        from strato.faas.live.replay import replay as run_replay
+        from strato.traces.loader import load_workload
+
+        options = ReplayOptions(trace=trace, policy=policy, speedup=speedup, hours=hours, apps=apps,
+                                backend=backend, spawn=spawn, seed=seed, footprint_fraction=footprint,
+                                sandbox=sandbox)
+        workload = load_workload(trace)
+        report = run_replay(workload, options,
+                            progress=None if json_output else lambda m: console.print(m, style="dim"))
+        if json_output:
+            print_json(report.to_json())
+            return
+        print_table(report.rows(), [("metric", "metric"), ("simulator", "simulator"), ("live", "live"),
+                                    ("gap_pct", "gap %")],
+                    title=f"{policy} on {report.workload}: live replay at {speedup:g}x vs simulator",
+                    formats={"simulator": ",.2f", "live": ",.2f", "gap_pct": "+.2f"})
+        load = report.load
+        console.print(f"{report.invocations:,} invocations of {report.apps} apps over "
+                      f"{report.horizon_s / 3600:.2f} h replayed in {report.wall_s:.0f} s; errors: "
+                      f"{report.live_errors or 'none'}; gateway latency p50 {1e3 * (load['p50'] or 0):.1f} ms, "
+                      f"p99 {1e3 * (load['p99'] or 0):.1f} ms (real time)")

@@ -388,6 +388,7 @@ class Node:
                 429, f"function {name!r} is at its concurrency limit of {spec.max_concurrency}", function=name
             )
         started = self.now()
+        function.stats.invocations += 1
         self._on_arrival(function, started)
         function.inflight += 1
         instance: Instance | None = None
@@ -403,7 +404,6 @@ class Node:
                 self._release(instance)
             if function.inflight == 0 and self.functions.get(name) is function:
                 self._on_idle(function)
-        function.stats.invocations += 1
         self.m_invocations.inc(function=name, code=str(response.status))
         self.m_latency.observe(self.now() - started, function=name)
         return response
@@ -583,8 +583,12 @@ class Node:
             raise
         except (OSError, TimeoutError, InstanceDied, ConnectionError) as error:
             instance.kill()
+            cgroup = instance.cgroup
             self._stop_instance(instance)
-            raise InvokeFailed(502, f"instance of {spec.name!r} failed to start: {error}") from None
+            reason = str(error) or type(error).__name__
+            if cgroup is not None and cgroup.oom_killed():
+                reason = f"killed by its memory limit of {spec.memory_mb:g} MiB while loading"
+            raise InvokeFailed(502, f"instance of {spec.name!r} failed to start: {reason}") from None
         if instance.state == "stopping":
             raise InvokeFailed(503, f"instance of {spec.name!r} was stopped while starting")
         instance.port = ready.get("port")

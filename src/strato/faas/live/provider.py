@@ -23,6 +23,7 @@ from strato.faas.live.httpio import (
     error_response,
 )
 from strato.faas.live.loop import die_with_parent, new_event_loop
+from strato.faas.live.runtime import FATAL_HEADER
 
 PROVIDER_MAX_BODY = 1 << 30
 """The gateway enforces the real body limit before anything reaches the provider."""
@@ -49,11 +50,18 @@ class Provider:
         instance_id = request.headers.pop("x-strato-instance", "")
         pool = self.instances.get(instance_id)
         if pool is None:
-            return error_response(502, f"instance {instance_id!r} is not registered with the provider")
+            return _instance_lost(f"instance {instance_id!r} is not registered with the provider")
         try:
             return await pool.request(request.method, request.target, request.headers, request.body)
-        except ConnectionError:
-            return error_response(502, f"instance {instance_id!r} closed the connection during the request")
+        except OSError:
+            return _instance_lost(f"instance {instance_id!r} died during the request")
+
+
+def _instance_lost(message: str) -> Response:
+    response = error_response(502, message)
+    # Tells the gateway to retire the instance now rather than when its control socket closes.
+    response.headers.append((FATAL_HEADER, "1"))
+    return response
 
 
 def main() -> None:
