@@ -485,7 +485,11 @@ class Node:
             and len(function.live()) < function.spec.max_instances
         ):
             reason = "scale-out" if function.live() else "cold"
-            asyncio.get_running_loop().create_task(self._start_for_waiters(function, reason))
+            try:
+                self._start_for_waiters(function, reason)
+            except InvokeFailed:
+                function.waiters.remove(waiter)
+                raise
         return await waiter
 
     def _occupy(self, instance: Instance) -> None:
@@ -518,13 +522,20 @@ class Node:
                     self._occupy(instance)
                     waiter.set_result(instance)
 
-    async def _start_for_waiters(self, function: FunctionState, reason: str) -> None:
+    def _start_for_waiters(self, function: FunctionState, reason: str) -> None:
+        instance = self._new_instance(function, reason=reason)
+        asyncio.get_running_loop().create_task(self._boot_for_waiters(instance, reason))
+
+    async def _boot_for_waiters(self, instance: Instance, reason: str) -> None:
+        function = instance.function
         try:
-            await self.start_instance(function, reason=reason)
+            await self._boot(instance, reason)
         except InvokeFailed as failure:
             function.stats.start_failures += 1
-            # The requests waiting for this start have nowhere else to go unless another is coming.
-            if not any(instance.state == "starting" for instance in function.instances):
+            # The requests waiting for this start have nowhere else to go unless another instance is
+            # coming or already serving.
+            if not any(other.state in ("starting", "ready") and other.spec is function.spec
+                       for other in function.instances):
                 while function.waiters:
                     waiter = function.waiters.popleft()
                     if not waiter.done():
@@ -538,6 +549,11 @@ class Node:
         self, function: FunctionState, *, reason: str, spec: FunctionSpec | None = None
     ) -> Instance:
         """Spawn an instance and wait until its handler is loaded."""
+        return await self._boot(self._new_instance(function, reason=reason, spec=spec), reason)
+
+    def _new_instance(self, function: FunctionState, *, reason: str, spec: FunctionSpec | None = None) -> Instance:
+        """Reserve memory and count a starting instance, synchronously, so that every request deciding
+        whether to start another one sees it."""
         spec = spec or function.spec
         if reason != "trial" and not self._reserve(spec.memory_mb, evict=reason != "prewarm"):
             raise InvokeFailed(
@@ -551,6 +567,10 @@ class Node:
             function.instances.append(instance)
             if reason == "scale-out":
                 function.stats.scale_outs += 1
+        return instance
+
+    async def _boot(self, instance: Instance, reason: str) -> Instance:
+        spec = instance.spec
         loop = asyncio.get_running_loop()
         instance.started_at = loop.time()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -661,7 +681,13 @@ class Node:
             function = instance.function
             self._stop_instance(instance)
             if function.waiters and not any(i.state == "starting" for i in function.instances):
-                asyncio.get_running_loop().create_task(self._start_for_waiters(function, "cold"))
+                try:
+                    self._start_for_waiters(function, "cold")
+                except InvokeFailed as failure:
+                    while function.waiters:
+                        waiter = function.waiters.popleft()
+                        if not waiter.done():
+                            waiter.set_exception(failure)
 
     def _retire_old_code(self, function: FunctionState) -> None:
         from strato.faas.live.registry import FunctionStore
