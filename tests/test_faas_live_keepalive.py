@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from live_helpers import write_function
-
 from strato.faas.live.platform import Node, NodeConfig
 from strato.faas.live.registry import FunctionSpec
 from strato.faas.policies.base import NEVER, KeepAlivePolicy, Window
@@ -41,19 +40,37 @@ class ScriptedPolicy(KeepAlivePolicy):
         return self.window
 
 
-def run_node(tmp_path: Path, policy: KeepAlivePolicy, body: Callable[[Node], Awaitable[None]], *,
-             time_scale: float = 1.0, budget_mb: float = float("inf"), functions: int = 1,
-             memory_mb: float = 128.0) -> Node:
+def run_node(
+    tmp_path: Path,
+    policy: KeepAlivePolicy,
+    body: Callable[[Node], Awaitable[None]],
+    *,
+    time_scale: float = 1.0,
+    budget_mb: float = float("inf"),
+    functions: int = 1,
+    memory_mb: float = 128.0,
+) -> Node:
     code = write_function(tmp_path, "echo")
 
     async def main() -> Node:
-        node = Node(NodeConfig(state_dir=tmp_path / "state", time_scale=time_scale, memory_budget_mb=budget_mb,
-                               sandbox=False), policy)
+        node = Node(
+            NodeConfig(
+                state_dir=tmp_path / "state", time_scale=time_scale, memory_budget_mb=budget_mb, sandbox=False
+            ),
+            policy,
+        )
         await node.start()
         try:
             for index in range(functions):
-                node.install(FunctionSpec(name=f"f{index}", code_dir=str(code), memory_mb=memory_mb,
-                                          version=1, max_concurrency=64))
+                node.install(
+                    FunctionSpec(
+                        name=f"f{index}",
+                        code_dir=str(code),
+                        memory_mb=memory_mb,
+                        version=1,
+                        max_concurrency=64,
+                    )
+                )
             await body(node)
         finally:
             await node.stop()
@@ -174,8 +191,13 @@ def test_memory_budget_evicts_by_greedy_dual_priority(tmp_path: Path) -> None:
 def test_a_full_budget_with_everything_busy_is_503(tmp_path: Path) -> None:
     async def body(node: Node) -> None:
         slow = node.functions["f0"]
-        slow.spec = FunctionSpec(name="f0", code_dir=str(write_function(tmp_path, "slow")), memory_mb=128,
-                                 version=2, max_concurrency=8)
+        slow.spec = FunctionSpec(
+            name="f0",
+            code_dir=str(write_function(tmp_path, "slow")),
+            memory_mb=128,
+            version=2,
+            max_concurrency=8,
+        )
         busy = asyncio.ensure_future(node.invoke("f0", "POST", "/", {}, b"0.5"))
         await asyncio.sleep(0.2)
         response = await node.invoke("f1", "POST", "/", {}, b"")

@@ -11,7 +11,13 @@ from strato.faas.live.replay import ReplayOptions, replay, select
 from strato.traces.azure2019 import read_azure2019
 from strato.traces.synth import SynthConfig, generate
 
-TRACE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "azure-functions-2019" / "raw-format-100-8h"
+TRACE = (
+    Path(__file__).resolve().parents[1].parent
+    / "shared"
+    / "data"
+    / "azure-functions-2019"
+    / "raw-format-100-8h"
+)
 
 
 @pytest.mark.shared_data

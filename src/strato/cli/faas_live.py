@@ -267,8 +267,9 @@ def register_replay(app: typer.Typer) -> None:
         backend: Annotated[str, typer.Option(help="lean or faasd")] = "lean",
         spawn: Annotated[str, typer.Option(help="fork or fresh")] = "fork",
         seed: Annotated[int, typer.Option(help="Seed expanding minute counts and durations")] = 0,
-        footprint: Annotated[float, typer.Option(
-            help="Share of each app's memory its synthetic handler really allocates")] = 0.02,
+        footprint: Annotated[
+            float, typer.Option(help="Share of each app's memory its synthetic handler really allocates")
+        ] = 0.02,
         sandbox: Annotated[bool, typer.Option(help="Isolate instances")] = True,
         json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON")] = False,
     ) -> None:
@@ -277,21 +278,35 @@ def register_replay(app: typer.Typer) -> None:
         from strato.faas.live.replay import replay as run_replay
         from strato.traces.loader import load_workload
 
-        options = ReplayOptions(trace=trace, policy=policy, speedup=speedup, hours=hours, apps=apps,
-                                backend=backend, spawn=spawn, seed=seed, footprint_fraction=footprint,
-                                sandbox=sandbox)
+        options = ReplayOptions(
+            trace=trace,
+            policy=policy,
+            speedup=speedup,
+            hours=hours,
+            apps=apps,
+            backend=backend,
+            spawn=spawn,
+            seed=seed,
+            footprint_fraction=footprint,
+            sandbox=sandbox,
+        )
         workload = load_workload(trace)
-        report = run_replay(workload, options,
-                            progress=None if json_output else lambda m: console.print(m, style="dim"))
+        report = run_replay(
+            workload, options, progress=None if json_output else lambda m: console.print(m, style="dim")
+        )
         if json_output:
             print_json(report.to_json())
             return
-        print_table(report.rows(), [("metric", "metric"), ("simulator", "simulator"), ("live", "live"),
-                                    ("gap_pct", "gap %")],
-                    title=f"{policy} on {report.workload}: live replay at {speedup:g}x vs simulator",
-                    formats={"simulator": ",.2f", "live": ",.2f", "gap_pct": "+.2f"})
+        print_table(
+            report.rows(),
+            [("metric", "metric"), ("simulator", "simulator"), ("live", "live"), ("gap_pct", "gap %")],
+            title=f"{policy} on {report.workload}: live replay at {speedup:g}x vs simulator",
+            formats={"simulator": ",.2f", "live": ",.2f", "gap_pct": "+.2f"},
+        )
         load = report.load
-        console.print(f"{report.invocations:,} invocations of {report.apps} apps over "
-                      f"{report.horizon_s / 3600:.2f} h replayed in {report.wall_s:.0f} s; errors: "
-                      f"{report.live_errors or 'none'}; gateway latency p50 {1e3 * (load['p50'] or 0):.1f} ms, "
-                      f"p99 {1e3 * (load['p99'] or 0):.1f} ms (real time)")
+        console.print(
+            f"{report.invocations:,} invocations of {report.apps} apps over "
+            f"{report.horizon_s / 3600:.2f} h replayed in {report.wall_s:.0f} s; errors: "
+            f"{report.live_errors or 'none'}; gateway latency p50 {1e3 * (load['p50'] or 0):.1f} ms, "
+            f"p99 {1e3 * (load['p99'] or 0):.1f} ms (real time)"
+        )

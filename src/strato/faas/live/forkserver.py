@@ -4,42 +4,133 @@ A fresh instance pays for a new interpreter and its imports (tens of millisecond
 already paid: it imported the runtime and probed the host's isolation support, so a cold start is one
 ``fork`` plus the handler's own import. The gateway sends the instance's control socket over a
 ``SOCK_SEQPACKET`` pair (``SCM_RIGHTS``); the template answers with the child's pid.
+
+Joining a memory cgroup is the slowest step of isolation on cgroup v1 (the kernel waits for an RCU grace
+period, about 10 ms here), and it does not depend on the function. So, when instances get cgroups, the
+template keeps a few *zygotes*: children forked ahead of time that have already started their own
+session and joined a fresh cgroup, waiting for a control socket. A cold start takes a zygote (the gateway
+sets the function's memory limit on its cgroup) and the template forks a replacement in the background.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
+import json
 import os
 import signal
 import socket
-import struct
 import sys
+from collections import deque
+from dataclasses import dataclass
 
 from strato.faas.live import runtime
-from strato.faas.live.isolation import probe_host
+from strato.faas.live.isolation import HostSupport, MemoryCgroup, probe_host
 from strato.faas.live.loop import die_with_parent
 
-PID = struct.Struct("!i")
+ZYGOTE_HEADROOM_MB = 1 << 20
+"""A zygote's cgroup limit until its function's replaces it: effectively none."""
 
 
-def serve(channel: socket.socket) -> None:
+@dataclass
+class Zygote:
+    pid: int
+    channel: socket.socket
+    cgroup: MemoryCgroup
+
+
+class Template:
+    def __init__(self, support: HostSupport, pool_size: int) -> None:
+        self.support = support
+        self.pool_size = pool_size if support.cgroup is not None else 0
+        self.zygotes: deque[Zygote] = deque()
+        self.names = itertools.count(1)
+
+    def fill(self, gateway: socket.socket) -> None:
+        while len(self.zygotes) < self.pool_size:
+            # Capital letters keep these names apart from every instance name (function names are lower case).
+            cgroup = MemoryCgroup.create(
+                self.support, f"Zygote-{os.getpid()}-{next(self.names)}", ZYGOTE_HEADROOM_MB
+            )
+            assert cgroup is not None
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            pid = os.fork()
+            if pid == 0:
+                gateway.close()
+                ours.close()
+                for zygote in self.zygotes:
+                    zygote.channel.close()
+                _become_zygote(theirs, cgroup)
+            theirs.close()
+            self.zygotes.append(Zygote(pid, ours, cgroup))
+
+    def spawn(self, gateway: socket.socket, control_fd: int) -> dict[str, object]:
+        while self.zygotes:
+            zygote = self.zygotes.popleft()
+            try:
+                socket.send_fds(zygote.channel, [b"c"], [control_fd])
+            except OSError:  # that zygote died; its cgroup goes with it
+                zygote.cgroup.remove()
+                continue
+            finally:
+                zygote.channel.close()
+            return {"pid": zygote.pid, "cgroup": str(zygote.cgroup.path)}
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            gateway.close()
+            for zygote in self.zygotes:
+                zygote.channel.close()
+            runtime.bootstrap(socket.socket(fileno=control_fd))
+        return {"pid": pid, "cgroup": None}
+
+
+def _become_zygote(channel: socket.socket, cgroup: MemoryCgroup) -> None:
+    """In the forked zygote: do the function-independent slow steps, then wait to become an instance."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    die_with_parent()
+    with contextlib.suppress(PermissionError):
+        os.setsid()
+    try:
+        cgroup.procs_file.write_text(str(os.getpid()))
+        _, fds, _, _ = socket.recv_fds(channel, 16, 1)
+    except OSError:
+        os._exit(1)
+    if not fds:
+        os._exit(0)
+    channel.close()
+    runtime.bootstrap(socket.socket(fileno=fds[0]))
+
+
+def serve(channel: socket.socket, template: Template) -> None:
     """Fork one instance per request until the gateway closes the channel."""
     # Finished instances are reaped by the kernel; the gateway learns of their end from the socket.
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    template.fill(channel)
     while True:
         try:
             _, fds, _, _ = socket.recv_fds(channel, 16, 1)
         except (ConnectionError, OSError):
-            return
+            break
         if not fds:
-            return
-        pid = os.fork()
-        if pid == 0:
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            channel.close()
-            runtime.bootstrap(socket.socket(fileno=fds[0]))
+            break
+        reply = template.spawn(channel, fds[0])
         os.close(fds[0])
-        channel.send(PID.pack(pid))
+        channel.send(json.dumps(reply).encode())
+        template.fill(channel)
+    for zygote in template.zygotes:
+        zygote.channel.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(zygote.pid, signal.SIGKILL)
+        zygote.cgroup.remove()
+
+
+@dataclass(frozen=True)
+class Forked:
+    pid: int
+    cgroup: str | None
+    """A zygote's cgroup, already joined by the instance; None when the gateway must make one."""
 
 
 class ForkServerClient:
@@ -51,33 +142,38 @@ class ForkServerClient:
         self.lock = asyncio.Lock()
 
     @classmethod
-    async def start(cls) -> ForkServerClient:
+    async def start(cls, support: HostSupport | None, *, zygotes: int) -> ForkServerClient:
+        """Start the template; it uses the gateway's ``support`` so its cgroups live under the gateway's."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        described = json.dumps(support.to_json()) if support is not None else "null"
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "strato.faas.live.forkserver",
             str(theirs.fileno()),
+            str(zygotes),
+            described,
             pass_fds=(theirs.fileno(),),
         )
         theirs.close()
         ours.setblocking(False)
         return cls(process, ours)
 
-    async def fork(self, control: socket.socket) -> int:
-        """Fork an instance that will run on ``control`` (the instance's end); returns its pid."""
+    async def fork(self, control: socket.socket) -> Forked:
+        """Start an instance that will run on ``control`` (the instance's end of its socket)."""
         loop = asyncio.get_running_loop()
         async with self.lock:
             socket.send_fds(self.channel, [b"f"], [control.fileno()])
-            reply = await loop.sock_recv(self.channel, PID.size)
-        if len(reply) != PID.size:
+            reply = await loop.sock_recv(self.channel, 4096)
+        if not reply:
             raise ConnectionError("the fork-server exited")
-        return int(PID.unpack(reply)[0])
+        data = json.loads(reply)
+        return Forked(int(data["pid"]), data["cgroup"])
 
     async def stop(self) -> None:
         self.channel.close()
         try:
-            await asyncio.wait_for(self.process.wait(), 2.0)
+            await asyncio.wait_for(self.process.wait(), 5.0)
         except TimeoutError:
             self.process.kill()
             await self.process.wait()
@@ -85,8 +181,9 @@ class ForkServerClient:
 
 def main() -> None:
     die_with_parent()
-    probe_host()
-    serve(socket.socket(fileno=int(sys.argv[1])))
+    described = json.loads(sys.argv[3]) if len(sys.argv) > 3 else None
+    support = HostSupport.from_json(described) if described else probe_host()
+    serve(socket.socket(fileno=int(sys.argv[1])), Template(support, int(sys.argv[2])))
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ import struct
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -529,7 +529,6 @@ class MemoryCgroup:
         if memory_mb <= 0:
             raise SandboxError(f"memory limit must be positive, got {memory_mb} MB")
         base = support.cgroup_base
-        limit = int(memory_mb * 1024 * 1024)
         with _step(f"create memory cgroup {base / name}"):
             base.mkdir(exist_ok=True)  # instances may be created concurrently
             if support.cgroup == "v2":
@@ -539,25 +538,34 @@ class MemoryCgroup:
                 cgroup.remove()
             cgroup.path.mkdir()
         try:
-            with _step(f"set the memory limit of {cgroup.path}"):
-                if support.cgroup == "v1":
-                    # memsw must stay >= the memory limit, so the memory limit goes first.
-                    (cgroup.path / "memory.limit_in_bytes").write_text(str(limit))
-                    memsw = cgroup.path / "memory.memsw.limit_in_bytes"
-                    if memsw.exists():
-                        memsw.write_text(str(limit))
-                else:
-                    (cgroup.path / "memory.max").write_text(str(limit))
-                    swap = cgroup.path / "memory.swap.max"
-                    if swap.exists():
-                        swap.write_text("0")
-                    group = cgroup.path / "memory.oom.group"
-                    if group.exists():  # the waiter and the instance go together
-                        group.write_text("1")
+            cgroup.set_limit(memory_mb)
         except BaseException:
             cgroup.remove()
             raise
         return cgroup
+
+    def set_limit(self, memory_mb: float) -> None:
+        """(Re)set the limit; a pre-created cgroup (the fork-server's zygotes) gets its function's here."""
+        limit = int(memory_mb * 1024 * 1024)
+        with _step(f"set the memory limit of {self.path}"):
+            if self.version == "v1":
+                memory = self.path / "memory.limit_in_bytes"
+                memsw = self.path / "memory.memsw.limit_in_bytes"
+                # memsw must stay >= the memory limit: lower the memory limit first, raise memsw first.
+                order = [memory, memsw]
+                if memsw.exists() and int(memsw.read_text()) < limit:
+                    order = [memsw, memory]
+                for file in order:
+                    if file.exists():
+                        file.write_text(str(limit))
+            else:
+                (self.path / "memory.max").write_text(str(limit))
+                swap = self.path / "memory.swap.max"
+                if swap.exists():
+                    swap.write_text("0")
+                group = self.path / "memory.oom.group"
+                if group.exists():  # the waiter and the instance go together
+                    group.write_text("1")
 
     @property
     def procs_file(self) -> Path:
@@ -623,6 +631,26 @@ def cleanup_cgroup_base(support: HostSupport) -> None:
         if child.is_dir():
             MemoryCgroup(child, support.cgroup).remove()
     MemoryCgroup(base, support.cgroup).remove()
+
+
+def reap_stale_cgroup_bases(support: HostSupport) -> list[Path]:
+    """Remove the strato-<pid> directories of servers that died without cleaning up (SIGKILL, power loss).
+
+    Their instances died with them (parent-death signals), so the directories are empty shells or hold
+    only leftovers; a directory whose server still runs is left alone.
+    """
+    base = support.cgroup_base
+    if support.cgroup is None or base is None or not base.parent.is_dir():
+        return []
+    removed = []
+    for sibling in base.parent.glob("strato-*"):
+        pid_text = sibling.name.removeprefix("strato-")
+        if sibling == base or not pid_text.isdigit() or Path(f"/proc/{pid_text}").exists():
+            continue
+        with contextlib.suppress(SandboxError, OSError):
+            cleanup_cgroup_base(replace(support, cgroup_base=sibling))
+            removed.append(sibling)
+    return removed
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from strato.faas.live.isolation import (
     cleanup_cgroup_base,
     function_uid,
     probe_host,
+    reap_stale_cgroup_bases,
 )
 from strato.faas.live.metrics import Registry
 from strato.faas.live.registry import FunctionSpec
@@ -47,6 +48,8 @@ from strato.faas.policies.base import NEVER, AppInfo, KeepAlivePolicy
 BACKENDS = ("lean", "faasd")
 SPAWN_MODES = ("fork", "fresh")
 START_TIMEOUT_S = 30.0
+ZYGOTES = 2
+"""Pre-forked children the fork-server keeps in their own memory cgroups (see forkserver)."""
 INTERNAL_HEADER_PREFIX = "x-strato-"
 
 
@@ -121,6 +124,7 @@ class Instance:
         self.port: int | None = None
         self.channel: InstanceChannel | None = None
         self.cgroup: MemoryCgroup | None = None
+        self.cgroup_joined = False
         self.started_at = 0.0
         self.ready_at = 0.0
         self.idle_since: float | None = None
@@ -295,8 +299,11 @@ class Node:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.started_at = loop.time()
+        if self.support is not None:
+            reap_stale_cgroup_bases(self.support)
         if self.config.spawn == "fork":
-            self.forkserver = await ForkServerClient.start()
+            zygotes = ZYGOTES if self.support is not None and self.support.cgroup else 0
+            self.forkserver = await ForkServerClient.start(self.support, zygotes=zygotes)
         if self.config.backend == "faasd":
             await self._start_provider()
 
@@ -534,8 +541,10 @@ class Node:
             function.stats.start_failures += 1
             # The requests waiting for this start have nowhere else to go unless another instance is
             # coming or already serving.
-            if not any(other.state in ("starting", "ready") and other.spec is function.spec
-                       for other in function.instances):
+            if not any(
+                other.state in ("starting", "ready") and other.spec is function.spec
+                for other in function.instances
+            ):
                 while function.waiters:
                     waiter = function.waiters.popleft()
                     if not waiter.done():
@@ -551,7 +560,9 @@ class Node:
         """Spawn an instance and wait until its handler is loaded."""
         return await self._boot(self._new_instance(function, reason=reason, spec=spec), reason)
 
-    def _new_instance(self, function: FunctionState, *, reason: str, spec: FunctionSpec | None = None) -> Instance:
+    def _new_instance(
+        self, function: FunctionState, *, reason: str, spec: FunctionSpec | None = None
+    ) -> Instance:
         """Reserve memory and count a starting instance, synchronously, so that every request deciding
         whether to start another one sees it."""
         spec = spec or function.spec
@@ -576,10 +587,14 @@ class Node:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             try:
-                if self.support is not None:
-                    instance.cgroup = MemoryCgroup.create(self.support, instance.id, spec.memory_mb)
                 if self.forkserver is not None:
-                    instance.pid = await self.forkserver.fork(theirs)
+                    forked = await self.forkserver.fork(theirs)
+                    instance.pid = forked.pid
+                    if forked.cgroup is not None and self.support is not None:
+                        # A zygote already joined this cgroup; it only needs the function's limit.
+                        instance.cgroup = MemoryCgroup(Path(forked.cgroup), str(self.support.cgroup))
+                        instance.cgroup.set_limit(spec.memory_mb)
+                        instance.cgroup_joined = True
                 else:
                     instance.process = await asyncio.create_subprocess_exec(
                         sys.executable,
@@ -592,6 +607,8 @@ class Node:
                     instance.pid = instance.process.pid
             finally:
                 theirs.close()
+            if instance.cgroup is None and self.support is not None:
+                instance.cgroup = MemoryCgroup.create(self.support, instance.id, spec.memory_mb)
             _, channel = await loop.connect_accepted_socket(
                 lambda: InstanceChannel(self, instance), sock=ours
             )
@@ -644,7 +661,9 @@ class Node:
             network=spec.network,
             sandbox=self.config.sandbox,
             hidden_dirs=(str(self.config.state_dir.resolve()),),
-            cgroup_procs=str(instance.cgroup.procs_file) if instance.cgroup else None,
+            cgroup_procs=str(instance.cgroup.procs_file)
+            if instance.cgroup and not instance.cgroup_joined
+            else None,
             tmp_size_mb=self.config.tmp_size_mb,
             runtime_dirs=RUNTIME_DIRS,
             host_support=self.support.to_json() if self.support else None,

@@ -97,17 +97,25 @@ class ReplayReport:
         return [
             row("invocations", sim.invocations, live.invocations),
             row("cold starts", sim.cold_starts, live.cold_starts),
-            row("cold-start %", 100 * sim.cold_starts / max(sim.invocations, 1),
-                100 * live.cold_starts / max(live.invocations, 1)),
+            row(
+                "cold-start %",
+                100 * sim.cold_starts / max(sim.invocations, 1),
+                100 * live.cold_starts / max(live.invocations, 1),
+            ),
             row("p75-app cold-start %", sim.cold_start_pct_p75_app, live.cold_start_pct_p75_app),
             row("wasted memory GiB-s", sim.wasted_memory_gb_s, live.wasted_memory_gb_s),
         ]
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "options": self.options.__dict__, "workload": self.workload, "invocations": self.invocations,
-            "apps": self.apps, "horizon_s": self.horizon_s, "wall_s": self.wall_s,
-            "comparison": self.rows(), "live_errors": {str(k): v for k, v in self.live_errors.items()},
+            "options": self.options.__dict__,
+            "workload": self.workload,
+            "invocations": self.invocations,
+            "apps": self.apps,
+            "horizon_s": self.horizon_s,
+            "wall_s": self.wall_s,
+            "comparison": self.rows(),
+            "live_errors": {str(k): v for k, v in self.live_errors.items()},
             "load": self.load,
         }
 
@@ -121,15 +129,38 @@ def select(invocations: Invocations, *, hours: float | None, apps: int | None) -
         keep &= invocations.arrival_us < horizon
     n_apps = invocations.n_apps if apps is None else min(apps, invocations.n_apps)
     keep &= invocations.app < n_apps
-    return Invocations(app=invocations.app[keep], function=invocations.function[keep],
-                       arrival_us=invocations.arrival_us[keep], duration_us=invocations.duration_us[keep],
-                       n_apps=n_apps, horizon_us=horizon)
+    return Invocations(
+        app=invocations.app[keep],
+        function=invocations.function[keep],
+        arrival_us=invocations.arrival_us[keep],
+        duration_us=invocations.duration_us[keep],
+        n_apps=n_apps,
+        horizon_us=horizon,
+    )
 
 
 def _start_server(state_dir: Path, options: ReplayOptions) -> tuple[subprocess.Popen[str], str]:
-    command = [sys.executable, "-m", "strato", "faas", "serve", "--port", "0", "--state-dir", str(state_dir),
-               "--backend", options.backend, "--spawn", options.spawn, "--policy", options.policy,
-               "--time-scale", f"{options.speedup:g}", "--max-body", "1KiB"]
+    command = [
+        sys.executable,
+        "-m",
+        "strato",
+        "faas",
+        "serve",
+        "--port",
+        "0",
+        "--state-dir",
+        str(state_dir),
+        "--backend",
+        options.backend,
+        "--spawn",
+        options.spawn,
+        "--policy",
+        options.policy,
+        "--time-scale",
+        f"{options.speedup:g}",
+        "--max-body",
+        "1KiB",
+    ]
     if not options.sandbox:
         command.append("--no-sandbox")
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -137,7 +168,9 @@ def _start_server(state_dir: Path, options: ReplayOptions) -> tuple[subprocess.P
     line = process.stdout.readline()
     if "serving on " not in line:
         process.kill()
-        raise StratoError(f"the replay's server did not start: {process.stderr.read() if process.stderr else ''}")
+        raise StratoError(
+            f"the replay's server did not start: {process.stderr.read() if process.stderr else ''}"
+        )
     return process, line.split("serving on ", 1)[1].split()[0]
 
 
@@ -151,8 +184,9 @@ def _stop_server(process: subprocess.Popen[str]) -> None:
             process.wait()
 
 
-def replay(workload: Workload, options: ReplayOptions,
-           progress: Callable[[str], None] | None = None) -> ReplayReport:
+def replay(
+    workload: Workload, options: ReplayOptions, progress: Callable[[str], None] | None = None
+) -> ReplayReport:
     """Run the simulator and the live platform on the same invocations; return both results."""
     say = progress or (lambda message: None)
     parse_policy(options.policy)  # a bad spec fails before anything starts
@@ -163,8 +197,10 @@ def replay(workload: Workload, options: ReplayOptions,
     say(f"simulating {options.policy} on {len(invocations):,} invocations of {invocations.n_apps} apps")
     simulated = simulate(invocations, memory, [parse_policy(options.policy)], show_progress=False)[0]
     horizon_real_s = invocations.horizon_us / 1e6 / options.speedup
-    say(f"live: {invocations.horizon_us / 3.6e9:.2f} h of trace in {horizon_real_s:.0f} s "
-        f"(speedup {options.speedup:g}, backend {options.backend}, policy {options.policy})")
+    say(
+        f"live: {invocations.horizon_us / 3.6e9:.2f} h of trace in {horizon_real_s:.0f} s "
+        f"(speedup {options.speedup:g}, backend {options.backend}, policy {options.policy})"
+    )
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="strato-replay-") as scratch:
         state_dir = Path(scratch) / "state"
@@ -179,30 +215,56 @@ def replay(workload: Workload, options: ReplayOptions,
             for app in invoked_apps.tolist():
                 mb = float(memory[app])
                 client.deploy(
-                    f"app-{app}", directory=code_dir, memory=f"{max(mb, MIN_LIMIT_MB):g}Mi", timeout="1h",
-                    env={"STRATO_REPLAY_SPEEDUP": f"{options.speedup:g}",
-                         "STRATO_REPLAY_FOOTPRINT_MB": f"{mb * options.footprint_fraction:g}"},
-                    concurrency=options.instance_concurrency, maxConcurrency=10_000)
+                    f"app-{app}",
+                    directory=code_dir,
+                    memory=f"{max(mb, MIN_LIMIT_MB):g}Mi",
+                    timeout="1h",
+                    env={
+                        "STRATO_REPLAY_SPEEDUP": f"{options.speedup:g}",
+                        "STRATO_REPLAY_FOOTPRINT_MB": f"{mb * options.footprint_fraction:g}",
+                    },
+                    concurrency=options.instance_concurrency,
+                    maxConcurrency=10_000,
+                )
             load, stats = _drive(url, client, invocations, options, horizon_real_s, say)
         finally:
             _stop_server(process)
     live = _live_result(stats, invocations, memory, options)
     errors = {status: count for status, count in load.status_counts.items() if status != 200}
-    return ReplayReport(options=options, workload=workload.name, invocations=len(invocations),
-                        apps=int(np.unique(invocations.app).size), horizon_s=invocations.horizon_us / 1e6,
-                        simulated=simulated, live=live, live_errors=errors, load=load.summary(),
-                        wall_s=time.monotonic() - started)
+    return ReplayReport(
+        options=options,
+        workload=workload.name,
+        invocations=len(invocations),
+        apps=int(np.unique(invocations.app).size),
+        horizon_s=invocations.horizon_us / 1e6,
+        simulated=simulated,
+        live=live,
+        live_errors=errors,
+        load=load.summary(),
+        wall_s=time.monotonic() - started,
+    )
 
 
-def _drive(url: str, client: FaasClient, invocations: Invocations, options: ReplayOptions,
-           horizon_real_s: float, say: Callable[[str], None]) -> tuple[LoadResult, dict[str, Any]]:
+def _drive(
+    url: str,
+    client: FaasClient,
+    invocations: Invocations,
+    options: ReplayOptions,
+    horizon_real_s: float,
+    say: Callable[[str], None],
+) -> tuple[LoadResult, dict[str, Any]]:
     order = np.argsort(invocations.arrival_us, kind="stable")
     offsets = START_LEAD_S + invocations.arrival_us[order] / 1e6 / options.speedup
     paths = [f"/function/app-{app}" for app in range(invocations.n_apps)]
     schedule: list[ScheduledRequest] = [
         (offset, paths[app], b"%d" % duration, ())
-        for offset, app, duration in zip(offsets.tolist(), invocations.app[order].tolist(),
-                                         invocations.duration_us[order].tolist(), strict=True)]
+        for offset, app, duration in zip(
+            offsets.tolist(),
+            invocations.app[order].tolist(),
+            invocations.duration_us[order].tolist(),
+            strict=True,
+        )
+    ]
     target = Target.from_url(url + "/")
     outcome: dict[str, Any] = {}
     origin_known = threading.Event()
@@ -214,8 +276,9 @@ def _drive(url: str, client: FaasClient, invocations: Invocations, options: Repl
 
     def run() -> None:
         try:
-            outcome["load"] = run_schedule(target, schedule, max_connections=512, timeout_s=600.0,
-                                           on_start=started)
+            outcome["load"] = run_schedule(
+                target, schedule, max_connections=512, timeout_s=600.0, on_start=started
+            )
         except BaseException as error:  # re-raised in the caller's thread
             outcome["error"] = error
         finally:
@@ -236,8 +299,9 @@ def _drive(url: str, client: FaasClient, invocations: Invocations, options: Repl
     return outcome["load"], stats
 
 
-def _live_result(stats: dict[str, Any], invocations: Invocations, memory: np.ndarray,
-                 options: ReplayOptions) -> PolicyResult:
+def _live_result(
+    stats: dict[str, Any], invocations: Invocations, memory: np.ndarray, options: ReplayOptions
+) -> PolicyResult:
     n = invocations.n_apps
     counts = np.zeros(n, dtype=np.int64)
     cold = np.zeros(n, dtype=np.int64)
@@ -248,5 +312,10 @@ def _live_result(stats: dict[str, Any], invocations: Invocations, memory: np.nda
         cold[app] = row["cold_starts"]
         # The server reports MiB x policy-seconds; the simulator's unit is time per app (times its memory).
         wasted_us[app] = round(row["wasted_mb_s"] / max(row["memory_mb"], 1e-9) * 1e6)
-    return PolicyResult(policy=f"{options.policy} (live)", app_invocations=counts, app_cold_starts=cold,
-                        app_wasted_us=wasted_us, app_memory_mb=memory)
+    return PolicyResult(
+        policy=f"{options.policy} (live)",
+        app_invocations=counts,
+        app_cold_starts=cold,
+        app_wasted_us=wasted_us,
+        app_memory_mb=memory,
+    )
