@@ -29,8 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, help="closed-loop connections (default 16)")
     parser.add_argument("--rate", type=float, help="equal offered load in rps (default: auto)")
     parser.add_argument("--cold-starts", type=int, help="cold invocations per spawn mode")
-    parser.add_argument("--search", action=argparse.BooleanOptionalAction, default=None,
-                        help="search each backend's highest sustainable open-loop rate")
+    parser.add_argument(
+        "--search",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="search each backend's highest sustainable open-loop rate",
+    )
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
     parser.add_argument("--plot", type=Path, help="write a PNG of the latency CDFs and throughputs")
     args = parser.parse_args(argv)

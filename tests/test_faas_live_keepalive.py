@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from live_helpers import write_function
+from strato.faas.live.httpio import Response
 from strato.faas.live.platform import Node, NodeConfig
 from strato.faas.live.registry import FunctionSpec
 from strato.faas.policies.base import NEVER, KeepAlivePolicy, Window
@@ -79,9 +80,13 @@ def run_node(
     return asyncio.run(main())
 
 
+async def invoke(node: Node, name: str, body: bytes) -> Response:
+    outcome = node.invoke(name, "POST", "/", {}, body)
+    return outcome if isinstance(outcome, Response) else await outcome
+
+
 async def call(node: Node, name: str = "f0", body: bytes = b"x") -> int:
-    response = await node.invoke(name, "POST", "/", {}, body)
-    return response.status
+    return (await invoke(node, name, body)).status
 
 
 def test_fixed_keepalive_unloads_after_its_window(tmp_path: Path) -> None:
@@ -198,9 +203,9 @@ def test_a_full_budget_with_everything_busy_is_503(tmp_path: Path) -> None:
             version=2,
             max_concurrency=8,
         )
-        busy = asyncio.ensure_future(node.invoke("f0", "POST", "/", {}, b"0.5"))
+        busy = asyncio.ensure_future(invoke(node, "f0", b"0.5"))
         await asyncio.sleep(0.2)
-        response = await node.invoke("f1", "POST", "/", {}, b"")
+        response = await invoke(node, "f1", b"")
         assert response.status == 503
         assert b"memory budget" in response.body
         assert (await busy).status == 200

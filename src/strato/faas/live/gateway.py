@@ -23,7 +23,7 @@ import json
 import os
 import secrets
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,7 +109,7 @@ class Gateway:
         scheme, _, credential = header.partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(credential.strip(), self.token)
 
-    async def handle(self, request: Request) -> Response:
+    def handle(self, request: Request) -> Response | Awaitable[Response]:
         path = request.path
         if path.startswith("/function/"):
             if self.config.protect_invoke and not self._authorised(request):
@@ -119,7 +119,11 @@ class Gateway:
             if "authorization" in headers and self._authorised(request):
                 headers = {key: value for key, value in headers.items() if key != "authorization"}
             target = "/" + rest + ("?" + request.query if request.query else "")
-            return await self.node.invoke(name, request.method, target, headers, request.body)
+            return self.node.invoke(name, request.method, target, headers, request.body)
+        return self._handle_other(request)
+
+    async def _handle_other(self, request: Request) -> Response:
+        path = request.path
         if path == "/healthz":
             return json_response(200, {"status": "ok", "backend": self.node.config.backend})
         if path == "/metrics":

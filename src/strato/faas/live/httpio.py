@@ -181,7 +181,8 @@ class _ChunkedDecoder:
             position = 0
 
 
-Handler = Callable[[Request], Awaitable[Response]]
+Handler = Callable[[Request], "Response | Awaitable[Response]"]
+"""A route answers at once (a Response) or later (a future or coroutine of one)."""
 
 
 class ServerProtocol(asyncio.Protocol):
@@ -230,7 +231,15 @@ class ServerProtocol(asyncio.Protocol):
             return
         self.busy = True
         self.tracker.in_flight += 1
-        asyncio.get_running_loop().create_task(self._dispatch(request))
+        try:
+            result = self.handler(request)
+        except Exception as error:  # the server must answer whatever a route does
+            result = _internal_error(error)
+        if isinstance(result, Response):
+            self._done(request, result)
+            return
+        # A future resolves through a callback: no task, which matters on the gateway's hot path.
+        asyncio.ensure_future(result).add_done_callback(lambda outcome: self._done(request, outcome))
 
     def _parse(self) -> Request | None:
         if self.pending is None:
@@ -279,13 +288,16 @@ class ServerProtocol(asyncio.Protocol):
         self.pending = None
         return Request(method, target, headers, body, keep_alive)
 
-    async def _dispatch(self, request: Request) -> None:
-        try:
-            response = await self.handler(request)
-        except Exception as error:  # the server must answer whatever a route does
-            response = error_response(500, f"internal error: {type(error).__name__}: {error}")
-        finally:
-            self.tracker.in_flight -= 1
+    def _done(self, request: Request, outcome: Response | asyncio.Future[Response]) -> None:
+        self.tracker.in_flight -= 1
+        if isinstance(outcome, Response):
+            response = outcome
+        elif outcome.cancelled():
+            response = error_response(503, "the request was cancelled (server shutting down)")
+        elif outcome.exception() is not None:
+            response = _internal_error(outcome.exception())
+        else:
+            response = outcome.result()
         self.busy = False
         keep_alive = request.keep_alive and not self.closing
         self._answer(response, keep_alive=keep_alive)
@@ -298,6 +310,10 @@ class ServerProtocol(asyncio.Protocol):
         self.transport.write(encode_response(response, keep_alive=keep_alive))
         if not keep_alive:
             self.transport.close()
+
+
+def _internal_error(error: BaseException | None) -> Response:
+    return error_response(500, f"internal error: {type(error).__name__}: {error}")
 
 
 class ConnectionTracker:

@@ -383,9 +383,14 @@ class Node:
 
     # ---- invocation ------------------------------------------------------------------------------
 
-    async def invoke(
+    def invoke(
         self, name: str, method: str, target: str, headers: dict[str, str], body: bytes
-    ) -> Response:
+    ) -> Response | asyncio.Future[Response]:
+        """Answer an invocation: a Response at once (errors) or a future of it.
+
+        A warm invocation is dispatched right here, with callbacks instead of a task, because on the lean
+        backend the gateway's own Python overhead is most of the latency that is left.
+        """
         function = self.functions.get(name)
         if function is None:
             return error_response(404, f"no function named {name!r}")
@@ -398,56 +403,92 @@ class Node:
         function.stats.invocations += 1
         self._on_arrival(function, started)
         function.inflight += 1
-        instance: Instance | None = None
+        request = (method, target, headers, body)
+        instance = self._warm_instance(function)
+        if instance is not None:
+            self._occupy(instance)
+            return self._dispatch(function, instance, started, request)
+        return asyncio.ensure_future(self._invoke_after_start(function, started, request))
+
+    async def _invoke_after_start(
+        self, function: FunctionState, started: float, request: tuple[str, str, dict[str, str], bytes]
+    ) -> Response:
         try:
             instance = await self._acquire(function)
-            response = await self._send(instance, method, target, headers, body)
         except InvokeFailed as failure:
-            function.stats.errors += 1
-            response = error_response(failure.status, str(failure), function=name)
-        finally:
-            function.inflight -= 1
-            if instance is not None:
-                self._release(instance)
-            if function.inflight == 0 and self.functions.get(name) is function:
-                self._on_idle(function)
-        self.m_invocations.inc(function=name, code=str(response.status))
-        self.m_latency.observe(self.now() - started, function=name)
-        return response
+            return self._finish(function, None, started, self._failure_response(function, failure))
+        return await self._dispatch(function, instance, started, request)
 
-    async def _send(
-        self, instance: Instance, method: str, target: str, headers: dict[str, str], body: bytes
-    ) -> Response:
+    def _dispatch(
+        self,
+        function: FunctionState,
+        instance: Instance,
+        started: float,
+        request: tuple[str, str, dict[str, str], bytes],
+    ) -> asyncio.Future[Response]:
+        """Send to ``instance``; the returned future resolves once the bookkeeping is done."""
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[Response] = loop.create_future()
+        method, target, headers, body = request
         forwarded = {
             key: value for key, value in headers.items() if not key.startswith(INTERNAL_HEADER_PREFIX)
         }
-        timeout = instance.spec.timeout_s
+        sent: asyncio.Future[Any]
         try:
             if self.config.backend == "lean":
                 assert instance.channel is not None
-                status, header_lines, out = await asyncio.wait_for(
-                    instance.channel.invoke(method, target, forwarded, body), timeout
-                )
-                response = Response(status, out, frames.decode_headers(header_lines))
+                sent = instance.channel.invoke(method, target, forwarded, body)
             else:
                 assert self.provider_pool is not None
                 forwarded["X-Strato-Instance"] = instance.id
-                response = await asyncio.wait_for(
-                    self.provider_pool.request(method, target, forwarded, body), timeout
-                )
-        except TimeoutError:
+                sent = asyncio.ensure_future(self.provider_pool.request(method, target, forwarded, body))
+        except InstanceDied:
+            sent = loop.create_future()
+            sent.set_exception(InstanceDied(f"instance {instance.id} is gone"))
+        timed_out: list[bool] = []
+
+        def on_timeout() -> None:
+            timed_out.append(True)
+            if not sent.done():
+                sent.cancel()
+
+        timer = loop.call_later(instance.spec.timeout_s, on_timeout)
+
+        def on_sent(done: asyncio.Future[Any]) -> None:
+            timer.cancel()
+            response = self._response_from(instance, done, timed_out=bool(timed_out))
+            outcome.set_result(self._finish(function, instance, started, response))
+
+        sent.add_done_callback(on_sent)
+        return outcome
+
+    def _response_from(self, instance: Instance, done: asyncio.Future[Any], *, timed_out: bool) -> Response:
+        function = instance.function
+        name = instance.spec.name
+        if timed_out or done.cancelled():
             instance.kill()
             self._stop_instance(instance)
-            raise InvokeFailed(
-                504, f"function {instance.spec.name!r} timed out after {timeout:g} s; its instance was killed"
-            ) from None
-        except (InstanceDied, ConnectionError):
+            failure = InvokeFailed(
+                504,
+                f"function {name!r} timed out after {instance.spec.timeout_s:g} s; its instance was killed",
+            )
+            return self._failure_response(function, failure)
+        error = done.exception()
+        if error is not None:
+            if not isinstance(error, ConnectionError):
+                failure = InvokeFailed(500, f"internal error: {type(error).__name__}: {error}")
+                return self._failure_response(function, failure)
             self._stop_instance(instance)
-            raise InvokeFailed(
-                502,
-                f"the instance of {instance.spec.name!r} died during the request; "
-                "a new one starts on the next call",
-            ) from None
+            failure = InvokeFailed(
+                502, f"the instance of {name!r} died during the request; a new one starts on the next call"
+            )
+            return self._failure_response(function, failure)
+        result = done.result()
+        if isinstance(result, Response):
+            response = result
+        else:
+            status, header_lines, out = result
+            response = Response(status, out, frames.decode_headers(header_lines))
         if response.header(FATAL_HEADER):
             instance.kill()
             self._stop_instance(instance)
@@ -458,6 +499,35 @@ class Node:
                 if not key.lower().startswith(INTERNAL_HEADER_PREFIX)
             ]
         return response
+
+    def _failure_response(self, function: FunctionState, failure: InvokeFailed) -> Response:
+        function.stats.errors += 1
+        return error_response(failure.status, str(failure), function=function.spec.name)
+
+    def _finish(
+        self, function: FunctionState, instance: Instance | None, started: float, response: Response
+    ) -> Response:
+        function.inflight -= 1
+        if instance is not None:
+            self._release(instance)
+        name = function.spec.name
+        if function.inflight == 0 and self.functions.get(name) is function:
+            self._on_idle(function)
+        self.m_invocations.inc(function=name, code=str(response.status))
+        self.m_latency.observe(self.now() - started, function=name)
+        return response
+
+    def _warm_instance(self, function: FunctionState) -> Instance | None:
+        if function.waiters:
+            return None
+        for instance in function.instances:
+            if (
+                instance.state == "ready"
+                and instance.inflight < instance.spec.concurrency
+                and instance.spec is function.spec
+            ):
+                return instance
+        return None
 
     def _on_arrival(self, function: FunctionState, now: float) -> None:
         if function.inflight:
@@ -475,15 +545,10 @@ class Node:
         self.policy.on_invocation(function.policy_state, cold=cold, clock=self.clock)
 
     async def _acquire(self, function: FunctionState) -> Instance:
-        for instance in function.instances:
-            if (
-                instance.state == "ready"
-                and instance.inflight < instance.spec.concurrency
-                and instance.spec is function.spec
-                and not function.waiters
-            ):
-                self._occupy(instance)
-                return instance
+        instance = self._warm_instance(function)
+        if instance is not None:
+            self._occupy(instance)
+            return instance
         waiter: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
         function.waiters.append(waiter)
         starting = sum(1 for instance in function.instances if instance.state == "starting")
