@@ -120,6 +120,19 @@ def test_unknown_function_is_404(server: Server) -> None:
     assert "nobody-here" in json.loads(result.body)["error"]
 
 
+def test_one_instance_runs_concurrent_invocations_in_threads(server: Server, tmp_path: Path) -> None:
+    client = server.client()
+    client.deploy("threaded", directory=write_function(tmp_path, "slow"), concurrency=16, maxConcurrency=32)
+    assert client.invoke("threaded", b"0.01").status == 200
+    started = time.monotonic()
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(lambda _: server.client().invoke("threaded", b"0.5").status, range(16)))
+    assert statuses == [200] * 16
+    assert time.monotonic() - started < 2.0, "the 16 calls ran one after another"
+    instances = client.describe("threaded")["instances"]
+    assert len(instances) == 1
+
+
 def test_concurrency_limit_is_429(server: Server) -> None:
     with ThreadPoolExecutor(4) as pool:
         statuses = list(pool.map(lambda _: server.client().invoke("slow", b"0.5").status, range(4)))

@@ -72,6 +72,8 @@ CONTROLS = (
     "other functions' files / server token hidden",
 )
 
+THREAD_RESERVE_MB = 72
+"""A thread's default stack (8 MiB) and a malloc arena (64 MiB) as the RLIMIT_AS fallback counts them."""
 AS_HEADROOM_MB = 256
 """Extra address space allowed on top of the memory limit in the RLIMIT_AS fallback.
 
@@ -713,6 +715,10 @@ class SandboxSpec:
     """Used only for the RLIMIT_AS fallback when the instance joins no cgroup."""
     cgroup_procs: Path | None = None
     """Join this cgroup (write the own pid) before dropping privileges."""
+    cgroup_joined: bool = False
+    """The process already sits in its memory cgroup (a fork-server zygote joined it ahead of time)."""
+    threads: int = 1
+    """Threads the instance will run; each reserves address space, which the RLIMIT_AS fallback allows."""
     runtime_dirs: tuple[Path, ...] = ()
     """Directories the instance must still read after dropping privileges: the interpreter, its packages.
     Any ancestor the function's uid could not traverse (a 0700 home holding the interpreter) is hidden
@@ -938,8 +944,10 @@ def _loopback_up() -> None:
 def _set_rlimits(spec: SandboxSpec) -> None:
     with _step("disable core dumps"):
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if spec.cgroup_procs is None and spec.memory_mb is not None:
-        limit = _mapped_bytes() + int((spec.memory_mb + AS_HEADROOM_MB) * 1024 * 1024)
+    if spec.cgroup_procs is None and not spec.cgroup_joined and spec.memory_mb is not None:
+        # Each thread reserves a stack and may get its own malloc arena: address space, not memory.
+        headroom_mb = AS_HEADROOM_MB + max(spec.threads - 1, 0) * THREAD_RESERVE_MB
+        limit = _mapped_bytes() + int((spec.memory_mb + headroom_mb) * 1024 * 1024)
         with _step(f"limit the address space to {limit // (1024 * 1024)} MiB"):
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 

@@ -219,7 +219,6 @@ class FunctionStats:
     start_failures: int = 0
     wasted_mb_s: float = 0.0
     """Memory held by idle instances, in MiB x policy-time seconds."""
-    loaded_s: float = 0.0
 
 
 @dataclass
@@ -730,6 +729,7 @@ class Node:
             if instance.cgroup and not instance.cgroup_joined
             else None,
             tmp_size_mb=self.config.tmp_size_mb,
+            cgroup_joined=instance.cgroup_joined,
             runtime_dirs=RUNTIME_DIRS,
             host_support=self.support.to_json() if self.support else None,
         )

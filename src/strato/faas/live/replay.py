@@ -87,6 +87,8 @@ class ReplayReport:
     live_errors: dict[int, int]
     load: dict[str, Any]
     wall_s: float
+    server_stats: dict[str, Any]
+    """The server's own per-function counters at the end of the trace period."""
 
     def rows(self) -> list[dict[str, Any]]:
         def row(metric: str, sim: float, live: float) -> dict[str, Any]:
@@ -242,6 +244,7 @@ def replay(
         live_errors=errors,
         load=load.summary(),
         wall_s=time.monotonic() - started,
+        server_stats=stats,
     )
 
 

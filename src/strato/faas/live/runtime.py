@@ -59,6 +59,7 @@ class InstanceSpec:
     hidden_dirs: tuple[str, ...] = ()
     cgroup_procs: str | None = None
     tmp_size_mb: int = 64
+    cgroup_joined: bool = False
     runtime_dirs: tuple[str, ...] = ()
     host_support: dict[str, Any] | None = None
 
@@ -382,6 +383,8 @@ def _isolate(spec: InstanceSpec) -> list[str]:
             memory_mb=spec.memory_mb,
             cgroup_procs=Path(spec.cgroup_procs) if spec.cgroup_procs else None,
             runtime_dirs=tuple(Path(path) for path in spec.runtime_dirs),
+            cgroup_joined=spec.cgroup_joined,
+            threads=max(spec.concurrency, 1),
         ),
         support,
     )
