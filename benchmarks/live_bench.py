@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     except StratoError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted (the servers were stopped)", file=sys.stderr)
+        return 130
     if args.json:
         print_json(report.to_json())
     else:

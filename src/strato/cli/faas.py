@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from strato.cli import faas_live
+from strato.cli import faas_bench, faas_live
 from strato.cli.common import console, friendly_errors, print_json, print_table
 from strato.core.units import parse_duration, parse_size_mb
 from strato.errors import ConfigError
@@ -93,3 +93,4 @@ def simulate(
 
 faas_live.register(app)
 faas_live.register_replay(app)
+faas_bench.register(app)

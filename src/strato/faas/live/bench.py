@@ -251,6 +251,8 @@ class Warmup:
     requests: int
     rounds: int
     instances: int
+    stable: bool
+    """Whether the instance count stopped changing (it did not within the round limit otherwise)."""
 
 
 @dataclass
@@ -402,6 +404,27 @@ class BenchReport:
         }
 
 
+def _cpu_times() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all CPUs from /proc/stat; None where there is no such file."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        values = [int(value) for value in fields[:8]]
+    except (OSError, ValueError, IndexError):
+        return None
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return sum(values) - idle, sum(values)
+
+
+def busy_share(interval_s: float = 0.5) -> float | None:
+    """Share of the machine's CPU time in use over ``interval_s`` (other work skews every number here)."""
+    before = _cpu_times()
+    time.sleep(interval_s)
+    after = _cpu_times()
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
 def machine_info() -> dict[str, Any]:
     """What the numbers depend on; servers and load generator run on this interpreter."""
     try:
@@ -429,6 +452,7 @@ def machine_info() -> dict[str, Any]:
         "uvloop": uvloop,
         "uvloop_version": uvloop_version,
         "root": hasattr(os, "geteuid") and os.geteuid() == 0,
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
 
 
@@ -483,6 +507,7 @@ class BenchServer:
                 env=env,
                 # Its own process group: Ctrl-C reaches us alone, and we stop it in order.
                 start_new_session=True,
+                preexec_fn=_terminate_with_parent,
             )
         deadline = time.monotonic() + timeout_s
         while True:
@@ -534,6 +559,16 @@ class BenchServer:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
         process.wait()
+
+
+def _terminate_with_parent() -> None:
+    """In the server child: SIGTERM it (a clean shutdown) if the benchmark dies without stopping it."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    # Not Linux: no such call; a benchmark killed outright then leaves its servers running.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
 
 
 @contextlib.contextmanager
@@ -597,6 +632,7 @@ class _Bench:
         target = self.target(server)
         requests = rounds = 0
         previous = -1
+        stable = False
         burst_s = 0.3 if options.duration_s < 5 else 0.5
         try:
             while rounds < 20:
@@ -609,9 +645,10 @@ class _Bench:
                     raise StratoError(f"the {server.describe} answered no request during the warm-up")
                 instances, _ = _instances(client)
                 if instances == previous and requests >= 300:
+                    stable = True
                     break
                 previous = instances
-            return Warmup(requests, rounds, instances)
+            return Warmup(requests, rounds, instances, stable)
         finally:
             client.close()
 
@@ -736,6 +773,13 @@ def run_bench(options: BenchOptions | None = None, *, progress: Progress | None 
     bench = _Bench(options, progress)
     started = time.perf_counter()
     warnings: list[str] = []
+    machine = machine_info()
+    machine["busy_share_before"] = busy = busy_share()
+    if busy is not None and busy > 0.10:
+        warnings.append(
+            f"{busy:.0%} of the CPUs were busy with other work just before the run: "
+            "expect noisy numbers, and rerun on a quiet machine"
+        )
     results: dict[str, BackendResult] = {}
     with (
         tempfile.TemporaryDirectory(prefix="strato-bench-", ignore_cleanup_errors=True) as tmp,
@@ -803,6 +847,12 @@ def run_bench(options: BenchOptions | None = None, *, progress: Progress | None 
                 bench.say(f"cold starts: lean, {label}, {options.cold_starts} invocations")
                 cold.append(bench.cold(root / f"cold-{spawn}-{int(sandbox)}", spawn, sandbox))
 
+    for backend, result in results.items():
+        if not result.warmup.stable:
+            warnings.append(
+                f"{backend}: the instance count was still changing after "
+                f"{result.warmup.rounds} warm-up rounds"
+            )
     for phase_name in ("throughput", "latency"):
         for backend, result in results.items():
             phase: LoadPhase | None = getattr(result, phase_name)
@@ -834,7 +884,7 @@ def run_bench(options: BenchOptions | None = None, *, progress: Progress | None 
     }
     return BenchReport(
         options=options,
-        machine=machine_info(),
+        machine=machine,
         rate_rps=rate,
         rate_source=source,
         backends=results,

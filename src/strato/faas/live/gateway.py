@@ -30,6 +30,7 @@ from typing import Any
 
 from strato.errors import StratoError
 from strato.faas.live.httpio import (
+    AnyResponse,
     ConnectionTracker,
     Request,
     Response,
@@ -109,17 +110,20 @@ class Gateway:
         scheme, _, credential = header.partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(credential.strip(), self.token)
 
-    def handle(self, request: Request) -> Response | Awaitable[Response]:
+    def handle(self, request: Request) -> AnyResponse | Awaitable[AnyResponse]:
         path = request.path
         if path.startswith("/function/"):
             if self.config.protect_invoke and not self._authorised(request):
                 return _unauthorised()
             name, _, rest = path[len("/function/") :].partition("/")
             headers = request.headers
+            head = request.head
             if "authorization" in headers and self._authorised(request):
+                # The platform's token never reaches function code: drop it, and the raw head with it.
                 headers = {key: value for key, value in headers.items() if key != "authorization"}
+                head = b""
             target = "/" + rest + ("?" + request.query if request.query else "")
-            return self.node.invoke(name, request.method, target, headers, request.body)
+            return self.node.invoke(name, request.method, target, headers, request.body, head)
         return self._handle_other(request)
 
     async def _handle_other(self, request: Request) -> Response:

@@ -69,6 +69,8 @@ class Request:
     headers: dict[str, str]
     body: bytes
     keep_alive: bool = True
+    head: bytes = b""
+    """The request line and header lines exactly as received, for hops that pass them through."""
 
     @property
     def path(self) -> str:
@@ -91,6 +93,17 @@ class Response:
             if key.lower() == lowered:
                 return value
         return None
+
+
+@dataclass(slots=True)
+class RawResponse:
+    """A response that arrives already encoded (the lean backend's instances encode their own)."""
+
+    status: int
+    payload: bytes
+
+
+AnyResponse = Response | RawResponse
 
 
 def json_response(status: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> Response:
@@ -181,7 +194,7 @@ class _ChunkedDecoder:
             position = 0
 
 
-Handler = Callable[[Request], "Response | Awaitable[Response]"]
+Handler = Callable[[Request], "AnyResponse | Awaitable[AnyResponse]"]
 """A route answers at once (a Response) or later (a future or coroutine of one)."""
 
 
@@ -196,7 +209,7 @@ class ServerProtocol(asyncio.Protocol):
         self.buffer = bytearray()
         self.busy = False
         self.closing = False
-        self.pending: tuple[str, str, dict[str, str], bool] | None = None
+        self.pending: tuple[str, str, dict[str, str], bool, bytes] | None = None
         self.body_length = 0
         self.chunked: _ChunkedDecoder | None = None
 
@@ -235,7 +248,7 @@ class ServerProtocol(asyncio.Protocol):
             result = self.handler(request)
         except Exception as error:  # the server must answer whatever a route does
             result = _internal_error(error)
-        if isinstance(result, Response):
+        if isinstance(result, Response | RawResponse):
             self._done(request, result)
             return
         # A future resolves through a callback: no task, which matters on the gateway's hot path.
@@ -246,7 +259,8 @@ class ServerProtocol(asyncio.Protocol):
             head_end = self.buffer.find(b"\r\n\r\n")
             if head_end < 0:
                 return None
-            lines = bytes(self.buffer[:head_end]).split(b"\r\n")
+            head = bytes(self.buffer[:head_end])
+            lines = head.split(b"\r\n")
             del self.buffer[: head_end + 4]
             parts = lines[0].split(b" ")
             if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
@@ -271,8 +285,8 @@ class ServerProtocol(asyncio.Protocol):
                         f"request body of {self.body_length} bytes exceeds the limit of "
                         f"{self.max_body} bytes",
                     )
-            self.pending = (method, target, headers, keep_alive)
-        method, target, headers, keep_alive = self.pending
+            self.pending = (method, target, headers, keep_alive, head)
+        method, target, headers, keep_alive, head = self.pending
         if self.chunked is not None:
             decoded = self.chunked.feed(self.buffer)
             if decoded is None:
@@ -286,11 +300,12 @@ class ServerProtocol(asyncio.Protocol):
             body = bytes(self.buffer[: self.body_length])
             del self.buffer[: self.body_length]
         self.pending = None
-        return Request(method, target, headers, body, keep_alive)
+        return Request(method, target, headers, body, keep_alive, head)
 
-    def _done(self, request: Request, outcome: Response | asyncio.Future[Response]) -> None:
+    def _done(self, request: Request, outcome: AnyResponse | asyncio.Future[AnyResponse]) -> None:
         self.tracker.in_flight -= 1
-        if isinstance(outcome, Response):
+        response: AnyResponse
+        if isinstance(outcome, Response | RawResponse):
             response = outcome
         elif outcome.cancelled():
             response = error_response(503, "the request was cancelled (server shutting down)")
@@ -304,10 +319,14 @@ class ServerProtocol(asyncio.Protocol):
         if keep_alive and self.buffer and self.transport is not None:
             self._next()
 
-    def _answer(self, response: Response, *, keep_alive: bool) -> None:
+    def _answer(self, response: AnyResponse, *, keep_alive: bool) -> None:
         if self.transport is None:
             return
-        self.transport.write(encode_response(response, keep_alive=keep_alive))
+        if isinstance(response, RawResponse):
+            # Without keep-alive the closed connection tells the client the response is complete.
+            self.transport.write(response.payload)
+        else:
+            self.transport.write(encode_response(response, keep_alive=keep_alive))
         if not keep_alive:
             self.transport.close()
 

@@ -22,6 +22,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,14 @@ from typing import Any, cast
 from strato.errors import ConfigError
 from strato.faas.live import frames
 from strato.faas.live.forkserver import ForkServerClient
-from strato.faas.live.httpio import ClientPool, Response, error_response, json_response
+from strato.faas.live.httpio import (
+    AnyResponse,
+    ClientPool,
+    RawResponse,
+    Response,
+    error_response,
+    json_response,
+)
 from strato.faas.live.isolation import (
     HostSupport,
     MemoryCgroup,
@@ -99,6 +107,15 @@ def _runtime_dirs() -> tuple[str, ...]:
 RUNTIME_DIRS = _runtime_dirs()
 
 
+Invocation = tuple[str, str, dict[str, str], bytes, bytes]
+"""method, target as the function sees it, headers, body, and the client's raw head (or b"")."""
+
+
+def _request_head(method: str, target: str, headers: dict[str, str]) -> bytes:
+    lines = [f"{method} {target} HTTP/1.1", *(f"{name}: {value}" for name, value in headers.items())]
+    return "\r\n".join(lines).encode("latin-1")
+
+
 class InvokeFailed(Exception):
     """An invocation the gateway answers with an error status."""
 
@@ -125,6 +142,8 @@ class Instance:
         self.channel: InstanceChannel | None = None
         self.cgroup: MemoryCgroup | None = None
         self.cgroup_joined = False
+        self.fatal = False
+        """The instance said it exits after its current answer (e.g. its CPU-time limit was hit)."""
         self.started_at = 0.0
         self.ready_at = 0.0
         self.idle_since: float | None = None
@@ -144,7 +163,7 @@ class InstanceChannel(asyncio.Protocol):
         self.instance = instance
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
-        self.pending: dict[int, asyncio.Future[tuple[int, bytes, bytes]]] = {}
+        self.pending: dict[int, asyncio.Future[RawResponse]] = {}
         self.ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.ids = itertools.count(1)
         self.closed = False
@@ -168,16 +187,13 @@ class InstanceChannel(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(frames.encode(0, kind, meta, body))
 
-    def invoke(
-        self, method: str, target: str, headers: dict[str, str], body: bytes
-    ) -> asyncio.Future[tuple[int, bytes, bytes]]:
+    def invoke(self, kind: int, head: bytes, body: bytes) -> asyncio.Future[RawResponse]:
         if self.closed or self.transport is None:
             raise InstanceDied(f"instance {self.instance.id} is gone")
         request_id = next(self.ids)
-        future: asyncio.Future[tuple[int, bytes, bytes]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[RawResponse] = asyncio.get_running_loop().create_future()
         self.pending[request_id] = future
-        meta = f"{method} {target}\n".encode("latin-1") + frames.encode_headers(headers)
-        self.transport.write(frames.encode(request_id, frames.INVOKE, meta, body))
+        self.transport.write(frames.encode(request_id, kind, head, body))
         return future
 
     def data_received(self, data: bytes) -> None:
@@ -194,9 +210,10 @@ class InstanceChannel(asyncio.Protocol):
             del buffer[:end]
             if kind == frames.RESULT:
                 future = self.pending.pop(request_id, None)
+                if meta.endswith(b" fatal"):
+                    self.instance.fatal = True
                 if future is not None and not future.done():
-                    status_line, _, header_lines = meta.partition(b"\n")
-                    future.set_result((int(status_line), header_lines, body))
+                    future.set_result(RawResponse(int(meta.split(b" ", 1)[0]), body))
             elif kind == frames.READY and not self.ready.done():
                 self.ready.set_result(json.loads(meta))
             elif kind == frames.LOAD_FAILED and not self.ready.done():
@@ -296,8 +313,7 @@ class Node:
     # ---- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.started_at = loop.time()
+        self.started_at = self.now()
         if self.support is not None:
             reap_stale_cgroup_bases(self.support)
         if self.config.spawn == "fork":
@@ -351,7 +367,8 @@ class Node:
         return math.inf if policy_us >= NEVER else policy_us / 1e6 / self.config.time_scale
 
     def now(self) -> float:
-        return asyncio.get_running_loop().time()
+        # Not loop.time(): uvloop's clock counts whole milliseconds, too coarse for cold starts.
+        return time.perf_counter()
 
     # ---- functions -------------------------------------------------------------------------------
 
@@ -383,9 +400,12 @@ class Node:
     # ---- invocation ------------------------------------------------------------------------------
 
     def invoke(
-        self, name: str, method: str, target: str, headers: dict[str, str], body: bytes
-    ) -> Response | asyncio.Future[Response]:
-        """Answer an invocation: a Response at once (errors) or a future of it.
+        self, name: str, method: str, target: str, headers: dict[str, str], body: bytes, head: bytes = b""
+    ) -> AnyResponse | asyncio.Future[AnyResponse]:
+        """Answer an invocation: a response at once (errors) or a future of it.
+
+        ``target`` is the path as the function sees it; ``head``, when given, is the client's request head
+        as received, which the lean backend passes through to the instance untouched.
 
         A warm invocation is dispatched right here, with callbacks instead of a task, because on the lean
         backend the gateway's own Python overhead is most of the latency that is left.
@@ -402,7 +422,7 @@ class Node:
         function.stats.invocations += 1
         self._on_arrival(function, started)
         function.inflight += 1
-        request = (method, target, headers, body)
+        request = (method, target, headers, body, head)
         instance = self._warm_instance(function)
         if instance is not None:
             self._occupy(instance)
@@ -410,8 +430,8 @@ class Node:
         return asyncio.ensure_future(self._invoke_after_start(function, started, request))
 
     async def _invoke_after_start(
-        self, function: FunctionState, started: float, request: tuple[str, str, dict[str, str], bytes]
-    ) -> Response:
+        self, function: FunctionState, started: float, request: Invocation
+    ) -> AnyResponse:
         try:
             instance = await self._acquire(function)
         except InvokeFailed as failure:
@@ -423,22 +443,27 @@ class Node:
         function: FunctionState,
         instance: Instance,
         started: float,
-        request: tuple[str, str, dict[str, str], bytes],
-    ) -> asyncio.Future[Response]:
+        request: Invocation,
+    ) -> asyncio.Future[AnyResponse]:
         """Send to ``instance``; the returned future resolves once the bookkeeping is done."""
         loop = asyncio.get_running_loop()
-        outcome: asyncio.Future[Response] = loop.create_future()
-        method, target, headers, body = request
-        forwarded = {
-            key: value for key, value in headers.items() if not key.startswith(INTERNAL_HEADER_PREFIX)
-        }
+        outcome: asyncio.Future[AnyResponse] = loop.create_future()
+        method, target, headers, body, head = request
         sent: asyncio.Future[Any]
         try:
             if self.config.backend == "lean":
                 assert instance.channel is not None
-                sent = instance.channel.invoke(method, target, forwarded, body)
+                if head:
+                    sent = instance.channel.invoke(frames.INVOKE_RAW, head, body)
+                else:
+                    sent = instance.channel.invoke(
+                        frames.INVOKE, _request_head(method, target, headers), body
+                    )
             else:
                 assert self.provider_pool is not None
+                forwarded = {
+                    key: value for key, value in headers.items() if not key.startswith(INTERNAL_HEADER_PREFIX)
+                }
                 forwarded["X-Strato-Instance"] = instance.id
                 sent = asyncio.ensure_future(self.provider_pool.request(method, target, forwarded, body))
         except InstanceDied:
@@ -461,7 +486,9 @@ class Node:
         sent.add_done_callback(on_sent)
         return outcome
 
-    def _response_from(self, instance: Instance, done: asyncio.Future[Any], *, timed_out: bool) -> Response:
+    def _response_from(
+        self, instance: Instance, done: asyncio.Future[Any], *, timed_out: bool
+    ) -> AnyResponse:
         function = instance.function
         name = instance.spec.name
         if timed_out or done.cancelled():
@@ -482,12 +509,12 @@ class Node:
                 502, f"the instance of {name!r} died during the request; a new one starts on the next call"
             )
             return self._failure_response(function, failure)
-        result = done.result()
-        if isinstance(result, Response):
-            response = result
-        else:
-            status, header_lines, out = result
-            response = Response(status, out, frames.decode_headers(header_lines))
+        response: AnyResponse = done.result()
+        if isinstance(response, RawResponse):
+            if instance.fatal:
+                instance.kill()
+                self._stop_instance(instance)
+            return response
         if response.header(FATAL_HEADER):
             instance.kill()
             self._stop_instance(instance)
@@ -504,8 +531,8 @@ class Node:
         return error_response(failure.status, str(failure), function=function.spec.name)
 
     def _finish(
-        self, function: FunctionState, instance: Instance | None, started: float, response: Response
-    ) -> Response:
+        self, function: FunctionState, instance: Instance | None, started: float, response: AnyResponse
+    ) -> AnyResponse:
         function.inflight -= 1
         if instance is not None:
             self._release(instance)
@@ -647,7 +674,7 @@ class Node:
     async def _boot(self, instance: Instance, reason: str) -> Instance:
         spec = instance.spec
         loop = asyncio.get_running_loop()
-        instance.started_at = loop.time()
+        instance.started_at = self.now()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             try:
@@ -701,7 +728,7 @@ class Node:
                 json.dumps({"port": instance.port}).encode(),
             )
         instance.state = "ready"
-        instance.ready_at = loop.time()
+        instance.ready_at = self.now()
         instance.idle_since = instance.ready_at
         if reason != "trial":
             self.m_start.observe(instance.ready_at - instance.started_at, spawn=self.config.spawn)

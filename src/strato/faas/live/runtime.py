@@ -230,46 +230,94 @@ def read_frame(sock: socket.socket) -> tuple[int, int, bytes, bytes]:
     return request_id, kind, payload[:meta_size], payload[meta_size:]
 
 
-def _parse_invoke_meta(meta: bytes) -> tuple[str, str, dict[str, str]]:
-    first, _, rest = meta.partition(b"\n")
-    method, _, target = first.decode("latin-1").partition(" ")
-    headers = {name.lower(): value for name, value in frames.decode_headers(rest)}
+def parse_head(head: bytes, strip_prefix: str | None) -> tuple[str, str, dict[str, str]]:
+    """Method, target and lower-cased headers of an HTTP/1.1 request head."""
+    lines = head.split(b"\r\n")
+    method, target, _ = lines[0].decode("latin-1").split(" ", 2)
+    if strip_prefix is not None and target.startswith(strip_prefix):
+        rest = target[len(strip_prefix) :]
+        target = rest if rest.startswith(("/", "?")) else "/" + rest
+        if target.startswith("?"):
+            target = "/" + target
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, _, value = line.decode("latin-1").partition(":")
+        if name:
+            headers[name.strip().lower()] = value.strip()
     return method, target, headers
+
+
+_HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "content-length", "te", "trailer", "upgrade"}
+)
+
+
+def http_response(
+    status: int, headers: list[tuple[str, str]], body: bytes, *, internal: bool = False
+) -> bytes:
+    """A complete HTTP/1.1 response without hop-by-hop headers, and without the platform's own
+    ``X-Strato-*`` headers unless it travels ``internal``-ly (the faasd hops, whose gateway strips them)."""
+    head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}"]
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered not in _HOP_BY_HOP and (internal or not lowered.startswith("x-strato-")):
+            head.append(f"{name}: {value}")
+    head.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+
+
+_REASONS = {
+    200: "OK",
+    201: "Created",
+    204: "No Content",
+    400: "Bad Request",
+    404: "Not Found",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    504: "Gateway Timeout",
+}
+
+
+def _result_frame(request_id: int, result: ResultTriple) -> tuple[bytes, bool]:
+    status, headers, out = result
+    fatal = any(name == FATAL_HEADER for name, _ in headers)
+    meta = b"%d fatal" % status if fatal else b"%d" % status
+    return frames.encode(request_id, frames.RESULT, meta, http_response(status, headers, out)), fatal
 
 
 def serve_lean(sock: socket.socket, function: LoadedFunction) -> None:
     """Answer invocation frames until the gateway closes the socket."""
+    prefix = f"/function/{function.spec.function}"
+
+    def invoke(kind: int, meta: bytes, body: bytes) -> ResultTriple:
+        return function.invoke(*parse_head(meta, prefix if kind == frames.INVOKE_RAW else None), body)
+
     if function.spec.concurrency <= 1:
         while True:
             try:
-                request_id, _, meta, body = read_frame(sock)
+                request_id, kind, meta, body = read_frame(sock)
             except EOFError:
                 return
-            status, headers, out = function.invoke(*_parse_invoke_meta(meta), body)
-            sock.sendall(
-                frames.encode(
-                    request_id, frames.RESULT, b"%d\n" % status + frames.encode_headers(headers), out
-                )
-            )
-            if status == 504:
+            payload, fatal = _result_frame(request_id, invoke(kind, meta, body))
+            sock.sendall(payload)
+            if fatal:
                 return
     send_lock = threading.Lock()
 
-    def run(request_id: int, meta: bytes, body: bytes) -> None:
-        status, headers, out = function.invoke(*_parse_invoke_meta(meta), body)
-        payload = frames.encode(
-            request_id, frames.RESULT, b"%d\n" % status + frames.encode_headers(headers), out
-        )
+    def run(request_id: int, kind: int, meta: bytes, body: bytes) -> None:
+        payload, fatal = _result_frame(request_id, invoke(kind, meta, body))
         with send_lock:
             sock.sendall(payload)
+        if fatal:
+            os._exit(1)
 
     with ThreadPoolExecutor(function.spec.concurrency) as pool:
         while True:
             try:
-                request_id, _, meta, body = read_frame(sock)
+                request_id, kind, meta, body = read_frame(sock)
             except EOFError:
                 return
-            pool.submit(run, request_id, meta, body)
+            pool.submit(run, request_id, kind, meta, body)
 
 
 def _serve_http_connection(sock: socket.socket, function: LoadedFunction) -> None:
@@ -289,10 +337,9 @@ def _serve_http_connection(sock: socket.socket, function: LoadedFunction) -> Non
             headers[name.strip().lower()] = value.strip()
         body = reader.read(int(headers.get("content-length", "0")))
         status, out_headers, out = function.invoke(method, target, headers, body)
-        head = [f"HTTP/1.1 {status} X"] + [f"{name}: {value}" for name, value in out_headers]
-        head.append(f"Content-Length: {len(out)}")
-        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + out)
-        if status == 504 and any(name == FATAL_HEADER for name, _ in out_headers):
+        # The fatal marker reaches the gateway through the watchdog and the provider.
+        sock.sendall(http_response(status, out_headers, out, internal=True))
+        if any(name == FATAL_HEADER for name, _ in out_headers):
             return
 
 
