@@ -90,8 +90,9 @@ def _spin_with_cpu_limit(code_dir: str, queue: multiprocessing.Queue) -> None:  
 
 def test_cpu_time_limit_ends_a_spinning_handler_with_a_fatal_504(tmp_path: Path) -> None:
     code = write_function(tmp_path, "spin")
-    queue: multiprocessing.Queue = multiprocessing.get_context("fork").Queue()  # type: ignore[type-arg]
-    process = multiprocessing.get_context("fork").Process(target=_spin_with_cpu_limit, args=(str(code), queue))
+    context = multiprocessing.get_context("fork")
+    queue: multiprocessing.Queue = context.Queue()  # type: ignore[type-arg]
+    process = context.Process(target=_spin_with_cpu_limit, args=(str(code), queue))
     process.start()
     status, headers, body = queue.get(timeout=15)
     process.join(5)
