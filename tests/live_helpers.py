@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
-import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-from strato.faas.live.client import FaasClient
+from strato.faas.live import serverproc
+from strato.faas.live.serverproc import ServerProcess
 
 HANDLERS = {
     "echo": """
@@ -80,65 +74,12 @@ def write_function(root: Path, kind: str, source: str | None = None) -> Path:
     return directory
 
 
-@dataclass
-class Server:
-    process: subprocess.Popen[str]
-    url: str
-    state_dir: Path
-    token: str
-
-    def client(self, *, token: bool = True, timeout_s: float = 60.0) -> FaasClient:
-        return FaasClient(self.url, self.token if token else None, timeout_s=timeout_s)
-
-    def stop(self, timeout_s: float = 20.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout_s)
+Server = ServerProcess
 
 
 @contextmanager
-def running_server(state_dir: Path, *args: str) -> Iterator[Server]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "strato",
-            "faas",
-            "serve",
-            "--port",
-            "0",
-            "--state-dir",
-            str(state_dir),
-            *args,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        assert process.stdout is not None
-        deadline = time.monotonic() + 30
-        url = None
-        while time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line:
-                break
-            match = re.search(r"serving on (http://\S+)", line)
-            if match:
-                url = match.group(1)
-                break
-        if url is None:
-            process.kill()
-            raise RuntimeError(f"server did not start: {process.stderr.read() if process.stderr else ''}")
-        token = (state_dir / "token").read_text().strip()
-        yield Server(process, url, state_dir, token)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+def running_server(state_dir: Path, *args: str) -> Iterator[ServerProcess]:
+    """A real server whose state lives in ``state_dir`` (named "state"), stopped at the end."""
+    assert state_dir.name == "state"
+    with serverproc.running_server(ServerProcess(state_dir.parent, args=list(args))) as server:
+        yield server

@@ -35,10 +35,6 @@ import importlib.util
 import math
 import os
 import platform
-import re
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -52,6 +48,7 @@ import numpy.typing as npt
 from strato.errors import ConfigError, StratoError
 from strato.faas.live.client import FaasClient
 from strato.faas.live.loadgen import LoadResult, Target, run_in_subprocess
+from strato.faas.live.serverproc import ServerProcess, running_server
 
 BACKENDS: Final = ("lean", "faasd")
 FUNCTION: Final = "echo"
@@ -459,128 +456,13 @@ def machine_info() -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------- servers
 
 
-class BenchServer:
-    """A ``strato faas serve`` child with its own state directory, stopped for sure by :meth:`stop`."""
-
-    def __init__(self, root: Path, *, backend: str, spawn: str, policy: str, sandbox: bool) -> None:
-        self.root = root
-        self.state_dir = root / "state"
-        self.log_path = root / "server.log"
-        self.args = [
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--state-dir",
-            str(self.state_dir),
-            "--backend",
-            backend,
-            "--spawn",
-            spawn,
-            "--policy",
-            policy,
-            "--drain-timeout",
-            "5s",
-        ]
-        if not sandbox:
-            self.args.append("--no-sandbox")
-        state = "on" if sandbox else "off"
-        self.describe = f"{backend} server (spawn {spawn}, policy {policy}, sandbox {state})"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.url = ""
-        self.token = ""
-
-    def start(self, timeout_s: float) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        # The server must import this very package even from a source checkout that is not installed.
-        src_root = str(Path(__file__).resolve().parents[3])
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (src_root, env.get("PYTHONPATH")) if p)
-        # A file, not a pipe: nobody reads the server's output while it runs, and a full pipe would
-        # stall it in the middle of a measurement.
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "strato", "faas", "serve", *self.args],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                # Its own process group: Ctrl-C reaches us alone, and we stop it in order.
-                start_new_session=True,
-                preexec_fn=_terminate_with_parent,
-            )
-        deadline = time.monotonic() + timeout_s
-        while True:
-            match = re.search(r"serving on (http://\S+)", self.log())
-            if match:
-                self.url = match.group(1)
-                break
-            if self.process.poll() is not None:
-                raise StratoError(
-                    f"the {self.describe} exited with status {self.process.returncode}:\n{self._tail()}"
-                )
-            if time.monotonic() > deadline:
-                raise StratoError(
-                    f"the {self.describe} did not start within {timeout_s:g} s:\n{self._tail()}"
-                )
-            time.sleep(0.02)
-        self.token = (self.state_dir / "token").read_text().strip()
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def _tail(self, lines: int = 20) -> str:
-        return "\n".join(self.log().splitlines()[-lines:])
-
-    def warnings(self) -> list[str]:
-        lines = self.log().splitlines()
-        return [line.partition("warning:")[2].strip() for line in lines if "warning:" in line]
-
-    def client(self) -> FaasClient:
-        return FaasClient(self.url, self.token, timeout_s=60.0)
-
-    def stop(self, grace_s: float = 15.0) -> None:
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(grace_s)
-            return
-        except subprocess.TimeoutExpired:
-            pass
-        # The group holds the server and the helpers it started (provider, fork-server).
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        process.wait()
-
-
-def _terminate_with_parent() -> None:
-    """In the server child: SIGTERM it (a clean shutdown) if the benchmark dies without stopping it."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    # Not Linux: no such call; a benchmark killed outright then leaves its servers running.
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
-
-
 @contextlib.contextmanager
 def bench_server(
     root: Path, *, backend: str, spawn: str, policy: str, sandbox: bool, timeout_s: float
-) -> Iterator[BenchServer]:
-    server = BenchServer(root, backend=backend, spawn=spawn, policy=policy, sandbox=sandbox)
-    try:
-        server.start(timeout_s)
-        yield server
-    finally:
-        server.stop()
+) -> Iterator[ServerProcess]:
+    server = ServerProcess.for_backend(root, backend=backend, spawn=spawn, policy=policy, sandbox=sandbox)
+    with running_server(server, timeout_s=timeout_s) as running:
+        yield running
 
 
 def _deploy_echo(client: FaasClient, connections: int) -> None:
@@ -622,10 +504,10 @@ class _Bench:
         if self.progress is not None:
             self.progress(f"[{self.phase}/{self.total}] {text}")
 
-    def target(self, server: BenchServer) -> Target:
+    def target(self, server: ServerProcess) -> Target:
         return Target.from_url(f"{server.url}/function/{FUNCTION}", self.body)
 
-    def warm_up(self, server: BenchServer) -> Warmup:
+    def warm_up(self, server: ServerProcess) -> Warmup:
         """Closed-loop bursts until the instance count stops changing and a few hundred requests ran."""
         options = self.options
         client = server.client()
@@ -652,7 +534,7 @@ class _Bench:
         finally:
             client.close()
 
-    def measure(self, server: BenchServer, run: Callable[[Target], LoadResult]) -> LoadPhase:
+    def measure(self, server: ServerProcess, run: Callable[[Target], LoadResult]) -> LoadPhase:
         client = server.client()
         try:
             _, before = _instances(client)
@@ -662,7 +544,7 @@ class _Bench:
             client.close()
         return LoadPhase.from_result(result, self.options.connections, after - before)
 
-    def throughput(self, server: BenchServer) -> LoadPhase:
+    def throughput(self, server: ServerProcess) -> LoadPhase:
         options = self.options
         return self.measure(
             server,
@@ -676,7 +558,7 @@ class _Bench:
         )
 
     def open_loop(
-        self, server: BenchServer, rate: float, duration_s: float, warmup_s: float, timeout_s: float = 10.0
+        self, server: ServerProcess, rate: float, duration_s: float, warmup_s: float, timeout_s: float = 10.0
     ) -> LoadPhase:
         options = self.options
         return self.measure(
@@ -694,7 +576,7 @@ class _Bench:
             ),
         )
 
-    def search(self, server: BenchServer, ceiling_rps: float) -> RateSearch:
+    def search(self, server: ServerProcess, ceiling_rps: float) -> RateSearch:
         """Bisection between 0 and a little above the closed-loop maximum, starting half way."""
         low, high = 0.0, 1.1 * ceiling_rps
         rate = ceiling_rps / 2
@@ -786,7 +668,7 @@ def run_bench(options: BenchOptions | None = None, *, progress: Progress | None 
         contextlib.ExitStack() as servers,
     ):
         root = Path(tmp)
-        running: dict[str, BenchServer] = {}
+        running: dict[str, ServerProcess] = {}
         for backend in BACKENDS:
             bench.say(f"{backend}: start the server, deploy {FUNCTION}, warm up")
             server = servers.enter_context(

@@ -9,8 +9,6 @@ cold-start counts and wasted memory should match what the simulator predicts for
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -21,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from strato.errors import ConfigError, StratoError
+from strato.errors import ConfigError
 from strato.faas.live.client import FaasClient
 from strato.faas.live.loadgen import LoadResult, ScheduledRequest, Target, run_schedule
+from strato.faas.live.serverproc import ServerProcess, running_server
 from strato.faas.policies import parse_policy
 from strato.faas.results import PolicyResult
 from strato.faas.simulator import simulate
@@ -141,51 +140,6 @@ def select(invocations: Invocations, *, hours: float | None, apps: int | None) -
     )
 
 
-def _start_server(state_dir: Path, options: ReplayOptions) -> tuple[subprocess.Popen[str], str]:
-    command = [
-        sys.executable,
-        "-m",
-        "strato",
-        "faas",
-        "serve",
-        "--port",
-        "0",
-        "--state-dir",
-        str(state_dir),
-        "--backend",
-        options.backend,
-        "--spawn",
-        options.spawn,
-        "--policy",
-        options.policy,
-        "--time-scale",
-        f"{options.speedup:g}",
-        "--max-body",
-        "1KiB",
-    ]
-    if not options.sandbox:
-        command.append("--no-sandbox")
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if "serving on " not in line:
-        process.kill()
-        raise StratoError(
-            f"the replay's server did not start: {process.stderr.read() if process.stderr else ''}"
-        )
-    return process, line.split("serving on ", 1)[1].split()[0]
-
-
-def _stop_server(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def replay(
     workload: Workload, options: ReplayOptions, progress: Callable[[str], None] | None = None
 ) -> ReplayReport:
@@ -205,13 +159,20 @@ def replay(
     )
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="strato-replay-") as scratch:
-        state_dir = Path(scratch) / "state"
         code_dir = Path(scratch) / "code"
         code_dir.mkdir()
         (code_dir / "handler.py").write_text(SYNTHETIC_HANDLER)
-        process, url = _start_server(state_dir, options)
-        try:
-            client = FaasClient(url, (state_dir / "token").read_text().strip())
+        extra = ["--time-scale", f"{options.speedup:g}", "--max-body", "1KiB"]
+        server = ServerProcess.for_backend(
+            Path(scratch),
+            backend=options.backend,
+            spawn=options.spawn,
+            policy=options.policy,
+            sandbox=options.sandbox,
+            extra=extra,
+        )
+        with running_server(server):
+            client = server.client()
             invoked_apps = np.unique(invocations.app)
             say(f"deploying {invoked_apps.size} synthetic functions")
             for app in invoked_apps.tolist():
@@ -228,9 +189,7 @@ def replay(
                     concurrency=options.instance_concurrency,
                     maxConcurrency=10_000,
                 )
-            load, stats = _drive(url, client, invocations, options, horizon_real_s, say)
-        finally:
-            _stop_server(process)
+            load, stats = _drive(server.url, client, invocations, options, horizon_real_s, say)
     live = _live_result(stats, invocations, memory, options)
     errors = {status: count for status, count in load.status_counts.items() if status != 200}
     return ReplayReport(
