@@ -248,6 +248,11 @@ def test_negative_values_never_give_a_negative_prediction() -> None:
     assert predict_next([-5.0, -3.0, -4.0, -6.0, -2.0, -5.0, -4.0]) == 0.0
 
 
+def test_a_series_of_the_largest_float_stays_finite() -> None:
+    for order in [(1, 0, 0), (0, 1, 0), (2, 1, 2)]:
+        assert predict_next([1.7976931348623157e308] * 3, order) == 1.7976931348623157e308
+
+
 def test_huge_values_fall_back_instead_of_overflowing() -> None:
     series = [1.7e308, 0.0, 1.7e308, 0.0, 1.7e308, 0.0, 1.7e308, 0.0, 1.7e308, 0.0]
     value = predict_next(series, (1, 2, 1))

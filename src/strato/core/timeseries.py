@@ -19,6 +19,7 @@ statsmodels is deliberately not a dependency; the tests compare against it when 
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, Final
 
 import numpy as np
@@ -462,8 +463,11 @@ def predict_next(
     need = max(need, min_fit_length(checked))
     with np.errstate(all="ignore"):
         low = max(0.0, 0.5 * float(np.min(y)))
-        high = max(low, 2.0 * float(np.max(y)))
+        # Doubling the largest float overflows; the band then ends at the largest finite value.
+        high = max(low, min(2.0 * float(np.max(y)), sys.float_info.max))
         value = _recent_mean(y)
+        if not math.isfinite(value):  # the sum behind the mean overflowed
+            value = float(np.median(y[-FALLBACK_WINDOW:]))
         if y.size >= need:
             try:
                 predicted = float(ARIMA(checked).fit(y).forecast(1)[0])
