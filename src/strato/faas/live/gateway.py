@@ -188,7 +188,7 @@ class Gateway:
                 return error_response(409, f"function {spec.name!r} exists; use PUT to update it")
             staged = self.store.stage(spec, files, current.spec if current else None)
             try:
-                await self._trial_load(staged)
+                await self.node.trial_load(staged)
             except InvokeFailed as failure:
                 self.store.discard(staged)
                 return error_response(400, f"function {spec.name!r} failed to load: {failure}")
@@ -199,14 +199,6 @@ class Gateway:
             self.node.install(staged)
         status = 200 if current is not None else 201
         return json_response(status, staged.to_public())
-
-    async def _trial_load(self, staged: Any) -> None:
-        """Start one instance of the new code in its sandbox: proves it imports, then stops it."""
-        from strato.faas.live.platform import FunctionState
-
-        probe = FunctionState(staged, None)
-        instance = await self.node.start_instance(probe, reason="trial", spec=staged)
-        self.node._stop_instance(instance)
 
     async def _remove(self, name: str) -> Response:
         async with self.deploy_lock:

@@ -48,7 +48,7 @@ from strato.faas.live.isolation import (
     reap_stale_cgroup_bases,
 )
 from strato.faas.live.metrics import Registry
-from strato.faas.live.registry import FunctionSpec
+from strato.faas.live.registry import FunctionSpec, FunctionStore
 from strato.faas.live.runtime import FATAL_HEADER, InstanceSpec
 from strato.faas.policies import parse_policy
 from strato.faas.policies.base import NEVER, AppInfo, KeepAlivePolicy
@@ -645,6 +645,13 @@ class Node:
 
     # ---- instances -------------------------------------------------------------------------------
 
+    async def trial_load(self, spec: FunctionSpec) -> None:
+        """Start one instance of ``spec`` in its sandbox, which proves the code imports, then stop it.
+
+        Raises InvokeFailed naming the problem (the import error, or an OOM kill while loading)."""
+        instance = await self.start_instance(FunctionState(spec, None), reason="trial", spec=spec)
+        self._stop_instance(instance)
+
     async def start_instance(
         self, function: FunctionState, *, reason: str, spec: FunctionSpec | None = None
     ) -> Instance:
@@ -801,8 +808,6 @@ class Node:
                             waiter.set_exception(failure)
 
     def _retire_old_code(self, function: FunctionState) -> None:
-        from strato.faas.live.registry import FunctionStore
-
         for old in list(function.retired):
             if not any(instance.spec is old for instance in function.instances):
                 function.retired.remove(old)
