@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -244,3 +246,46 @@ def test_protected_invoke_and_fresh_spawn(tmp_path: Path) -> None:
         assert running.client().invoke("echo", b"with token").body == b"with token"
         text = running.client().request("GET", "/metrics").body.decode()
         assert 'strato_faas_instance_start_seconds_count{spawn="fresh"} 1' in text
+
+
+def _strato(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "strato", *args], input=stdin, capture_output=True, timeout=60, check=False
+    )
+
+
+def test_cli_wrappers_deploy_invoke_list_remove(tmp_path: Path) -> None:
+    with running_server(tmp_path / "state") as running:
+        where = ["--url", running.url, "--state-dir", str(running.state_dir)]
+        code = write_function(tmp_path, "echo")
+        deployed = _strato(
+            "faas", "deploy", "echo", "--dir", str(code), "--memory", "64Mi", "--env", "A=1", "--json", *where
+        )
+        assert deployed.returncode == 0, deployed.stderr
+        assert json.loads(deployed.stdout)["limits"]["memory"] == "64Mi"
+        invoked = _strato("faas", "invoke", "echo", "-d", "-", *where, stdin=b"from stdin")
+        assert invoked.returncode == 0 and invoked.stdout == b"from stdin"
+        listed = json.loads(_strato("faas", "list", "--json", *where).stdout)
+        assert [f["name"] for f in listed] == ["echo"] and listed[0]["envVars"] == {"A": "1"}
+        missing = _strato("faas", "invoke", "nope", *where)
+        assert missing.returncode == 1 and b"HTTP 404" in missing.stderr
+        assert _strato("faas", "remove", "echo", *where).returncode == 0
+        assert json.loads(_strato("faas", "list", "--json", *where).stdout) == []
+        refused = _strato("faas", "list", "--url", running.url, "--token", "wrong")
+        assert refused.returncode == 2 and b"401" in refused.stderr
+    dead = _strato("faas", "list", "--url", running.url, "--token", "x")
+    assert dead.returncode == 2 and b"no strato faas server" in dead.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--backend", "quick"], "backend must be one of"),
+        (["--policy", "sometimes"], "unknown policy"),
+        (["--time-scale", "0"], "time scale must be positive"),
+    ],
+)
+def test_serve_refuses_bad_options(tmp_path: Path, args: list[str], message: str) -> None:
+    result = _strato("faas", "serve", "--port", "0", "--state-dir", str(tmp_path / "s"), *args)
+    assert result.returncode == 2
+    assert message.encode() in result.stderr

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -11,9 +11,9 @@ from strato.cli import faas_bench, faas_live
 from strato.cli.common import console, friendly_errors, print_json, print_table
 from strato.core.units import parse_duration, parse_size_mb
 from strato.errors import ConfigError
-from strato.faas.keepalive import KeepAliveComparison, compare_policies, tradeoff_figure
-from strato.faas.policies import PAPER_POLICY_SET
-from strato.traces.loader import load_workload
+
+if TYPE_CHECKING:
+    from strato.faas.keepalive import KeepAliveComparison
 
 app = typer.Typer(help="FaaS keep-alive policies (Serverless in the Wild) on traces.", no_args_is_help=True)
 
@@ -63,6 +63,11 @@ def simulate(
     plot: Annotated[Path | None, typer.Option(help="Write the trade-off figure (PNG) here")] = None,
 ) -> None:
     """Simulate keep-alive policies on a trace and compare cold starts and wasted memory."""
+    # Imported here: scipy and matplotlib would otherwise slow every `strato faas` command down.
+    from strato.faas.keepalive import compare_policies, tradeoff_figure
+    from strato.faas.policies import PAPER_POLICY_SET
+    from strato.traces.loader import load_workload
+
     if durations not in ("sampled", "mean"):
         raise ConfigError(f"--durations must be 'sampled' or 'mean', not {durations!r}")
     capacity = parse_size_mb(memory_capacity, default_unit="mib") if memory_capacity else None
