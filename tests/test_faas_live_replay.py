@@ -26,7 +26,7 @@ def test_live_replay_matches_the_simulator(policy: str) -> None:
     if not TRACE.exists():
         pytest.skip(f"real trace {TRACE} is absent (it lives in ../shared/data beside the checkout)")
     workload = read_azure2019(TRACE)
-    report = replay(workload, ReplayOptions(trace=str(TRACE), policy=policy, speedup=240, hours=1.0))
+    report = replay(workload, ReplayOptions(trace=str(TRACE), policy=policy, speedup=120, hours=1.0))
     sim, live = report.simulated, report.live
     assert report.live_errors == {}
     assert live.invocations == pytest.approx(sim.invocations, rel=0.005)

@@ -1,0 +1,1 @@
+"""LLM inference clusters: hardware and model catalogs and per-iteration performance models."""
