@@ -1,0 +1,76 @@
+"""``strato llm``: LLM inference clusters (Splitwise)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from strato.cli.common import console, friendly_errors, print_json, print_table
+
+app = typer.Typer(
+    help="LLM inference clusters: baselines and Splitwise phase splitting.", no_args_is_help=True
+)
+
+
+@app.command()
+@friendly_errors
+def simulate(
+    trace: Annotated[
+        str, typer.Option(help="azure-code, azure-conv, synthetic-code, synthetic-conv or a CSV path")
+    ] = "synthetic-code",
+    design: Annotated[
+        str, typer.Option(help="baseline-a100, baseline-h100, splitwise-aa|hh|ha|hhcap")
+    ] = "splitwise-hh",
+    prompt: Annotated[int | None, typer.Option(help="Prompt machines (splitwise designs)")] = None,
+    token: Annotated[int | None, typer.Option(help="Token machines (splitwise designs)")] = None,
+    machines: Annotated[int | None, typer.Option(help="Machines (baseline designs)")] = None,
+    model: Annotated[str, typer.Option(help="Model from the catalog")] = "llama2-70b",
+    rate: Annotated[
+        float | None, typer.Option(help="Poisson arrivals at this rate (req/s), token sizes resampled")
+    ] = None,
+    duration: Annotated[float | None, typer.Option(help="Seconds of arrivals")] = None,
+    perf: Annotated[
+        str | None, typer.Option(help="analytic (default), profile, or a profile CSV path")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the arrivals")] = 0,
+    json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON")] = False,
+) -> None:
+    """Simulate one design on one trace: latencies, the nine SLO checks, cost and power."""
+    from strato.llm.simulate import SimulationSpec
+    from strato.llm.simulate import simulate as run
+    from strato.traces.llm import load_requests
+
+    requests = load_requests(trace, rate_rps=rate, duration_s=duration, seed=seed)
+    result = run(
+        SimulationSpec(design=design, model=model, prompt=prompt, token=token, machines=machines, perf=perf),
+        requests,
+    )
+    if json_output:
+        print_json(result)
+        return
+    rows = [
+        {"metric": name, **values}
+        for name, values in (
+            ("TTFT s", result["ttft_s"]),
+            ("TBT s", result["tbt_s"]),
+            ("E2E s", result["e2e_s"]),
+        )
+    ]
+    print_table(
+        rows,
+        [("metric", "metric"), ("p50", "p50"), ("p90", "p90"), ("p99", "p99")],
+        title=f"{result['design']} on {result['trace']}",
+        formats={"p50": ".4f", "p90": ".4f", "p99": ".4f"},
+    )
+    failed = [
+        f"{c['metric']} p{c['percentile']} {c['slowdown']:.2f}x > {c['limit']}x"
+        for c in result["slo_checks"]
+        if not c["met"]
+    ]
+    console.print(
+        f"{result['completed']:,}/{result['requests']:,} requests, throughput "
+        f"{result['throughput_rps']:.2f} req/s; SLOs {'met' if result['slo_met'] else 'MISSED: '}"
+        f"{', '.join(failed)}; cost ${result['cost_per_hour']:.1f}/h, power {result['power_kw']:.1f} kW; "
+        f"perf model {result['perf']}"
+    )

@@ -1,0 +1,344 @@
+"""An iteration-level, event-driven simulator of an LLM inference cluster (baselines and Splitwise).
+
+Layers, as in Vidur: *entities* (requests, machines), a *router* (cluster-level join-the-shortest-queue),
+*batchers* (what one machine runs in its next iteration) and the *performance model* (how long that
+iteration takes, :mod:`strato.llm.perf`). A design (:mod:`strato.llm.designs`) is a list of machine pools
+with roles: ``mixed`` machines run prompts and decodes together (continuous batching, the baselines);
+``prompt`` and ``token`` machines split the phases (Splitwise) and ship the KV cache between them.
+
+Speed comes from skipping iterations: while a machine only decodes and no request joins or leaves, every
+iteration takes the same time, so the next event on it is the next completion, found at the top of a heap
+of per-request finishing iteration numbers. Work is proportional to requests, not to generated tokens.
+
+Semantics (choices where the paper is silent are parameters of :class:`SchedulerConfig`):
+
+* prompt batches are FCFS and hold at most ``max_batch_tokens`` prompt tokens (a longer prompt runs alone)
+  and ``max_batch_requests`` requests; a prompt's first token is produced when its prefill ends (TTFT);
+* a decode iteration produces one token for every request in the batch; its time is priced at the start
+  of each stretch from the batch size and the KV the batch has reserved (each request's prompt plus all
+  its output), so context growth within a stretch is not re-priced;
+* a token machine admits a request when its KV cache has room for the request's final context (prompt +
+  output), else queues it FCFS; mixed machines do the same for prompts;
+* a request joins or a prompt enters a running decode stretch at the next iteration boundary;
+* the KV cache moves from prompt to token machine over the slower of the two machines' links: whole before
+  decoding starts for prompts under ``layerwise_min_prompt`` tokens (serialised), otherwise layer by layer
+  during the prefill so only the last layer's share is not hidden;
+* requests with one output token finish with their prompt.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from strato.errors import ConfigError
+from strato.llm.catalog import LlmModel, kv_capacity_tokens
+from strato.llm.designs import Design
+from strato.llm.metrics import RequestTimes
+from strato.llm.perf import PerfModel
+from strato.traces.llm import LlmRequests
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    max_batch_tokens: int = 2048
+    max_batch_requests: int = 512
+    layerwise_min_prompt: int = 512
+    kv_reserve_fraction: float = 0.10
+
+    def __post_init__(self) -> None:
+        if self.max_batch_tokens < 1 or self.max_batch_requests < 1:
+            raise ConfigError("batch limits must be at least 1")
+
+
+_ARRIVAL, _PROMPT_DONE, _JOIN, _BOUNDARY, _COMPLETION = range(5)
+
+
+@dataclass
+class _Node:
+    """One machine: its queues, its decode stretch and what it has been busy with."""
+
+    index: int
+    role: str
+    perf: PerfModel
+    kv_capacity: int
+    link_bytes_per_s: float
+    prompt_queue: deque[int] = field(default_factory=deque)
+    pending_prompt_tokens: int = 0
+    pending_decode_tokens: int = 0
+    prompt_busy: bool = False
+    join_queue: deque[int] = field(default_factory=deque)
+    decoding: list[tuple[int, int]] = field(default_factory=list)
+    """Heap of (iteration number at which the request's last token is produced, request)."""
+    kv_used: int = 0
+    stretch_start_s: float = 0.0
+    stretch_start_iteration: int = 0
+    iteration_s: float = 0.0
+    iterations: int = 0
+    version: int = 0
+    """Bumped whenever the node's plan changes; events carrying an older version are stale."""
+    boundary_pending: bool = False
+    current_batch: list[int] = field(default_factory=list)
+    busy_s: float = 0.0
+
+
+class ClusterSimulator:
+    """Run one design on one set of requests."""
+
+    def __init__(
+        self,
+        design: Design,
+        model: LlmModel,
+        perf_models: dict[str, PerfModel],
+        config: SchedulerConfig | None = None,
+    ) -> None:
+        self.design = design
+        self.model = model
+        self.config = config or SchedulerConfig()
+        self.nodes: list[_Node] = []
+        for pool in design.pools:
+            perf = perf_models[pool.machine.name]
+            capacity = kv_capacity_tokens(
+                model, pool.machine, perf.tensor_parallel, self.config.kv_reserve_fraction
+            )
+            for _ in range(pool.count):
+                self.nodes.append(
+                    _Node(len(self.nodes), pool.role, perf, capacity, pool.machine.interconnect_bytes_per_s)
+                )
+        self.prompt_nodes = [n for n in self.nodes if n.role in ("prompt", "mixed")]
+        self.token_nodes = [n for n in self.nodes if n.role in ("token", "mixed")]
+        if not self.prompt_nodes or not self.token_nodes:
+            raise ConfigError(f"design {design.name} needs machines for both prompts and tokens")
+
+    # ---- running ---------------------------------------------------------------------------------
+
+    def run(self, requests: LlmRequests) -> RequestTimes:
+        n = len(requests)
+        self.prompt: list[int] = requests.prompt_tokens.tolist()
+        self.output: list[int] = requests.output_tokens.tolist()
+        largest = max((p + o for p, o in zip(self.prompt, self.output, strict=True)), default=0)
+        smallest_capacity = min(node.kv_capacity for node in self.token_nodes)
+        if largest > smallest_capacity:
+            raise ConfigError(
+                f"a request needs {largest} tokens of KV cache but a token machine holds only "
+                f"{smallest_capacity} for {self.model.name}"
+            )
+        self.first_token = np.full(n, np.nan)
+        self.completion = np.full(n, np.nan)
+        self.token_node_of = [0] * n
+        self.events: list[tuple[float, int, int, int, int]] = []
+        self.sequence = itertools.count()
+        self.now = 0.0
+        for index, arrival in enumerate(requests.arrival_s.tolist()):
+            self._push(arrival, _ARRIVAL, index)
+        while self.events:
+            time, _, kind, subject, version = heapq.heappop(self.events)
+            self.now = time
+            if kind == _ARRIVAL:
+                self._arrive(subject)
+            elif kind == _PROMPT_DONE:
+                self._prompt_done(self.nodes[subject])
+            elif kind == _JOIN:
+                self._join(subject)
+            else:
+                node = self.nodes[subject]
+                if version == node.version:
+                    self._boundary(node)
+        return RequestTimes(
+            requests.arrival_s,
+            self.first_token,
+            self.completion,
+            requests.prompt_tokens,
+            requests.output_tokens,
+        )
+
+    def _push(self, time: float, kind: int, subject: int, version: int = 0) -> None:
+        heapq.heappush(self.events, (time, next(self.sequence), kind, subject, version))
+
+    # ---- routing ---------------------------------------------------------------------------------
+
+    def _arrive(self, request: int) -> None:
+        prompt_node = min(self.prompt_nodes, key=lambda node: (node.pending_prompt_tokens, node.index))
+        if prompt_node.role == "mixed":
+            token_node = prompt_node
+        else:
+            token_node = min(self.token_nodes, key=lambda node: (node.pending_decode_tokens, node.index))
+        self.token_node_of[request] = token_node.index
+        prompt_node.prompt_queue.append(request)
+        prompt_node.pending_prompt_tokens += self.prompt[request]
+        token_node.pending_decode_tokens += self.output[request]
+        if prompt_node.role == "prompt":
+            if not prompt_node.prompt_busy:
+                self._start_prompt_batch(prompt_node)
+        else:
+            self._wake(prompt_node)
+
+    # ---- prompt machines -------------------------------------------------------------------------
+
+    def _take_prompts(self, node: _Node, token_budget: int) -> list[int]:
+        batch: list[int] = []
+        tokens = 0
+        queue = node.prompt_queue
+        while queue and len(batch) < self.config.max_batch_requests:
+            size = self.prompt[queue[0]]
+            if batch and tokens + size > token_budget:
+                break
+            if node.role == "mixed" and node.kv_used + size + self.output[queue[0]] > node.kv_capacity:
+                break
+            batch.append(queue.popleft())
+            tokens += size
+            if node.role == "mixed":
+                node.kv_used += size + self.output[batch[-1]]
+        node.pending_prompt_tokens -= tokens
+        return batch
+
+    def _start_prompt_batch(self, node: _Node) -> None:
+        batch = self._take_prompts(node, self.config.max_batch_tokens)
+        tokens = sum(self.prompt[r] for r in batch)
+        duration = node.perf.prompt_time_s(tokens, len(batch))
+        node.prompt_busy = True
+        node.busy_s += duration
+        node.current_batch = batch
+        self._push(self.now + duration, _PROMPT_DONE, node.index)
+
+    def _prompt_done(self, node: _Node) -> None:
+        batch = node.current_batch
+        for request in batch:
+            self.first_token[request] = self.now
+            token_node = self.nodes[self.token_node_of[request]]
+            if self.output[request] == 1:
+                self.completion[request] = self.now
+                token_node.pending_decode_tokens -= 1
+                continue
+            self._push(self.now + self._transfer_s(request, node, token_node), _JOIN, request)
+        node.prompt_busy = False
+        if node.prompt_queue:
+            self._start_prompt_batch(node)
+
+    def _transfer_s(self, request: int, source: _Node, target: _Node) -> float:
+        size = float(self.model.kv_bytes_per_token * self.prompt[request])
+        rate = min(source.link_bytes_per_s, target.link_bytes_per_s) * source.perf.tensor_parallel
+        if self.prompt[request] >= self.config.layerwise_min_prompt:
+            size /= self.model.layers  # the other layers moved while the prefill ran
+        return size / rate
+
+    # ---- token and mixed machines ----------------------------------------------------------------
+
+    def _join(self, request: int) -> None:
+        node = self.nodes[self.token_node_of[request]]
+        node.join_queue.append(request)
+        self._wake(node)
+
+    def _wake(self, node: _Node) -> None:
+        """Make the node act at its next iteration boundary (now, if it is idle)."""
+        if not node.decoding and not node.prompt_busy:
+            self._boundary(node)
+            return
+        if node.boundary_pending or node.prompt_busy:
+            return
+        elapsed = self.now - node.stretch_start_s
+        done = math.floor(elapsed / node.iteration_s + 1e-9) if node.iteration_s > 0 else 0
+        boundary = node.stretch_start_s + (done + 1) * node.iteration_s
+        node.boundary_pending = True
+        self._push(boundary, _BOUNDARY, node.index, node.version)
+
+    def _advance(self, node: _Node) -> None:
+        """Bring the decode stretch up to now: count iterations, finish requests whose last token is out."""
+        if node.decoding and node.iteration_s > 0:
+            done = round((self.now - node.stretch_start_s) / node.iteration_s)
+            node.iterations = node.stretch_start_iteration + done
+            node.busy_s += done * node.iteration_s
+        while node.decoding and node.decoding[0][0] <= node.iterations:
+            _, request = heapq.heappop(node.decoding)
+            self.completion[request] = self.now
+            node.kv_used -= self.prompt[request] + self.output[request]
+            node.pending_decode_tokens -= self.output[request]
+
+    def _boundary(self, node: _Node) -> None:
+        if node.prompt_busy:  # a mixed iteration just ended
+            node.prompt_busy = False
+            node.iterations += 1
+            for request in node.current_batch:
+                self.first_token[request] = self.now
+                if self.output[request] == 1:
+                    self.completion[request] = self.now
+                    node.kv_used -= self.prompt[request] + 1
+                    node.pending_decode_tokens -= 1
+                else:
+                    heapq.heappush(node.decoding, (node.iterations + self.output[request] - 1, request))
+            node.current_batch = []
+            node.stretch_start_s, node.stretch_start_iteration = self.now, node.iterations
+            self._advance(node)
+        else:
+            self._advance(node)
+        self._admit(node)
+        if node.role == "mixed" and node.prompt_queue:
+            batch = self._take_prompts(node, self.config.max_batch_tokens)
+            if batch:
+                self._start_mixed_iteration(node, batch)
+                return
+        self._start_stretch(node)
+
+    def _admit(self, node: _Node) -> None:
+        while node.join_queue:
+            request = node.join_queue[0]
+            need = self.prompt[request] + self.output[request]
+            if node.kv_used + need > node.kv_capacity:
+                break
+            node.join_queue.popleft()
+            node.kv_used += need
+            # The prompt machine produced the first token; each iteration here produces one more.
+            heapq.heappush(node.decoding, (node.iterations + self.output[request] - 1, request))
+
+    def _start_mixed_iteration(self, node: _Node, batch: list[int]) -> None:
+        tokens = sum(self.prompt[r] for r in batch)
+        decodes = len(node.decoding)
+        duration = node.perf.iteration_time_s(
+            tokens, decodes, prompt_requests=len(batch), context_tokens=node.kv_used if decodes else None
+        )
+        node.prompt_busy = True
+        node.current_batch = batch
+        node.busy_s += duration
+        node.version += 1
+        node.boundary_pending = True
+        self._push(self.now + duration, _BOUNDARY, node.index, node.version)
+
+    def _start_stretch(self, node: _Node) -> None:
+        node.version += 1
+        node.boundary_pending = False
+        node.stretch_start_s, node.stretch_start_iteration = self.now, node.iterations
+        if not node.decoding:
+            node.iteration_s = 0.0
+            return
+        batch = len(node.decoding)
+        node.iteration_s = node.perf.token_time_s(batch, node.kv_used)
+        finish = node.decoding[0][0]
+        self._push(
+            self.now + (finish - node.iterations) * node.iteration_s, _COMPLETION, node.index, node.version
+        )
+
+    # ---- reporting -------------------------------------------------------------------------------
+
+    def utilisation(self, horizon_s: float) -> dict[str, float]:
+        out: dict[str, list[float]] = {}
+        for node in self.nodes:
+            out.setdefault(node.role, []).append(min(node.busy_s / horizon_s, 1.0) if horizon_s > 0 else 0.0)
+        return {role: float(np.mean(values)) for role, values in out.items()}
+
+
+def run_summary(times: RequestTimes) -> dict[str, Any]:
+    """Completed requests and throughput: completions per second in the middle 80 % of the arrival
+    period, leaving out the warm-up and the drain after the last arrival (for a cluster that keeps up it
+    equals the offered rate)."""
+    finished = np.isfinite(times.completion_s)
+    start, end = float(times.arrival_s.min()), float(times.arrival_s.max())
+    low, high = start + 0.1 * (end - start), start + 0.9 * (end - start)
+    inside = (times.completion_s >= low) & (times.completion_s < high)
+    return {"requests": int(times.arrival_s.size), "completed": int(finished.sum()),
+            "throughput_rps": float(inside.sum() / (high - low)) if high > low else None}

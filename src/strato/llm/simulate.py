@@ -1,0 +1,61 @@
+"""One simulation as the CLI runs it: design + model + performance model + requests -> metrics."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from strato.llm.catalog import get_machine, get_model
+from strato.llm.designs import make_design
+from strato.llm.engine import ClusterSimulator, SchedulerConfig, run_summary
+from strato.llm.metrics import latency_summary, slo_checks
+from strato.llm.perf import load_perf_model
+from strato.traces.llm import LlmRequests
+
+REFERENCE_MACHINE = "a100-80gb"
+"""SLO slowdowns are measured against each request alone on a DGX-A100."""
+
+
+@dataclass(frozen=True)
+class SimulationSpec:
+    design: str
+    model: str = "llama2-70b"
+    prompt: int | None = None
+    token: int | None = None
+    machines: int | None = None
+    perf: str | None = None
+    tensor_parallel: int = 8
+
+
+def simulate(
+    spec: SimulationSpec, requests: LlmRequests, config: SchedulerConfig | None = None
+) -> dict[str, Any]:
+    model = get_model(spec.model)
+    design = make_design(spec.design, prompt=spec.prompt, token=spec.token, machines=spec.machines)
+    perf_models = {
+        pool.machine.name: load_perf_model(spec.perf, model, pool.machine, spec.tensor_parallel)
+        for pool in design.pools
+    }
+    reference = load_perf_model(spec.perf, model, get_machine(REFERENCE_MACHINE), spec.tensor_parallel)
+    simulator = ClusterSimulator(design, model, perf_models, config)
+    started = time.perf_counter()
+    times = simulator.run(requests)
+    elapsed = time.perf_counter() - started
+    checks = slo_checks(times, reference)
+    summary = run_summary(times)
+    horizon = float(times.completion_s.max()) if summary["completed"] else 0.0
+    return {
+        "design": design.label(),
+        "model": model.name,
+        "trace": requests.name,
+        "perf": perf_models[design.pools[0].machine.name].describe(),
+        **summary,
+        **latency_summary(times),
+        "slo_met": all(check["met"] for check in checks),
+        "slo_checks": checks,
+        "cost_per_hour": design.cost_per_hour,
+        "power_kw": design.power_kw,
+        "utilisation": simulator.utilisation(horizon),
+        "simulated_requests_per_s": len(requests) / elapsed if elapsed > 0 else None,
+    }

@@ -1,0 +1,112 @@
+"""The cluster engine: exact single-request behaviour, conservation, queueing and bad configurations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from strato.errors import ConfigError
+from strato.llm.catalog import get_model
+from strato.llm.designs import Design, make_design
+from strato.llm.engine import ClusterSimulator, SchedulerConfig
+from strato.llm.perf import AnalyticModel, PerfModel
+from strato.traces.llm import LlmRequests, synthetic
+
+MODEL = get_model("llama2-70b")
+
+
+def perf_models(design: Design) -> dict[str, PerfModel]:
+    return {pool.machine.name: AnalyticModel(MODEL, pool.machine, 8) for pool in design.pools}
+
+
+def one(prompt: int, output: int, at: float = 0.0) -> LlmRequests:
+    return LlmRequests("one", np.array([at]), np.array([prompt]), np.array([output]))
+
+
+def test_a_lone_request_on_a_baseline_machine_takes_exactly_its_phase_times() -> None:
+    design = make_design("baseline-h100", machines=1)
+    perf = perf_models(design)["h100-80gb"]
+    times = ClusterSimulator(design, MODEL, perf_models(design)).run(one(1000, 50, at=2.0))
+    assert times.ttft_s[0] == pytest.approx(perf.prompt_time_s(1000, 1))
+    assert times.tbt_s[0] == pytest.approx(perf.token_time_s(1, 1050), rel=1e-9)
+
+
+def test_a_lone_request_on_splitwise_pays_the_kv_transfer() -> None:
+    design = make_design("splitwise-ha", prompt=1, token=1)
+    models = perf_models(design)
+    prompt_perf, token_perf = models["h100-80gb"], models["a100-80gb"]
+    short = ClusterSimulator(design, MODEL, models).run(one(256, 10))
+    long = ClusterSimulator(design, MODEL, models).run(one(4096, 10))
+    assert short.ttft_s[0] == pytest.approx(prompt_perf.prompt_time_s(256, 1))
+    # Serialised below 512 prompt tokens (all of the cache), layer-wise above (one layer's share).
+    link = 200e9 / 8 * 8
+    serial = MODEL.kv_bytes_per_token * 256 / link
+    layerwise = MODEL.kv_bytes_per_token * 4096 / MODEL.layers / link
+    decode_short = 9 * token_perf.token_time_s(1, 266)
+    assert short.e2e_s[0] == pytest.approx(short.ttft_s[0] + serial + decode_short)
+    assert long.e2e_s[0] - long.ttft_s[0] == pytest.approx(layerwise + 9 * token_perf.token_time_s(1, 4106))
+
+
+def test_every_request_completes_once_in_order_of_its_phases() -> None:
+    requests = synthetic("conv", 20.0, 60.0, seed=2)
+    for design in (make_design("baseline-a100", machines=4), make_design("splitwise-aa", prompt=3, token=2)):
+        times = ClusterSimulator(design, MODEL, perf_models(design)).run(requests)
+        assert np.isfinite(times.completion_s).all()
+        assert (times.first_token_s > times.arrival_s).all()
+        assert (times.completion_s >= times.first_token_s).all()
+        single = requests.output_tokens == 1
+        assert (times.completion_s[single] == times.first_token_s[single]).all()
+
+
+def test_queueing_grows_with_load_and_shrinks_with_machines() -> None:
+    requests = synthetic("code", 40.0, 60.0, seed=1)
+    small = make_design("splitwise-hh", prompt=2, token=2)
+    large = make_design("splitwise-hh", prompt=8, token=4)
+    slow = ClusterSimulator(small, MODEL, perf_models(small)).run(requests)
+    fast = ClusterSimulator(large, MODEL, perf_models(large)).run(requests)
+    assert np.median(fast.ttft_s) < np.median(slow.ttft_s)
+
+
+def test_prompt_batches_respect_the_token_limit() -> None:
+    design = make_design("splitwise-hh", prompt=1, token=1)
+    requests = LlmRequests("burst", np.zeros(3), np.array([1500, 1500, 400]), np.array([2, 2, 2]))
+    times = ClusterSimulator(design, MODEL, perf_models(design), SchedulerConfig(max_batch_tokens=2048)).run(
+        requests)
+    # 1500 + 1500 exceeds 2048: the second prompt waits for the first batch, the third rides with it.
+    assert times.first_token_s[0] < times.first_token_s[1] == times.first_token_s[2]
+
+
+def test_bad_designs_and_requests_are_refused() -> None:
+    with pytest.raises(ConfigError, match="unknown design"):
+        make_design("splitwise-zz", prompt=1, token=1)
+    with pytest.raises(ConfigError, match="--prompt"):
+        make_design("splitwise-hh", prompt=3)
+    with pytest.raises(ConfigError, match="at least one machine"):
+        make_design("splitwise-hh", prompt=0, token=2)
+    design = make_design("baseline-a100", machines=1)
+    with pytest.raises(ConfigError, match="KV cache"):
+        ClusterSimulator(design, MODEL, perf_models(design)).run(one(4000, 10_000_000))
+    with pytest.raises(ConfigError, match="does not fit"):
+        ClusterSimulator(make_design("baseline-a100", machines=1), get_model("bloom-176b"),
+                         {"a100-80gb": AnalyticModel(get_model("bloom-176b"), design.pools[0].machine, 2)})
+
+
+def test_cli_simulate_json_has_the_promised_fields() -> None:
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "strato", "llm", "simulate", "--design", "splitwise-hh", "--prompt", "4",
+         "--token", "2", "--rate", "5", "--duration", "60", "--json"],
+        capture_output=True, text=True, timeout=120, check=True)
+    data = json.loads(result.stdout)
+    for key in ("throughput_rps", "ttft_s", "tbt_s", "e2e_s", "slo_met", "slo_checks", "cost_per_hour",
+                "power_kw"):
+        assert key in data
+    assert set(data["ttft_s"]) == {"p50", "p90", "p99"}
+    assert len(data["slo_checks"]) == 9
+    assert data["cost_per_hour"] == 6 * 38.0
+    bad = subprocess.run([sys.executable, "-m", "strato", "llm", "simulate", "--design", "splitwise-hh"],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert bad.returncode == 2 and "--prompt" in bad.stderr
