@@ -51,10 +51,38 @@ class SchedulerConfig:
     max_batch_requests: int = 512
     layerwise_min_prompt: int = 512
     kv_reserve_fraction: float = 0.10
+    kv_sizing: str = "model"
+    """``model``: the model's real KV bytes per token (grouped-query attention where it has it);
+    ``mha``: full multi-head sizing as the public simulator does (8x too large for Llama2-70B)."""
+    transfer: str = "layerwise"
+    """``layerwise`` (the paper: overlapped from ``layerwise_min_prompt`` tokens) or ``serial`` (whole)."""
+    transfer_bytes_per_s: float | None = None
+    """Fixed KV transfer rate; None uses the slower machine's InfiniBand across its GPUs."""
+    token_routing: str = "pending-tokens"
+    """Token machine choice: least ``pending-tokens`` (output tokens still to generate) or least reserved
+    KV ``memory`` (the public simulator)."""
 
     def __post_init__(self) -> None:
         if self.max_batch_tokens < 1 or self.max_batch_requests < 1:
             raise ConfigError("batch limits must be at least 1")
+        for name, value, allowed in (
+            ("kv_sizing", self.kv_sizing, ("model", "mha")),
+            ("transfer", self.transfer, ("layerwise", "serial")),
+            ("token_routing", self.token_routing, ("pending-tokens", "memory")),
+        ):
+            if value not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+
+    @classmethod
+    def public_simulator(cls) -> SchedulerConfig:
+        """The public Splitwise simulator's choices (docs/splitwise-sim.md)."""
+        return cls(
+            kv_sizing="mha",
+            transfer="serial",
+            transfer_bytes_per_s=200 * 2**30,
+            token_routing="memory",
+            kv_reserve_fraction=0.0,
+        )
 
 
 _ARRIVAL, _PROMPT_DONE, _JOIN, _BOUNDARY, _COMPLETION = range(5)
@@ -72,6 +100,8 @@ class _Node:
     prompt_queue: deque[int] = field(default_factory=deque)
     pending_prompt_tokens: int = 0
     pending_decode_tokens: int = 0
+    reserved_tokens: int = 0
+    """KV the router has promised to requests routed here and not finished (token routing by memory)."""
     prompt_busy: bool = False
     join_queue: deque[int] = field(default_factory=deque)
     decoding: list[tuple[int, int]] = field(default_factory=list)
@@ -102,11 +132,19 @@ class ClusterSimulator:
         self.model = model
         self.config = config or SchedulerConfig()
         self.nodes: list[_Node] = []
+        self.kv_bytes_per_token = (
+            model.kv_bytes_per_token
+            if self.config.kv_sizing == "model"
+            else 2 * model.hidden_size * model.layers * model.dtype_bytes
+        )
         for pool in design.pools:
             perf = perf_models[pool.machine.name]
             capacity = kv_capacity_tokens(
                 model, pool.machine, perf.tensor_parallel, self.config.kv_reserve_fraction
             )
+            if self.config.kv_sizing == "mha":
+                free = pool.machine.hbm_bytes * (1 - self.config.kv_reserve_fraction) - model.weight_bytes
+                capacity = int(free // self.kv_bytes_per_token)
             for _ in range(pool.count):
                 self.nodes.append(
                     _Node(len(self.nodes), pool.role, perf, capacity, pool.machine.interconnect_bytes_per_s)
@@ -167,8 +205,11 @@ class ClusterSimulator:
         prompt_node = min(self.prompt_nodes, key=lambda node: (node.pending_prompt_tokens, node.index))
         if prompt_node.role == "mixed":
             token_node = prompt_node
+        elif self.config.token_routing == "memory":
+            token_node = min(self.token_nodes, key=lambda node: (node.reserved_tokens, node.index))
         else:
             token_node = min(self.token_nodes, key=lambda node: (node.pending_decode_tokens, node.index))
+        token_node.reserved_tokens += self.prompt[request] + self.output[request]
         self.token_node_of[request] = token_node.index
         prompt_node.prompt_queue.append(request)
         prompt_node.pending_prompt_tokens += self.prompt[request]
@@ -195,7 +236,6 @@ class ClusterSimulator:
             tokens += size
             if node.role == "mixed":
                 node.kv_used += size + self.output[batch[-1]]
-        node.pending_prompt_tokens -= tokens
         return batch
 
     def _start_prompt_batch(self, node: _Node) -> None:
@@ -211,10 +251,12 @@ class ClusterSimulator:
         batch = node.current_batch
         for request in batch:
             self.first_token[request] = self.now
+            node.pending_prompt_tokens -= self.prompt[request]
             token_node = self.nodes[self.token_node_of[request]]
             if self.output[request] == 1:
                 self.completion[request] = self.now
                 token_node.pending_decode_tokens -= 1
+                token_node.reserved_tokens -= self.prompt[request] + 1
                 continue
             self._push(self.now + self._transfer_s(request, node, token_node), _JOIN, request)
         node.prompt_busy = False
@@ -222,9 +264,11 @@ class ClusterSimulator:
             self._start_prompt_batch(node)
 
     def _transfer_s(self, request: int, source: _Node, target: _Node) -> float:
-        size = float(self.model.kv_bytes_per_token * self.prompt[request])
-        rate = min(source.link_bytes_per_s, target.link_bytes_per_s) * source.perf.tensor_parallel
-        if self.prompt[request] >= self.config.layerwise_min_prompt:
+        size = float(self.kv_bytes_per_token * self.prompt[request])
+        rate = self.config.transfer_bytes_per_s or (
+            min(source.link_bytes_per_s, target.link_bytes_per_s) * source.perf.tensor_parallel
+        )
+        if self.config.transfer == "layerwise" and self.prompt[request] >= self.config.layerwise_min_prompt:
             size /= self.model.layers  # the other layers moved while the prefill ran
         return size / rate
 
@@ -259,6 +303,7 @@ class ClusterSimulator:
             self.completion[request] = self.now
             node.kv_used -= self.prompt[request] + self.output[request]
             node.pending_decode_tokens -= self.output[request]
+            node.reserved_tokens -= self.prompt[request] + self.output[request]
 
     def _boundary(self, node: _Node) -> None:
         if node.prompt_busy:  # a mixed iteration just ended
@@ -266,10 +311,12 @@ class ClusterSimulator:
             node.iterations += 1
             for request in node.current_batch:
                 self.first_token[request] = self.now
+                node.pending_prompt_tokens -= self.prompt[request]
                 if self.output[request] == 1:
                     self.completion[request] = self.now
                     node.kv_used -= self.prompt[request] + 1
                     node.pending_decode_tokens -= 1
+                    node.reserved_tokens -= self.prompt[request] + 1
                 else:
                     heapq.heappush(node.decoding, (node.iterations + self.output[request] - 1, request))
             node.current_batch = []
@@ -286,7 +333,7 @@ class ClusterSimulator:
         self._start_stretch(node)
 
     def _admit(self, node: _Node) -> None:
-        while node.join_queue:
+        while node.join_queue and len(node.decoding) < self.config.max_batch_requests:
             request = node.join_queue[0]
             need = self.prompt[request] + self.output[request]
             if node.kv_used + need > node.kv_capacity:
@@ -340,5 +387,8 @@ def run_summary(times: RequestTimes) -> dict[str, Any]:
     start, end = float(times.arrival_s.min()), float(times.arrival_s.max())
     low, high = start + 0.1 * (end - start), start + 0.9 * (end - start)
     inside = (times.completion_s >= low) & (times.completion_s < high)
-    return {"requests": int(times.arrival_s.size), "completed": int(finished.sum()),
-            "throughput_rps": float(inside.sum() / (high - low)) if high > low else None}
+    return {
+        "requests": int(times.arrival_s.size),
+        "completed": int(finished.sum()),
+        "throughput_rps": float(inside.sum() / (high - low)) if high > low else None,
+    }

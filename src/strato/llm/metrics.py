@@ -15,6 +15,8 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from strato.errors import ConfigError
+
 PERCENTILES = (50, 90, 99)
 SLO_LIMITS: dict[str, tuple[float, float, float]] = {
     "ttft": (2.0, 3.0, 6.0),
@@ -56,10 +58,25 @@ class RequestTimes:
         return (self.completion_s[several] - self.first_token_s[several]) / (self.output_tokens[several] - 1)
 
 
-def alone_times(times: RequestTimes, reference: PhaseTimes) -> RequestTimes:
+CONVENTIONS = ("strato", "public-sim")
+"""``strato``: TBT over the tokens after the first, reference decode at batch 1, slowdown <= limit.
+``public-sim``: as the public Splitwise simulator and its notebooks compute them (docs/splitwise-sim.md
+section 8): TBT = (E2E - TTFT) / all output tokens, the reference TBT looked up at the prompt size, and
+every slowdown strictly below its limit."""
+
+
+def _reference_tbt(times: RequestTimes, reference: PhaseTimes, convention: str) -> NDArray[np.float64]:
+    if convention == "public-sim":
+        return np.array([reference.token_time_s(int(p)) for p in times.prompt_tokens.tolist()])
+    return np.full(times.prompt_tokens.size, reference.token_time_s(1))
+
+
+def alone_times(times: RequestTimes, reference: PhaseTimes, convention: str = "strato") -> RequestTimes:
     """The same requests, each alone on the reference machine (arriving at 0, never queued)."""
+    if convention not in CONVENTIONS:
+        raise ConfigError(f"metric convention must be one of {', '.join(CONVENTIONS)}, not {convention!r}")
     prompt_s = np.array([reference.prompt_time_s(int(p), 1) for p in times.prompt_tokens.tolist()])
-    tbt_alone = reference.token_time_s(1)
+    tbt_alone = _reference_tbt(times, reference, convention)
     zero = np.zeros_like(prompt_s)
     return RequestTimes(
         zero,
@@ -70,26 +87,39 @@ def alone_times(times: RequestTimes, reference: PhaseTimes) -> RequestTimes:
     )
 
 
+def tbt_s(times: RequestTimes, convention: str = "strato") -> NDArray[np.float64]:
+    if convention == "public-sim":
+        return (times.completion_s - times.first_token_s) / times.output_tokens
+    return times.tbt_s
+
+
 def _percentiles(values: NDArray[np.float64]) -> dict[str, float | None]:
     if values.size == 0:
         return {f"p{q}": None for q in PERCENTILES}
     return {f"p{q}": float(np.percentile(values, q)) for q in PERCENTILES}
 
 
-def latency_summary(times: RequestTimes) -> dict[str, dict[str, float | None]]:
+def latency_summary(times: RequestTimes, convention: str = "strato") -> dict[str, dict[str, float | None]]:
     return {
         "ttft_s": _percentiles(times.ttft_s),
-        "tbt_s": _percentiles(times.tbt_s),
+        "tbt_s": _percentiles(tbt_s(times, convention)),
         "e2e_s": _percentiles(times.e2e_s),
     }
 
 
-def slo_checks(times: RequestTimes, reference: PhaseTimes) -> list[dict[str, Any]]:
+def slo_checks(
+    times: RequestTimes, reference: PhaseTimes, convention: str = "strato"
+) -> list[dict[str, Any]]:
     """The nine checks: percentile of each request's slowdown against its limit."""
-    alone = alone_times(times, reference)
+    alone = alone_times(times, reference, convention)
+    if convention == "public-sim":
+        # Its reference TBT is the lone decode iteration itself, compared with the per-request average.
+        tbt_slowdown = tbt_s(times, convention) / _reference_tbt(times, reference, convention)
+    else:
+        tbt_slowdown = times.tbt_s / alone.tbt_s
     slowdowns = {
         "ttft": times.ttft_s / alone.ttft_s,
-        "tbt": times.tbt_s / alone.tbt_s,
+        "tbt": tbt_slowdown,
         "e2e": times.e2e_s / alone.e2e_s,
     }
     checks = []
@@ -97,13 +127,11 @@ def slo_checks(times: RequestTimes, reference: PhaseTimes) -> list[dict[str, Any
         values = slowdowns[metric]
         for q, limit in zip(PERCENTILES, limits, strict=True):
             slowdown = float(np.percentile(values, q)) if values.size else None
+            if slowdown is None:
+                met = False
+            else:
+                met = slowdown < limit if convention == "public-sim" else slowdown <= limit
             checks.append(
-                {
-                    "metric": metric,
-                    "percentile": q,
-                    "slowdown": slowdown,
-                    "limit": limit,
-                    "met": slowdown is not None and slowdown <= limit,
-                }
+                {"metric": metric, "percentile": q, "slowdown": slowdown, "limit": limit, "met": met}
             )
     return checks

@@ -125,6 +125,59 @@ def read_azure_llm2023(path: str | Path) -> LlmRequests:
                        np.asarray(prompts, dtype=np.int64)[order], np.asarray(outputs, dtype=np.int64)[order])
 
 
+def read_splitwise_sim_trace(path: str | Path) -> LlmRequests:
+    """A request trace in the public Splitwise simulator's layout (``request_id, request_type,
+    application_id, arrival_timestamp, batch_size, prompt_size, token_size``; gzip allowed)."""
+    import gzip
+
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", newline="") as handle:
+            rows = list(csv.reader(handle))
+    except OSError as error:
+        raise TraceFormatError(path, f"cannot read: {error.strerror or error}") from None
+    if not rows:
+        raise TraceFormatError(path, "empty file")
+    header = [column.strip() for column in rows[0]]
+    needed = ("arrival_timestamp", "prompt_size", "token_size")
+    if not all(column in header for column in needed):
+        raise TraceFormatError(path, f"expected columns {', '.join(needed)}, found {header}", row=1)
+    columns = [header.index(column) for column in needed]
+    values: list[tuple[float, int, int]] = []
+    for line, row in enumerate(rows[1:], start=2):
+        try:
+            arrival, prompt, output = (float(row[columns[0]]), int(float(row[columns[1]])),
+                                       int(float(row[columns[2]])))
+        except (ValueError, IndexError):
+            raise TraceFormatError(path, f"unreadable row {row!r}", row=line) from None
+        if prompt < 1 or output < 1 or not arrival >= 0:
+            raise TraceFormatError(path, "negative time or a request without tokens", row=line)
+        values.append((arrival, prompt, output))
+    data = np.array(sorted(values), dtype=np.float64).reshape(-1, 3)
+    return LlmRequests(path.name.removesuffix(".gz").removesuffix(".csv"), data[:, 0],
+                       data[:, 1].astype(np.int64), data[:, 2].astype(np.int64))
+
+
+def splitwise_sim_requests(base: LlmRequests, rate_rps: float, duration_s: float, *, seed: int = 0,
+                           draws: int = 1_000_000) -> LlmRequests:
+    """The public Splitwise simulator's trace recipe, seeded: the same requests as its generator run after
+    ``numpy.random.seed(seed)`` on the same Azure file (``docs/splitwise-sim.md`` section 3).
+
+    Exponential gaps and, independently, prompt and output sizes resampled from the base trace's columns
+    (so their pairing is not kept), all drawn from one legacy ``RandomState`` in that order.
+    """
+    if not rate_rps > 0 or not duration_s > 0:
+        raise ConfigError("rate and duration must be positive")
+    state = np.random.RandomState(seed)
+    arrivals = np.cumsum(state.standard_exponential(draws) / rate_rps)
+    prompt_rows = state.randint(0, len(base), draws)
+    output_rows = state.randint(0, len(base), draws)
+    keep = arrivals < duration_s
+    return LlmRequests(f"{base.name}@{rate_rps:g}rps(splitwise-sim seed {seed})", arrivals[keep],
+                       base.prompt_tokens[prompt_rows[keep]], base.output_tokens[output_rows[keep]])
+
+
 def poisson_arrivals(rate_rps: float, duration_s: float, rng: np.random.Generator) -> NDArray[np.float64]:
     if not rate_rps > 0:
         raise ConfigError(f"request rate must be positive, got {rate_rps!r}")
