@@ -27,12 +27,14 @@ PUBLIC_SIMULATOR = {
         0.0775, 0.2180, 0.3809, 0.0310, 0.0312, 0.0317, 4.1340, 13.2597, 18.8232),
     ("splitwise-ha", (("prompt", 25), ("token", 26))): (
         0.0775, 0.2180, 0.3809, 0.0426, 0.0428, 0.0433, 5.6482, 18.1776, 25.8327),
+    ("baseline-h100", (("machines", 40),)): (
+        0.1008, 0.2389, 0.4065, 0.0366, 0.0406, 0.0477, 4.9410, 16.0495, 22.5133),
 }
 
 
 @pytest.mark.shared_data
 @pytest.mark.parametrize(("design", "sizes"), list(PUBLIC_SIMULATOR))
-def test_splitwise_designs_match_the_public_simulator_within_5_percent(
+def test_designs_match_the_public_simulator_within_5_percent(
         design: str, sizes: tuple[tuple[str, int], ...]) -> None:
     if not PERF.exists() or not CONV.exists():
         pytest.skip(f"{PERF} or {CONV} is absent (they live in ../shared/data beside the checkout)")

@@ -101,11 +101,19 @@ class _Node:
     pending_prompt_tokens: int = 0
     pending_decode_tokens: int = 0
     reserved_tokens: int = 0
+    unfinished: int = 0
+    """Requests routed to this mixed machine and not finished."""
     """KV the router has promised to requests routed here and not finished (token routing by memory)."""
     prompt_busy: bool = False
     join_queue: deque[int] = field(default_factory=deque)
     decoding: list[tuple[int, int]] = field(default_factory=list)
-    """Heap of (iteration number at which the request's last token is produced, request)."""
+    """Heap of (iteration number at which the request's last token is produced, request); entries whose
+    number no longer matches ``finish`` are stale (the request sat out a mixed iteration)."""
+    finish: dict[int, int] = field(default_factory=dict)
+    """The decoding requests and their current finishing iteration numbers."""
+    decode_order: list[int] = field(default_factory=list)
+    """Who rides a mixed iteration first when its token budget is short: those left out last time, then
+    the rest in the order they started decoding."""
     kv_used: int = 0
     stretch_start_s: float = 0.0
     stretch_start_iteration: int = 0
@@ -202,7 +210,10 @@ class ClusterSimulator:
     # ---- routing ---------------------------------------------------------------------------------
 
     def _arrive(self, request: int) -> None:
-        prompt_node = min(self.prompt_nodes, key=lambda node: (node.pending_prompt_tokens, node.index))
+        # Pending work: prompt tokens not yet prefilled, plus one per unfinished request on a mixed machine.
+        prompt_node = min(
+            self.prompt_nodes, key=lambda node: (node.pending_prompt_tokens + node.unfinished, node.index)
+        )
         if prompt_node.role == "mixed":
             token_node = prompt_node
         elif self.config.token_routing == "memory":
@@ -211,6 +222,8 @@ class ClusterSimulator:
             token_node = min(self.token_nodes, key=lambda node: (node.pending_decode_tokens, node.index))
         token_node.reserved_tokens += self.prompt[request] + self.output[request]
         self.token_node_of[request] = token_node.index
+        if token_node.role == "mixed":
+            token_node.unfinished += 1
         prompt_node.prompt_queue.append(request)
         prompt_node.pending_prompt_tokens += self.prompt[request]
         token_node.pending_decode_tokens += self.output[request]
@@ -281,7 +294,7 @@ class ClusterSimulator:
 
     def _wake(self, node: _Node) -> None:
         """Make the node act at its next iteration boundary (now, if it is idle)."""
-        if not node.decoding and not node.prompt_busy:
+        if not node.finish and not node.prompt_busy:
             self._boundary(node)
             return
         if node.boundary_pending or node.prompt_busy:
@@ -294,13 +307,18 @@ class ClusterSimulator:
 
     def _advance(self, node: _Node) -> None:
         """Bring the decode stretch up to now: count iterations, finish requests whose last token is out."""
-        if node.decoding and node.iteration_s > 0:
+        if node.finish and node.iteration_s > 0:
             done = round((self.now - node.stretch_start_s) / node.iteration_s)
             node.iterations = node.stretch_start_iteration + done
             node.busy_s += done * node.iteration_s
         while node.decoding and node.decoding[0][0] <= node.iterations:
-            _, request = heapq.heappop(node.decoding)
+            finish, request = heapq.heappop(node.decoding)
+            if node.finish.get(request) != finish:
+                continue
+            del node.finish[request]
             self.completion[request] = self.now
+            if node.role == "mixed":
+                node.unfinished -= 1
             node.kv_used -= self.prompt[request] + self.output[request]
             node.pending_decode_tokens -= self.output[request]
             node.reserved_tokens -= self.prompt[request] + self.output[request]
@@ -314,11 +332,12 @@ class ClusterSimulator:
                 node.pending_prompt_tokens -= self.prompt[request]
                 if self.output[request] == 1:
                     self.completion[request] = self.now
+                    node.unfinished -= 1
                     node.kv_used -= self.prompt[request] + 1
                     node.pending_decode_tokens -= 1
                     node.reserved_tokens -= self.prompt[request] + 1
                 else:
-                    heapq.heappush(node.decoding, (node.iterations + self.output[request] - 1, request))
+                    self._start_decoding(node, request, node.iterations + self.output[request] - 1)
             node.current_batch = []
             node.stretch_start_s, node.stretch_start_iteration = self.now, node.iterations
             self._advance(node)
@@ -333,7 +352,7 @@ class ClusterSimulator:
         self._start_stretch(node)
 
     def _admit(self, node: _Node) -> None:
-        while node.join_queue and len(node.decoding) < self.config.max_batch_requests:
+        while node.join_queue and len(node.finish) < self.config.max_batch_requests:
             request = node.join_queue[0]
             need = self.prompt[request] + self.output[request]
             if node.kv_used + need > node.kv_capacity:
@@ -341,11 +360,28 @@ class ClusterSimulator:
             node.join_queue.popleft()
             node.kv_used += need
             # The prompt machine produced the first token; each iteration here produces one more.
-            heapq.heappush(node.decoding, (node.iterations + self.output[request] - 1, request))
+            self._start_decoding(node, request, node.iterations + self.output[request] - 1)
+
+    @staticmethod
+    def _start_decoding(node: _Node, request: int, finish: int) -> None:
+        node.finish[request] = finish
+        if node.role == "mixed":  # only mixed iterations ever leave decodes out
+            node.decode_order.append(request)
+        heapq.heappush(node.decoding, (finish, request))
 
     def _start_mixed_iteration(self, node: _Node, batch: list[int]) -> None:
         tokens = sum(self.prompt[r] for r in batch)
-        decodes = len(node.decoding)
+        # Decodes fill what the prompts leave of the batch's token budget (one token each); the others
+        # sit this iteration out, so their last token comes one iteration later.
+        order = [r for r in node.decode_order if r in node.finish]
+        room = max(self.config.max_batch_tokens - tokens, 0)
+        room = min(room, self.config.max_batch_requests - len(batch))
+        riding, waiting = order[:room], order[room:]
+        for request in waiting:
+            node.finish[request] += 1
+            heapq.heappush(node.decoding, (node.finish[request], request))
+        node.decode_order = waiting + riding
+        decodes = len(riding)
         duration = node.perf.iteration_time_s(
             tokens, decodes, prompt_requests=len(batch), context_tokens=node.kv_used if decodes else None
         )
@@ -360,10 +396,12 @@ class ClusterSimulator:
         node.version += 1
         node.boundary_pending = False
         node.stretch_start_s, node.stretch_start_iteration = self.now, node.iterations
-        if not node.decoding:
+        while node.decoding and node.finish.get(node.decoding[0][1]) != node.decoding[0][0]:
+            heapq.heappop(node.decoding)  # stale entries must not decide when the next completion is
+        if not node.finish:
             node.iteration_s = 0.0
             return
-        batch = len(node.decoding)
+        batch = len(node.finish)
         node.iteration_s = node.perf.token_time_s(batch, node.kv_used)
         finish = node.decoding[0][0]
         self._push(
