@@ -58,6 +58,9 @@ class SchedulerConfig:
     """``layerwise`` (the paper: overlapped from ``layerwise_min_prompt`` tokens) or ``serial`` (whole)."""
     transfer_bytes_per_s: float | None = None
     """Fixed KV transfer rate; None uses the slower machine's InfiniBand across its GPUs."""
+    prompt_queue_limit_tokens: int = 8192
+    """A prompt machine with waiting work and more pending prompt tokens than this is "long": the prompt
+    goes to the mixed pool, or a token machine is borrowed for it (Splitwise's mixed pool)."""
     token_routing: str = "pending-tokens"
     """Token machine choice: least ``pending-tokens`` (output tokens still to generate) or least reserved
     KV ``memory`` (the public simulator)."""
@@ -85,7 +88,7 @@ class SchedulerConfig:
         )
 
 
-_ARRIVAL, _PROMPT_DONE, _JOIN, _BOUNDARY, _COMPLETION = range(5)
+_ARRIVAL, _JOIN, _BOUNDARY, _COMPLETION = range(4)
 
 
 @dataclass
@@ -94,6 +97,7 @@ class _Node:
 
     index: int
     role: str
+    """The pool the design put it in; ``pool`` is where it serves now (a borrowed machine is ``mixed``)."""
     perf: PerfModel
     kv_capacity: int
     link_bytes_per_s: float
@@ -124,6 +128,7 @@ class _Node:
     boundary_pending: bool = False
     current_batch: list[int] = field(default_factory=list)
     busy_s: float = 0.0
+    pool: str = ""
 
 
 class ClusterSimulator:
@@ -157,10 +162,15 @@ class ClusterSimulator:
                 self.nodes.append(
                     _Node(len(self.nodes), pool.role, perf, capacity, pool.machine.interconnect_bytes_per_s)
                 )
-        self.prompt_nodes = [n for n in self.nodes if n.role in ("prompt", "mixed")]
-        self.token_nodes = [n for n in self.nodes if n.role in ("token", "mixed")]
-        if not self.prompt_nodes or not self.token_nodes:
+        for node in self.nodes:
+            node.pool = node.role
+        self.pools: dict[str, list[_Node]] = {
+            role: [node for node in self.nodes if node.role == role] for role in ("prompt", "token", "mixed")
+        }
+        self.split = bool(self.pools["prompt"] or self.pools["token"])
+        if self.split and not (self.pools["prompt"] and self.pools["token"]):
             raise ConfigError(f"design {design.name} needs machines for both prompts and tokens")
+        self.token_nodes = self.pools["token"] or self.pools["mixed"]
 
     # ---- running ---------------------------------------------------------------------------------
 
@@ -178,6 +188,7 @@ class ClusterSimulator:
         self.first_token = np.full(n, np.nan)
         self.completion = np.full(n, np.nan)
         self.token_node_of = [0] * n
+        self.prompt_node_of = [0] * n
         self.events: list[tuple[float, int, int, int, int]] = []
         self.sequence = itertools.count()
         self.now = 0.0
@@ -188,8 +199,6 @@ class ClusterSimulator:
             self.now = time
             if kind == _ARRIVAL:
                 self._arrive(subject)
-            elif kind == _PROMPT_DONE:
-                self._prompt_done(self.nodes[subject])
             elif kind == _JOIN:
                 self._join(subject)
             else:
@@ -210,71 +219,97 @@ class ClusterSimulator:
     # ---- routing ---------------------------------------------------------------------------------
 
     def _arrive(self, request: int) -> None:
-        # Pending work: prompt tokens not yet prefilled, plus one per unfinished request on a mixed machine.
-        prompt_node = min(
-            self.prompt_nodes, key=lambda node: (node.pending_prompt_tokens + node.unfinished, node.index)
-        )
-        if prompt_node.role == "mixed":
-            token_node = prompt_node
-        elif self.config.token_routing == "memory":
-            token_node = min(self.token_nodes, key=lambda node: (node.reserved_tokens, node.index))
-        else:
-            token_node = min(self.token_nodes, key=lambda node: (node.pending_decode_tokens, node.index))
-        token_node.reserved_tokens += self.prompt[request] + self.output[request]
+        prompt_node, token_node = self._route(request)
+        prompt, output = self.prompt[request], self.output[request]
+        self.prompt_node_of[request] = prompt_node.index
         self.token_node_of[request] = token_node.index
-        if token_node.role == "mixed":
-            token_node.unfinished += 1
+        prompt_node.pending_prompt_tokens += prompt
+        token_node.unfinished += 1
+        token_node.pending_decode_tokens += output
+        token_node.reserved_tokens += prompt + output
+        if prompt_node is not token_node:
+            prompt_node.reserved_tokens += prompt + 1  # until its KV cache has left
         prompt_node.prompt_queue.append(request)
-        prompt_node.pending_prompt_tokens += self.prompt[request]
-        token_node.pending_decode_tokens += self.output[request]
-        if prompt_node.role == "prompt":
-            if not prompt_node.prompt_busy:
-                self._start_prompt_batch(prompt_node)
-        else:
-            self._wake(prompt_node)
+        self._wake(prompt_node)
 
-    # ---- prompt machines -------------------------------------------------------------------------
+    @staticmethod
+    def _pending(node: _Node) -> int:
+        """Work a machine still owes: prompt tokens not yet prefilled plus one per unfinished request."""
+        return node.pending_prompt_tokens + node.unfinished
+
+    def _route(self, request: int) -> tuple[_Node, _Node]:
+        """Cluster-level join-the-shortest-queue; Splitwise pools borrow machines when one phase is full."""
+        if not self.split:
+            node = min(self.pools["mixed"], key=self._pending)
+            return node, node
+        prompt_node = self._prompt_machine(request, self.pools["prompt"]) or self._prompt_machine(
+            request, self.pools["mixed"])
+        token_node = self._token_machine(request, self.pools["token"]) or self._token_machine(
+            request, self.pools["mixed"])
+        if prompt_node is None and self.pools["token"]:
+            prompt_node = self._borrow(min(self.pools["token"], key=self._pending))
+        if token_node is None and self.pools["prompt"]:
+            token_node = self._borrow(min(self.pools["prompt"], key=lambda node: node.reserved_tokens))
+        if prompt_node is None or token_node is None:
+            node = min(self.nodes, key=self._pending)
+            return node, node
+        return prompt_node, token_node
+
+    def _prompt_machine(self, request: int, pool: list[_Node]) -> _Node | None:
+        if not pool:
+            return None
+        node = min(pool, key=self._pending)
+        waiting = bool(node.prompt_queue or node.join_queue)
+        if waiting and self._pending(node) + self.prompt[request] > self.config.prompt_queue_limit_tokens:
+            return None
+        return node
+
+    def _token_machine(self, request: int, pool: list[_Node]) -> _Node | None:
+        if not pool:
+            return None
+        if self.config.token_routing == "memory":
+            node = min(pool, key=lambda candidate: candidate.reserved_tokens)
+        else:
+            node = min(pool, key=lambda candidate: candidate.pending_decode_tokens)
+        if node.reserved_tokens + self.prompt[request] + self.output[request] >= node.kv_capacity:
+            return None
+        return node
+
+    def _borrow(self, node: _Node) -> _Node:
+        self.pools[node.pool].remove(node)
+        node.pool = "mixed"
+        self.pools["mixed"].append(node)
+        return node
+
+    def _return_home(self, node: _Node) -> None:
+        if node.pool == "mixed" and node.role != "mixed":
+            self.pools["mixed"].remove(node)
+            node.pool = node.role
+            self.pools[node.role].append(node)
+
+    # ---- batching --------------------------------------------------------------------------------
+
+    def _kv_charge(self, request: int, node: _Node) -> int:
+        """KV a prompt holds on its prompt machine: all of it if it decodes there, else until it left."""
+        decodes_here = self.token_node_of[request] == node.index
+        return self.prompt[request] + (self.output[request] if decodes_here else 1)
 
     def _take_prompts(self, node: _Node, token_budget: int) -> list[int]:
         batch: list[int] = []
         tokens = 0
         queue = node.prompt_queue
         while queue and len(batch) < self.config.max_batch_requests:
-            size = self.prompt[queue[0]]
+            request = queue[0]
+            size = self.prompt[request]
             if batch and tokens + size > token_budget:
                 break
-            if node.role == "mixed" and node.kv_used + size + self.output[queue[0]] > node.kv_capacity:
+            charge = self._kv_charge(request, node)
+            if batch and node.kv_used + charge > node.kv_capacity:
                 break
             batch.append(queue.popleft())
             tokens += size
-            if node.role == "mixed":
-                node.kv_used += size + self.output[batch[-1]]
+            node.kv_used += charge
         return batch
-
-    def _start_prompt_batch(self, node: _Node) -> None:
-        batch = self._take_prompts(node, self.config.max_batch_tokens)
-        tokens = sum(self.prompt[r] for r in batch)
-        duration = node.perf.prompt_time_s(tokens, len(batch))
-        node.prompt_busy = True
-        node.busy_s += duration
-        node.current_batch = batch
-        self._push(self.now + duration, _PROMPT_DONE, node.index)
-
-    def _prompt_done(self, node: _Node) -> None:
-        batch = node.current_batch
-        for request in batch:
-            self.first_token[request] = self.now
-            node.pending_prompt_tokens -= self.prompt[request]
-            token_node = self.nodes[self.token_node_of[request]]
-            if self.output[request] == 1:
-                self.completion[request] = self.now
-                token_node.pending_decode_tokens -= 1
-                token_node.reserved_tokens -= self.prompt[request] + 1
-                continue
-            self._push(self.now + self._transfer_s(request, node, token_node), _JOIN, request)
-        node.prompt_busy = False
-        if node.prompt_queue:
-            self._start_prompt_batch(node)
 
     def _transfer_s(self, request: int, source: _Node, target: _Node) -> float:
         size = float(self.kv_bytes_per_token * self.prompt[request])
@@ -288,6 +323,9 @@ class ClusterSimulator:
     # ---- token and mixed machines ----------------------------------------------------------------
 
     def _join(self, request: int) -> None:
+        source = self.nodes[self.prompt_node_of[request]]
+        source.kv_used -= self.prompt[request] + 1
+        source.reserved_tokens -= self.prompt[request] + 1
         node = self.nodes[self.token_node_of[request]]
         node.join_queue.append(request)
         self._wake(node)
@@ -317,8 +355,7 @@ class ClusterSimulator:
                 continue
             del node.finish[request]
             self.completion[request] = self.now
-            if node.role == "mixed":
-                node.unfinished -= 1
+            node.unfinished -= 1
             node.kv_used -= self.prompt[request] + self.output[request]
             node.pending_decode_tokens -= self.output[request]
             node.reserved_tokens -= self.prompt[request] + self.output[request]
@@ -330,21 +367,26 @@ class ClusterSimulator:
             for request in node.current_batch:
                 self.first_token[request] = self.now
                 node.pending_prompt_tokens -= self.prompt[request]
+                token_node = self.nodes[self.token_node_of[request]]
                 if self.output[request] == 1:
                     self.completion[request] = self.now
-                    node.unfinished -= 1
-                    node.kv_used -= self.prompt[request] + 1
-                    node.pending_decode_tokens -= 1
-                    node.reserved_tokens -= self.prompt[request] + 1
-                else:
+                    node.kv_used -= self._kv_charge(request, node)
+                    token_node.unfinished -= 1
+                    token_node.pending_decode_tokens -= 1
+                    token_node.reserved_tokens -= self.prompt[request] + 1
+                    if token_node is not node:
+                        node.reserved_tokens -= self.prompt[request] + 1
+                elif token_node is node:
                     self._start_decoding(node, request, node.iterations + self.output[request] - 1)
+                else:
+                    self._push(self.now + self._transfer_s(request, node, token_node), _JOIN, request)
             node.current_batch = []
             node.stretch_start_s, node.stretch_start_iteration = self.now, node.iterations
             self._advance(node)
         else:
             self._advance(node)
         self._admit(node)
-        if node.role == "mixed" and node.prompt_queue:
+        if node.prompt_queue:
             batch = self._take_prompts(node, self.config.max_batch_tokens)
             if batch:
                 self._start_mixed_iteration(node, batch)
@@ -365,8 +407,7 @@ class ClusterSimulator:
     @staticmethod
     def _start_decoding(node: _Node, request: int, finish: int) -> None:
         node.finish[request] = finish
-        if node.role == "mixed":  # only mixed iterations ever leave decodes out
-            node.decode_order.append(request)
+        node.decode_order.append(request)
         heapq.heappush(node.decoding, (finish, request))
 
     def _start_mixed_iteration(self, node: _Node, batch: list[int]) -> None:
@@ -400,6 +441,8 @@ class ClusterSimulator:
             heapq.heappop(node.decoding)  # stale entries must not decide when the next completion is
         if not node.finish:
             node.iteration_s = 0.0
+            if not node.prompt_queue and not node.join_queue:
+                self._return_home(node)
             return
         batch = len(node.finish)
         node.iteration_s = node.perf.token_time_s(batch, node.kv_used)
