@@ -30,6 +30,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/live_bench.py
+	$(PY) benchmarks/llm_bench.py
 
 clean:
 	rm -rf $(VENV) strato-report .pytest_cache .mypy_cache .ruff_cache

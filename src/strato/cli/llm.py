@@ -34,6 +34,14 @@ def simulate(
         str | None, typer.Option(help="analytic (default), profile, or a profile CSV path")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the arrivals")] = 0,
+    public_simulator: Annotated[
+        bool,
+        typer.Option(
+            "--public-simulator",
+            help="The public Splitwise simulator's choices: its iteration-time model on the profile CSV, "
+            "scheduler settings, metric conventions and (with --rate) its seeded trace recipe",
+        ),
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON")] = False,
 ) -> None:
     """Simulate one design on one trace: latencies, the nine SLO checks, cost and power."""
@@ -41,9 +49,23 @@ def simulate(
     from strato.llm.simulate import simulate as run
     from strato.traces.llm import load_requests
 
-    requests = load_requests(trace, rate_rps=rate, duration_s=duration, seed=seed)
+    if public_simulator and rate is not None and not trace.startswith("synthetic-"):
+        from strato.traces.llm import splitwise_sim_requests
+
+        base = load_requests(trace)
+        requests = splitwise_sim_requests(base, rate, duration or 600.0, seed=seed)
+    else:
+        requests = load_requests(trace, rate_rps=rate, duration_s=duration, seed=seed)
     result = run(
-        SimulationSpec(design=design, model=model, prompt=prompt, token=token, machines=machines, perf=perf),
+        SimulationSpec(
+            design=design,
+            model=model,
+            prompt=prompt,
+            token=token,
+            machines=machines,
+            perf=perf,
+            public_simulator=public_simulator,
+        ),
         requests,
     )
     if json_output:

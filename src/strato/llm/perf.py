@@ -1010,6 +1010,20 @@ def model_error(model: PerfModel, table: ProfileTable) -> dict[str, float]:
 PERF_MODEL_KINDS = ("analytic", "profile")
 
 
+def profile_path() -> Path:
+    """The public profile CSV: ``$STRATO_DATA/splitwise-profiles/perf_model.csv`` (default ../shared/data)."""
+    # Imported here so the analytic default does not pull in the trace readers.
+    from strato.traces.llm import data_dir
+
+    path = data_dir() / "splitwise-profiles" / "perf_model.csv"
+    if not path.exists():
+        raise ConfigError(
+            f"profile: {path} is missing; set STRATO_DATA to the folder holding "
+            "splitwise-profiles/, give the CSV's path, or use 'analytic'"
+        )
+    return path
+
+
 def load_perf_model(
     kind_or_path: str | Path | None, model: LlmModel | str, machine: Machine | str, tensor_parallel: int
 ) -> PerfModel:
@@ -1022,16 +1036,7 @@ def load_perf_model(
     if kind_or_path is None or kind_or_path == "analytic":
         return AnalyticModel(model, machine, tensor_parallel)
     if kind_or_path == "profile":
-        # Imported here so the analytic default does not pull in the trace readers.
-        from strato.traces.llm import data_dir
-
-        path = data_dir() / "splitwise-profiles" / "perf_model.csv"
-        if not path.exists():
-            raise ConfigError(
-                f"profile: {path} is missing; set STRATO_DATA to the folder holding "
-                "splitwise-profiles/, give the CSV's path, or use 'analytic'"
-            )
-        return ProfileTable.from_csv(path, model, machine, tensor_parallel)
+        return ProfileTable.from_csv(profile_path(), model, machine, tensor_parallel)
     path = Path(kind_or_path)
     if not path.is_file():
         raise ConfigError(
