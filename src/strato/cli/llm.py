@@ -96,3 +96,67 @@ def simulate(
         f"{', '.join(failed)}; cost ${result['cost_per_hour']:.1f}/h, power {result['power_kw']:.1f} kW; "
         f"perf model {result['perf']}"
     )
+
+
+@app.command()
+@friendly_errors
+def plan(
+    budget: Annotated[str, typer.Option(help="cost=USD_PER_HOUR or power=KW: the most a cluster may take")],
+    trace: Annotated[
+        str, typer.Option(help="Token sizes from: azure-code, azure-conv, synthetic-*, a CSV")
+    ] = "synthetic-code",
+    objective: Annotated[str, typer.Option(help="throughput, or cost/power for --rate")] = "throughput",
+    rate: Annotated[
+        float | None, typer.Option(help="Request rate to sustain (objectives cost and power)")
+    ] = None,
+    design: Annotated[
+        list[str] | None, typer.Option("--design", help="Designs to search (default: all)")
+    ] = None,
+    model: Annotated[str, typer.Option(help="Model from the catalog")] = "llama2-70b",
+    perf: Annotated[
+        str | None, typer.Option(help="analytic (default), profile, or a profile CSV path")
+    ] = None,
+    duration: Annotated[float, typer.Option(help="Seconds of arrivals per simulation")] = 120.0,
+    splits: Annotated[int, typer.Option(help="At most this many prompt/token splits per design")] = 8,
+    workers: Annotated[int, typer.Option(help="Local worker processes")] = 2,
+    top: Annotated[int, typer.Option(help="Rows to print")] = 10,
+    json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON")] = False,
+) -> None:
+    """Search designs and pool sizes within a budget for the highest rate that meets all nine SLOs."""
+    from strato.llm.designs import design_names
+    from strato.llm.plan import PlanOptions, parse_budget, rank
+    from strato.llm.plan import plan as run_plan
+    from strato.traces.llm import load_requests
+
+    kind, amount = parse_budget(budget)
+    options = PlanOptions(
+        kind,
+        amount,
+        designs=tuple(design or design_names()),
+        model=model,
+        perf=perf,
+        duration_s=duration,
+        max_splits=splits,
+        workers=workers,
+    )
+    base = load_requests(trace)
+    rows = rank(
+        run_plan(base, options, progress=None if json_output else lambda m: console.print(m, style="dim")),
+        objective,
+        rate,
+    )
+    if json_output:
+        print_json(rows)
+        return
+    print_table(
+        rows[:top],
+        [
+            ("design", "design"),
+            ("rate_rps", "sustained req/s"),
+            ("cost_per_hour", "$/h"),
+            ("power_kw", "kW"),
+            ("machines", "machines"),
+        ],
+        title=f"best clusters within {kind} {amount:g} ({objective})",
+        formats={"rate_rps": ".1f", "cost_per_hour": ",.0f", "power_kw": ",.1f"},
+    )

@@ -1,0 +1,195 @@
+"""Provisioning planner: the highest request rate each design sustains under all nine SLOs, within a budget.
+
+For every design, the planner lists the cluster shapes that fit the budget (a baseline: as many machines
+as it affords; a Splitwise design: every prompt/token split of the machines it affords, coarsened to at
+most ``max_splits`` shapes), and finds each shape's *sustainable rate* by bisection: the highest Poisson
+rate (token sizes resampled from the trace) at which the simulated cluster completes every request and
+meets every SLO (an overloaded cluster's growing queues fail the TTFT and E2E tails). Shapes run in a
+local process pool.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any
+
+from strato.errors import ConfigError
+from strato.llm.catalog import get_machine
+from strato.llm.designs import design_names, make_design
+from strato.llm.simulate import SimulationSpec, simulate
+from strato.traces.llm import LlmRequests, poisson
+
+OBJECTIVES = ("throughput", "cost", "power")
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    budget_kind: str
+    """``cost`` (USD per hour) or ``power`` (provisioned kW)."""
+    budget: float
+    designs: tuple[str, ...] = tuple(design_names())
+    model: str = "llama2-70b"
+    perf: str | None = None
+    duration_s: float = 120.0
+    rate_low: float = 1.0
+    rate_high: float = 400.0
+    steps: int = 7
+    max_splits: int = 8
+    seed: int = 0
+    public_simulator: bool = False
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.budget_kind not in ("cost", "power"):
+            raise ConfigError(f"--budget must be cost=USD_PER_HOUR or power=KW, not {self.budget_kind!r}")
+        if not self.budget > 0:
+            raise ConfigError("the budget must be positive")
+        if not 0 < self.rate_low < self.rate_high:
+            raise ConfigError("rates must satisfy 0 < low < high")
+        if self.steps < 1 or self.max_splits < 1 or self.workers < 1:
+            raise ConfigError("steps, max_splits and workers must be at least 1")
+
+
+def parse_budget(text: str) -> tuple[str, float]:
+    kind, sep, value = text.partition("=")
+    try:
+        amount = float(value)
+    except ValueError:
+        amount = math.nan
+    if not sep or kind not in ("cost", "power") or not amount > 0:
+        raise ConfigError(f"--budget takes cost=USD_PER_HOUR or power=KW, not {text!r}")
+    return kind, amount
+
+
+def _unit(machine: str, kind: str) -> float:
+    entry = get_machine(machine)
+    return entry.cost_per_hour if kind == "cost" else entry.power_kw
+
+
+def shapes(options: PlanOptions) -> list[SimulationSpec]:
+    """Every cluster shape within the budget, per design."""
+    out: list[SimulationSpec] = []
+    for name in options.designs:
+        pools = make_design(name, prompt=1, token=1, machines=1).pools
+        if len(pools) == 1:
+            count = int(options.budget // _unit(pools[0].machine.name, options.budget_kind))
+            if count >= 1:
+                out.append(
+                    SimulationSpec(
+                        design=name,
+                        model=options.model,
+                        machines=count,
+                        perf=options.perf,
+                        public_simulator=options.public_simulator,
+                    )
+                )
+            continue
+        prompt_unit = _unit(pools[0].machine.name, options.budget_kind)
+        token_unit = _unit(pools[1].machine.name, options.budget_kind)
+        most = int((options.budget - token_unit) // prompt_unit)
+        if most < 1:
+            continue
+        step = max(1, math.ceil(most / options.max_splits))
+        for prompt in range(1, most + 1, step):
+            token = int((options.budget - prompt * prompt_unit) // token_unit)
+            if token >= 1:
+                out.append(
+                    SimulationSpec(
+                        design=name,
+                        model=options.model,
+                        prompt=prompt,
+                        token=token,
+                        perf=options.perf,
+                        public_simulator=options.public_simulator,
+                    )
+                )
+    if not out:
+        raise ConfigError(f"no design fits a {options.budget_kind} budget of {options.budget:g}")
+    return out
+
+
+def _sustains(spec: SimulationSpec, base: LlmRequests, rate: float, options: PlanOptions) -> dict[str, Any]:
+    requests = poisson(base, rate, options.duration_s, seed=options.seed)
+    result = simulate(spec, requests)
+    # An overloaded cluster's queues grow without bound, which the TTFT and E2E tail checks catch.
+    return {**result, "sustained": bool(result["completed"] == result["requests"] and result["slo_met"])}
+
+
+def sustainable_rate(spec: SimulationSpec, base: LlmRequests, options: PlanOptions) -> dict[str, Any]:
+    """Bisection on a log scale between ``rate_low`` and ``rate_high``."""
+    low, high = options.rate_low, options.rate_high
+    best: dict[str, Any] | None = None
+    if not _sustains(spec, base, low, options)["sustained"]:
+        return {"spec": spec, "rate_rps": 0.0, "result": None}
+    for _ in range(options.steps):
+        middle = math.sqrt(low * high)
+        outcome = _sustains(spec, base, middle, options)
+        if outcome["sustained"]:
+            low, best = middle, outcome
+        else:
+            high = middle
+    return {"spec": spec, "rate_rps": low, "result": best}
+
+
+def plan(
+    base: LlmRequests, options: PlanOptions, progress: Callable[[str], None] | None = None
+) -> list[dict[str, Any]]:
+    """Every shape's sustainable rate, best first, with its cost and power."""
+    candidates = shapes(options)
+    say = progress or (lambda message: None)
+    say(f"{len(candidates)} cluster shapes within {options.budget_kind} {options.budget:g}")
+    rows = []
+    for index, found in enumerate(_map(candidates, base, options), start=1):
+        design = make_design(
+            found["spec"].design,
+            prompt=found["spec"].prompt,
+            token=found["spec"].token,
+            machines=found["spec"].machines,
+        )
+        rows.append(
+            {
+                "design": design.label(),
+                "rate_rps": found["rate_rps"],
+                "cost_per_hour": design.cost_per_hour,
+                "power_kw": design.power_kw,
+                "machines": design.machines,
+            }
+        )
+        say(f"[{index}/{len(candidates)}] {design.label()}: {found['rate_rps']:.1f} req/s")
+    rows.sort(key=lambda row: (-row["rate_rps"], row["cost_per_hour"]))
+    return rows
+
+
+def rank(rows: list[dict[str, Any]], objective: str, target_rps: float | None) -> list[dict[str, Any]]:
+    """``throughput``: highest sustainable rate first. ``cost``/``power``: the shapes that sustain
+    ``target_rps``, cheapest (or least power) first."""
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}")
+    if objective == "throughput":
+        return rows
+    if target_rps is None or not target_rps > 0:
+        raise ConfigError(f"objective {objective} needs --rate, the request rate to sustain")
+    key = "cost_per_hour" if objective == "cost" else "power_kw"
+    return sorted((row for row in rows if row["rate_rps"] >= target_rps), key=lambda row: row[key])
+
+
+def _map(
+    candidates: list[SimulationSpec], base: LlmRequests, options: PlanOptions
+) -> Iterable[dict[str, Any]]:
+    if options.workers == 1:
+        return (sustainable_rate(spec, base, options) for spec in candidates)
+    pool = ProcessPoolExecutor(options.workers)
+    try:
+        return list(
+            pool.map(
+                sustainable_rate,
+                candidates,
+                [base] * len(candidates),
+                [replace(options, workers=1)] * len(candidates),
+            )
+        )
+    finally:
+        pool.shutdown()

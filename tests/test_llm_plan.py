@@ -1,0 +1,46 @@
+"""The provisioning planner: shapes within a budget, sustainable-rate search, ranking, bad budgets."""
+
+from __future__ import annotations
+
+import pytest
+
+from strato.errors import ConfigError
+from strato.llm.plan import PlanOptions, parse_budget, plan, rank, shapes
+from strato.traces.llm import synthetic
+
+
+def test_shapes_fill_the_budget() -> None:
+    options = PlanOptions("cost", 400.0, designs=("baseline-h100", "splitwise-ha"), max_splits=50)
+    found = shapes(options)
+    baseline = [spec for spec in found if spec.design == "baseline-h100"]
+    assert [spec.machines for spec in baseline] == [10]  # 10 x $38 <= 400 < 11 x $38
+    split = [spec for spec in found if spec.design == "splitwise-ha"]
+    assert all(38.0 * spec.prompt + 17.6 * spec.token <= 400.0 for spec in split)  # type: ignore[operator]
+    assert all(38.0 * spec.prompt + 17.6 * (spec.token + 1) > 400.0 for spec in split)  # type: ignore[operator]
+    assert len(split) == 10  # 1..10 H100 prompt machines, each with the A100s the rest affords
+
+
+def test_plan_finds_sustainable_rates_and_ranks_them() -> None:
+    base = synthetic("code", 20.0, 200.0, seed=0)
+    options = PlanOptions("power", 110.0, designs=("baseline-h100", "splitwise-hh"), duration_s=40,
+                          max_splits=3, steps=4, workers=1)
+    rows = plan(base, options)
+    assert rows[0]["rate_rps"] > 1.0
+    assert [row["rate_rps"] for row in rows] == sorted((row["rate_rps"] for row in rows), reverse=True)
+    assert all(row["power_kw"] <= 110.0 for row in rows)
+    cheapest = rank(rows, "cost", target_rps=1.0)
+    assert [row["cost_per_hour"] for row in cheapest] == sorted(row["cost_per_hour"] for row in cheapest)
+    assert all(row["rate_rps"] >= 1.0 for row in cheapest)
+
+
+def test_bad_budgets_and_objectives() -> None:
+    assert parse_budget("cost=1520") == ("cost", 1520.0)
+    for text in ("cost", "money=3", "power=-1", "cost=abc"):
+        with pytest.raises(ConfigError, match="--budget"):
+            parse_budget(text)
+    with pytest.raises(ConfigError, match="no design fits"):
+        shapes(PlanOptions("cost", 10.0, designs=("baseline-h100",)))
+    with pytest.raises(ConfigError, match="needs --rate"):
+        rank([], "cost", None)
+    with pytest.raises(ConfigError, match="objective"):
+        rank([], "speed", None)
