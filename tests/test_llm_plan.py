@@ -44,3 +44,24 @@ def test_bad_budgets_and_objectives() -> None:
         rank([], "cost", None)
     with pytest.raises(ConfigError, match="objective"):
         rank([], "speed", None)
+
+
+def test_plan_on_a_real_dask_local_cluster_matches_the_local_pool() -> None:
+    distributed = pytest.importorskip("distributed")
+    base = synthetic("code", 20.0, 200.0, seed=0)
+    options = PlanOptions("cost", 160.0, designs=("baseline-h100", "splitwise-hh"), duration_s=30,
+                          max_splits=2, steps=3, workers=1)
+    local = plan(base, options)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as cluster:
+        remote = plan(base, PlanOptions(**{**options.__dict__, "dask_address": cluster.scheduler_address}))
+    assert [(row["design"], row["rate_rps"]) for row in remote] == [
+        (row["design"], row["rate_rps"]) for row in local]
+
+
+def test_an_unreachable_dask_scheduler_is_a_clear_error() -> None:
+    pytest.importorskip("distributed")
+    options = PlanOptions("cost", 160.0, designs=("baseline-h100",), duration_s=10, steps=1,
+                          dask_address="tcp://127.0.0.1:9")
+    with pytest.raises(ConfigError, match="cannot reach the Dask scheduler"):
+        plan(synthetic("code", 5.0, 60.0, seed=0), options)

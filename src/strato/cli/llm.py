@@ -119,6 +119,9 @@ def plan(
     duration: Annotated[float, typer.Option(help="Seconds of arrivals per simulation")] = 120.0,
     splits: Annotated[int, typer.Option(help="At most this many prompt/token splits per design")] = 8,
     workers: Annotated[int, typer.Option(help="Local worker processes")] = 2,
+    dask: Annotated[
+        str | None, typer.Option(help="Run the search on a Dask cluster (tcp://HOST:PORT)")
+    ] = None,
     top: Annotated[int, typer.Option(help="Rows to print")] = 10,
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON")] = False,
 ) -> None:
@@ -138,6 +141,7 @@ def plan(
         duration_s=duration,
         max_splits=splits,
         workers=workers,
+        dask_address=dask,
     )
     base = load_requests(trace)
     rows = rank(

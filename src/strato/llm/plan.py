@@ -41,6 +41,8 @@ class PlanOptions:
     seed: int = 0
     public_simulator: bool = False
     workers: int = 2
+    dask_address: str | None = None
+    """A Dask distributed scheduler (``tcp://host:port``) to run the shapes on instead of local processes."""
 
     def __post_init__(self) -> None:
         if self.budget_kind not in ("cost", "power"):
@@ -179,17 +181,34 @@ def rank(rows: list[dict[str, Any]], objective: str, target_rps: float | None) -
 def _map(
     candidates: list[SimulationSpec], base: LlmRequests, options: PlanOptions
 ) -> Iterable[dict[str, Any]]:
+    single = replace(options, workers=1, dask_address=None)
+    if options.dask_address is not None:
+        return _map_dask(candidates, base, single, options.dask_address)
     if options.workers == 1:
-        return (sustainable_rate(spec, base, options) for spec in candidates)
+        return (sustainable_rate(spec, base, single) for spec in candidates)
     pool = ProcessPoolExecutor(options.workers)
     try:
         return list(
-            pool.map(
-                sustainable_rate,
-                candidates,
-                [base] * len(candidates),
-                [replace(options, workers=1)] * len(candidates),
-            )
+            pool.map(sustainable_rate, candidates, [base] * len(candidates), [single] * len(candidates))
         )
     finally:
         pool.shutdown()
+
+
+def _map_dask(
+    candidates: list[SimulationSpec], base: LlmRequests, options: PlanOptions, address: str
+) -> list[dict[str, Any]]:
+    try:
+        from distributed import Client
+    except ImportError:  # an optional dependency: the local pool needs nothing more
+        raise ConfigError("--dask needs the 'distributed' package (pip install distributed)") from None
+    try:
+        # distributed ships without type annotations for these calls.
+        client = Client(address, timeout=10)  # type: ignore[no-untyped-call]
+    except (OSError, TimeoutError) as error:
+        raise ConfigError(f"cannot reach the Dask scheduler at {address}: {error}") from None
+    with client:
+        shared = client.scatter(base, broadcast=True)  # type: ignore[no-untyped-call]
+        futures = client.map(sustainable_rate, candidates, base=shared, options=options, pure=False)
+        results: list[dict[str, Any]] = client.gather(futures)  # type: ignore[no-untyped-call]
+    return results
