@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from strato.errors import ConfigError
@@ -65,3 +67,24 @@ def test_an_unreachable_dask_scheduler_is_a_clear_error() -> None:
                           dask_address="tcp://127.0.0.1:9")
     with pytest.raises(ConfigError, match="cannot reach the Dask scheduler"):
         plan(synthetic("code", 5.0, 60.0, seed=0), options)
+
+
+def test_cli_plan_and_simulate_write_plots(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    def strato(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "strato", "llm", *args], capture_output=True, text=True,
+                              timeout=120, check=False)
+
+    planned = strato("plan", "--budget", "cost=200", "--design", "baseline-h100", "--design", "splitwise-hh",
+                     "--splits", "2", "--duration", "20", "--workers", "1", "--plot", str(tmp_path / "plan.png"))
+    assert planned.returncode == 0, planned.stderr
+    assert "sustained req/s" in planned.stdout
+    simulated = strato("simulate", "--design", "baseline-a100", "--machines", "3", "--rate", "4", "--duration",
+                       "30", "--plot", str(tmp_path / "cdf.png"))
+    assert simulated.returncode == 0, simulated.stderr
+    for name in ("plan.png", "cdf.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    refused = strato("plan", "--budget", "watts=3")
+    assert refused.returncode == 2 and "--budget" in refused.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -43,10 +44,10 @@ def simulate(
         ),
     ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON")] = False,
+    plot: Annotated[Path | None, typer.Option(help="Write latency CDFs (PNG) here")] = None,
 ) -> None:
     """Simulate one design on one trace: latencies, the nine SLO checks, cost and power."""
-    from strato.llm.simulate import SimulationSpec
-    from strato.llm.simulate import simulate as run
+    from strato.llm.simulate import SimulationSpec, latency_cdf_figure, run_simulation
     from strato.traces.llm import load_requests
 
     if public_simulator and rate is not None and not trace.startswith("synthetic-"):
@@ -56,7 +57,7 @@ def simulate(
         requests = splitwise_sim_requests(base, rate, duration or 600.0, seed=seed)
     else:
         requests = load_requests(trace, rate_rps=rate, duration_s=duration, seed=seed)
-    result = run(
+    result, times = run_simulation(
         SimulationSpec(
             design=design,
             model=model,
@@ -68,6 +69,8 @@ def simulate(
         ),
         requests,
     )
+    if plot is not None:
+        latency_cdf_figure([(result["design"], times)], result["conventions"]).savefig(plot, dpi=120)
     if json_output:
         print_json(result)
         return
@@ -124,10 +127,11 @@ def plan(
     ] = None,
     top: Annotated[int, typer.Option(help="Rows to print")] = 10,
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON")] = False,
+    plot: Annotated[Path | None, typer.Option(help="Write throughput vs cost and power (PNG) here")] = None,
 ) -> None:
     """Search designs and pool sizes within a budget for the highest rate that meets all nine SLOs."""
     from strato.llm.designs import design_names
-    from strato.llm.plan import PlanOptions, parse_budget, rank
+    from strato.llm.plan import PlanOptions, parse_budget, rank, tradeoff_figure
     from strato.llm.plan import plan as run_plan
     from strato.traces.llm import load_requests
 
@@ -149,6 +153,8 @@ def plan(
         objective,
         rate,
     )
+    if plot is not None:
+        tradeoff_figure(rows, f"clusters within {kind} {amount:g}").savefig(plot, dpi=120)
     if json_output:
         print_json(rows)
         return

@@ -16,6 +16,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
+from matplotlib.figure import Figure
+
+from strato.core.report import new_figure
 from strato.errors import ConfigError
 from strato.llm.catalog import get_machine
 from strato.llm.designs import design_names, make_design
@@ -212,3 +215,24 @@ def _map_dask(
         futures = client.map(sustainable_rate, candidates, base=shared, options=options, pure=False)
         results: list[dict[str, Any]] = client.gather(futures)  # type: ignore[no-untyped-call]
     return results
+
+
+def tradeoff_figure(rows: list[dict[str, Any]], title: str) -> Figure:
+    """Sustained throughput against cost and against power, one marker family per design (the paper's
+    provisioning plots)."""
+    figure = new_figure(10.0, 3.8)
+    axes = figure.subplots(1, 2)
+    families: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        families.setdefault(row["design"].split(" ")[0], []).append(row)
+    for family, members in sorted(families.items()):
+        for axis, key in zip(axes, ("cost_per_hour", "power_kw"), strict=True):
+            axis.scatter([m[key] for m in members], [m["rate_rps"] for m in members], label=family, s=18)
+    axes[0].set_xlabel("cost ($/h)")
+    axes[1].set_xlabel("provisioned power (kW)")
+    for axis in axes:
+        axis.set_ylabel("sustained req/s (all nine SLOs)")
+        axis.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=7)
+    figure.suptitle(title)
+    return figure

@@ -7,11 +7,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
+
+from strato.core.report import new_figure
 from strato.llm.catalog import LlmModel, Machine, get_machine, get_model
 from strato.llm.compat import BatchTokenTable
 from strato.llm.designs import make_design
 from strato.llm.engine import ClusterSimulator, SchedulerConfig, run_summary
-from strato.llm.metrics import latency_summary, slo_checks
+from strato.llm.metrics import RequestTimes, latency_summary, slo_checks, tbt_s
 from strato.llm.perf import PerfModel, load_perf_model, profile_path
 from strato.traces.llm import LlmRequests
 
@@ -43,6 +48,13 @@ def _perf(spec: SimulationSpec, model: LlmModel, machine: Machine) -> PerfModel:
 def simulate(
     spec: SimulationSpec, requests: LlmRequests, config: SchedulerConfig | None = None
 ) -> dict[str, Any]:
+    return run_simulation(spec, requests, config)[0]
+
+
+def run_simulation(
+    spec: SimulationSpec, requests: LlmRequests, config: SchedulerConfig | None = None
+) -> tuple[dict[str, Any], RequestTimes]:
+    """The summary :func:`simulate` returns, and every request's times (for plots)."""
     model = get_model(spec.model)
     design = make_design(spec.design, prompt=spec.prompt, token=spec.token, machines=spec.machines)
     perf_models = {pool.machine.name: _perf(spec, model, pool.machine) for pool in design.pools}
@@ -57,7 +69,7 @@ def simulate(
     checks = slo_checks(times, reference, convention)
     summary = run_summary(times)
     horizon = float(times.completion_s.max()) if summary["completed"] else 0.0
-    return {
+    summary_row = {
         "design": design.label(),
         "model": model.name,
         "trace": requests.name,
@@ -73,3 +85,25 @@ def simulate(
         "simulation_s": elapsed,
         "simulated_requests_per_s": len(requests) / elapsed if elapsed > 0 else None,
     }
+    return summary_row, times
+
+
+def latency_cdf_figure(runs: list[tuple[str, RequestTimes]], convention: str = "strato") -> Figure:
+    """CDFs of TTFT, TBT and E2E, one line per run, as the paper plots them."""
+    figure = new_figure(11.0, 3.4)
+    axes = figure.subplots(1, 3)
+    for label, times in runs:
+        for axis, (name, values) in zip(
+            axes,
+            (("TTFT", times.ttft_s), ("TBT", tbt_s(times, convention)), ("E2E", times.e2e_s)),
+            strict=True,
+        ):
+            ordered = np.sort(values[np.isfinite(values)])
+            axis.plot(ordered, np.arange(1, ordered.size + 1) / max(ordered.size, 1), label=label)
+            axis.set_xscale("log")
+            axis.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on narrow ranges
+            axis.set_xlabel(f"{name} (s)")
+            axis.grid(True, alpha=0.3)
+    axes[0].set_ylabel("fraction of requests")
+    axes[0].legend(fontsize=7)
+    return figure
