@@ -77,12 +77,14 @@ def test_cli_plan_and_simulate_write_plots(tmp_path: Path) -> None:
         return subprocess.run([sys.executable, "-m", "strato", "llm", *args], capture_output=True, text=True,
                               timeout=120, check=False)
 
+    plan_png = str(tmp_path / "plan.png")
     planned = strato("plan", "--budget", "cost=200", "--design", "baseline-h100", "--design", "splitwise-hh",
-                     "--splits", "2", "--duration", "20", "--workers", "1", "--plot", str(tmp_path / "plan.png"))
+                     "--splits", "2", "--duration", "20", "--workers", "1", "--plot", plan_png)
     assert planned.returncode == 0, planned.stderr
     assert "sustained req/s" in planned.stdout
-    simulated = strato("simulate", "--design", "baseline-a100", "--machines", "3", "--rate", "4", "--duration",
-                       "30", "--plot", str(tmp_path / "cdf.png"))
+    cdf_png = str(tmp_path / "cdf.png")
+    simulated = strato("simulate", "--design", "baseline-a100", "--machines", "3", "--rate", "4",
+                       "--duration", "30", "--plot", cdf_png)
     assert simulated.returncode == 0, simulated.stderr
     for name in ("plan.png", "cdf.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
