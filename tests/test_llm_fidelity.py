@@ -19,34 +19,41 @@ from strato.traces.llm import read_azure_llm2023, splitwise_sim_requests
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PERF = DATA / "splitwise-profiles" / "perf_model.csv"
-CONV = DATA / "azure-llm-2023" / "AzureLLMInferenceTrace_conv.csv"
+TRACES = {kind: DATA / "azure-llm-2023" / f"AzureLLMInferenceTrace_{kind}.csv" for kind in ("code", "conv")}
 
 PUBLIC_SIMULATOR = {
-    # design, sizes: TTFT p50/p90/p99, TBT p50/p90/p99, E2E p50/p90/p99 (seconds)
-    ("splitwise-hh", (("prompt", 25), ("token", 15))): (
-        0.0775, 0.2180, 0.3809, 0.0310, 0.0312, 0.0317, 4.1340, 13.2597, 18.8232),
-    ("splitwise-ha", (("prompt", 25), ("token", 26))): (
-        0.0775, 0.2180, 0.3809, 0.0426, 0.0428, 0.0433, 5.6482, 18.1776, 25.8327),
-    ("baseline-h100", (("machines", 40),)): (
-        0.1008, 0.2389, 0.4065, 0.0366, 0.0406, 0.0477, 4.9410, 16.0495, 22.5133),
+    # trace, rate, design, sizes: TTFT p50/p90/p99, TBT p50/p90/p99, E2E p50/p90/p99 (seconds)
+    ("conv", 80, "splitwise-hh", (("prompt", 25), ("token", 15))): (
+        0.0775, 0.2180, 0.3809, 0.0310, 0.0312, 0.0317, 4.1340, 13.2597, 18.8232, True),
+    ("conv", 80, "splitwise-ha", (("prompt", 25), ("token", 26))): (
+        0.0775, 0.2180, 0.3809, 0.0426, 0.0428, 0.0433, 5.6482, 18.1776, 25.8327, True),
+    ("conv", 80, "baseline-h100", (("machines", 40),)): (
+        0.1008, 0.2389, 0.4065, 0.0366, 0.0406, 0.0477, 4.9410, 16.0495, 22.5133, True),
+    ("code", 130, "splitwise-hh", (("prompt", 23), ("token", 10))): (
+        0.1820, 0.5708, 0.8315, 0.0318, 0.0558, 0.1366, 0.7416, 2.4241, 9.9578, True),
+    ("code", 130, "splitwise-ha", (("prompt", 23), ("token", 16))): (
+        0.1825, 0.5797, 1.5944, 0.0428, 0.0832, 0.2469, 0.8953, 3.4868, 14.0418, False),
+    ("code", 130, "baseline-h100", (("machines", 40),)): (
+        0.1337, 0.5137, 0.7755, 0.0542, 0.1027, 0.1670, 1.0543, 3.8580, 16.7878, False),
 }
 
 
 @pytest.mark.shared_data
-@pytest.mark.parametrize(("design", "sizes"), list(PUBLIC_SIMULATOR))
+@pytest.mark.parametrize(("kind", "rate", "design", "sizes"), list(PUBLIC_SIMULATOR))
 def test_designs_match_the_public_simulator_within_5_percent(
-        design: str, sizes: tuple[tuple[str, int], ...]) -> None:
-    if not PERF.exists() or not CONV.exists():
-        pytest.skip(f"{PERF} or {CONV} is absent (they live in ../shared/data beside the checkout)")
+        kind: str, rate: int, design: str, sizes: tuple[tuple[str, int], ...]) -> None:
+    if not PERF.exists() or not TRACES[kind].exists():
+        pytest.skip(f"{PERF} or {TRACES[kind]} is absent (they live in ../shared/data beside the checkout)")
     model = get_model("llama2-70b")
-    requests = splitwise_sim_requests(read_azure_llm2023(CONV), 80, 600, seed=0)
-    assert len(requests) == 48263
+    requests = splitwise_sim_requests(read_azure_llm2023(TRACES[kind]), rate, 600, seed=0)
+    assert len(requests) == {"conv": 48263, "code": 78242}[kind]
     cluster = make_design(design, **dict(sizes))
     perf = {pool.machine.name: BatchTokenTable(PERF, model, pool.machine, 8) for pool in cluster.pools}
     times = ClusterSimulator(cluster, model, perf, SchedulerConfig.public_simulator()).run(requests)
     summary = latency_summary(times, "public-sim")
     ours = [summary[m][q] for m in ("ttft_s", "tbt_s", "e2e_s") for q in ("p50", "p90", "p99")]
-    for got, expected in zip(ours, PUBLIC_SIMULATOR[(design, sizes)], strict=True):
-        assert got == pytest.approx(expected, rel=0.05)
+    *expected, verdict = PUBLIC_SIMULATOR[(kind, rate, design, sizes)]
+    for got, want in zip(ours, expected, strict=True):
+        assert got == pytest.approx(want, rel=0.05)
     reference = BatchTokenTable(PERF, model, "a100-80gb", 8)
-    assert all(check["met"] for check in slo_checks(times, reference, "public-sim"))
+    assert all(check["met"] for check in slo_checks(times, reference, "public-sim")) is verdict

@@ -230,7 +230,10 @@ class ClusterSimulator:
         if prompt_node is not token_node:
             prompt_node.reserved_tokens += prompt + 1  # until its KV cache has left
         prompt_node.prompt_queue.append(request)
-        self._wake(prompt_node)
+        # A prompt too big to share an iteration with the running decodes waits for the decode run to end
+        # (its first completion) instead of cutting it, unless its own decode is chained here too.
+        fits = prompt <= self.config.max_batch_tokens
+        self._wake(prompt_node, cut=fits or prompt_node is token_node)
 
     @staticmethod
     def _pending(node: _Node) -> int:
@@ -330,12 +333,13 @@ class ClusterSimulator:
         node.join_queue.append(request)
         self._wake(node)
 
-    def _wake(self, node: _Node) -> None:
-        """Make the node act at its next iteration boundary (now, if it is idle)."""
+    def _wake(self, node: _Node, *, cut: bool = True) -> None:
+        """Make the node act at its next iteration boundary (now, if it is idle); without ``cut`` a
+        running decode stretch goes on to its next completion first."""
         if not node.finish and not node.prompt_busy:
             self._boundary(node)
             return
-        if node.boundary_pending or node.prompt_busy:
+        if node.boundary_pending or node.prompt_busy or not cut:
             return
         elapsed = self.now - node.stretch_start_s
         done = math.floor(elapsed / node.iteration_s + 1e-9) if node.iteration_s > 0 else 0
