@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,18 @@ def test_cli_plan_and_simulate_write_plots(tmp_path: Path) -> None:
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     refused = strato("plan", "--budget", "watts=3")
     assert refused.returncode == 2 and "--budget" in refused.stderr
+
+
+def test_fixed_shapes_are_evaluated_as_given() -> None:
+    from strato.llm.plan import parse_shape
+
+    options = PlanOptions("cost", math.inf, fixed_shapes=("baseline-h100:3", "splitwise-aa:2+1"),
+                          duration_s=20, steps=2, workers=1)
+    specs = shapes(options)
+    assert [(s.design, s.machines, s.prompt, s.token) for s in specs] == [
+        ("baseline-h100", 3, None, None), ("splitwise-aa", None, 2, 1)]
+    rows = plan(synthetic("conv", 5.0, 60.0, seed=0), options)
+    assert len(rows) == 2
+    for bad in ("baseline-h100", "splitwise-aa:2+x", "splitwise-aa:0+3", "nope:3"):
+        with pytest.raises(ConfigError):
+            parse_shape(bad, options)

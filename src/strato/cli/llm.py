@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from strato.cli.common import console, friendly_errors, print_json, print_table
+from strato.errors import ConfigError
 
 app = typer.Typer(
     help="LLM inference clusters: baselines and Splitwise phase splitting.", no_args_is_help=True
@@ -104,7 +106,19 @@ def simulate(
 @app.command()
 @friendly_errors
 def plan(
-    budget: Annotated[str, typer.Option(help="cost=USD_PER_HOUR or power=KW: the most a cluster may take")],
+    budget: Annotated[
+        str | None, typer.Option(help="cost=USD_PER_HOUR or power=KW: the most a cluster may take")
+    ] = None,
+    shape: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--shape", help="Evaluate this shape instead of searching: DESIGN:N or DESIGN:P+T (repeatable)"
+        ),
+    ] = None,
+    public_simulator: Annotated[
+        bool,
+        typer.Option("--public-simulator", help="The public Splitwise simulator's choices and trace recipe"),
+    ] = False,
     trace: Annotated[
         str, typer.Option(help="Token sizes from: azure-code, azure-conv, synthetic-*, a CSV")
     ] = "synthetic-code",
@@ -135,10 +149,14 @@ def plan(
     from strato.llm.plan import plan as run_plan
     from strato.traces.llm import load_requests
 
-    kind, amount = parse_budget(budget)
+    if budget is None and not shape:
+        raise ConfigError("give --budget cost=..|power=.. to search, or --shape to evaluate given clusters")
+    kind, amount = parse_budget(budget) if budget is not None else ("cost", math.inf)
     options = PlanOptions(
         kind,
         amount,
+        fixed_shapes=tuple(shape or ()),
+        public_simulator=public_simulator,
         designs=tuple(design or design_names()),
         model=model,
         perf=perf,
@@ -154,7 +172,9 @@ def plan(
         rate,
     )
     if plot is not None:
-        tradeoff_figure(rows, f"clusters within {kind} {amount:g}").savefig(plot, dpi=120)
+        tradeoff_figure(rows, f"clusters within {kind} {amount:g}" if budget else "given clusters").savefig(
+            plot, dpi=120
+        )
     if json_output:
         print_json(rows)
         return

@@ -23,7 +23,7 @@ from strato.errors import ConfigError
 from strato.llm.catalog import get_machine
 from strato.llm.designs import design_names, make_design
 from strato.llm.simulate import SimulationSpec, simulate
-from strato.traces.llm import LlmRequests, poisson
+from strato.traces.llm import LlmRequests, poisson, splitwise_sim_requests
 
 OBJECTIVES = ("throughput", "cost", "power")
 
@@ -46,6 +46,8 @@ class PlanOptions:
     workers: int = 2
     dask_address: str | None = None
     """A Dask distributed scheduler (``tcp://host:port``) to run the shapes on instead of local processes."""
+    fixed_shapes: tuple[str, ...] = ()
+    """Evaluate exactly these shapes (``design:N`` or ``design:P+T``) instead of enumerating the budget."""
 
     def __post_init__(self) -> None:
         if self.budget_kind not in ("cost", "power"):
@@ -74,8 +76,28 @@ def _unit(machine: str, kind: str) -> float:
     return entry.cost_per_hour if kind == "cost" else entry.power_kw
 
 
+def parse_shape(text: str, options: PlanOptions) -> SimulationSpec:
+    """``baseline-h100:40`` or ``splitwise-aa:55+15`` (prompt + token machines)."""
+    name, sep, sizes = text.partition(":")
+    prompt, plus, token = sizes.partition("+")
+    try:
+        numbers = [int(prompt), int(token)] if plus else [int(sizes)]
+    except ValueError:
+        numbers = []
+    if not sep or not numbers or min(numbers) < 1:
+        raise ConfigError(f"--shape takes DESIGN:MACHINES or DESIGN:PROMPT+TOKEN, not {text!r}")
+    spec = SimulationSpec(
+        design=name, model=options.model, perf=options.perf, public_simulator=options.public_simulator
+    )
+    spec = replace(spec, prompt=numbers[0], token=numbers[1]) if plus else replace(spec, machines=numbers[0])
+    make_design(spec.design, prompt=spec.prompt, token=spec.token, machines=spec.machines)  # validates
+    return spec
+
+
 def shapes(options: PlanOptions) -> list[SimulationSpec]:
-    """Every cluster shape within the budget, per design."""
+    """Every cluster shape within the budget, per design (or exactly the fixed shapes asked for)."""
+    if options.fixed_shapes:
+        return [parse_shape(text, options) for text in options.fixed_shapes]
     out: list[SimulationSpec] = []
     for name in options.designs:
         pools = make_design(name, prompt=1, token=1, machines=1).pools
@@ -117,7 +139,10 @@ def shapes(options: PlanOptions) -> list[SimulationSpec]:
 
 
 def _sustains(spec: SimulationSpec, base: LlmRequests, rate: float, options: PlanOptions) -> dict[str, Any]:
-    requests = poisson(base, rate, options.duration_s, seed=options.seed)
+    if options.public_simulator:
+        requests = splitwise_sim_requests(base, rate, options.duration_s, seed=options.seed)
+    else:
+        requests = poisson(base, rate, options.duration_s, seed=options.seed)
     result = simulate(spec, requests)
     # An overloaded cluster's queues grow without bound, which the TTFT and E2E tail checks catch.
     return {**result, "sustained": bool(result["completed"] == result["requests"] and result["slo_met"])}
@@ -145,7 +170,10 @@ def plan(
     """Every shape's sustainable rate, best first, with its cost and power."""
     candidates = shapes(options)
     say = progress or (lambda message: None)
-    say(f"{len(candidates)} cluster shapes within {options.budget_kind} {options.budget:g}")
+    say(
+        f"{len(candidates)} cluster shapes"
+        + ("" if options.fixed_shapes else f" within {options.budget_kind} {options.budget:g}")
+    )
     rows = []
     for index, found in enumerate(_map(candidates, base, options), start=1):
         design = make_design(
