@@ -110,3 +110,39 @@ def test_cli_simulate_json_has_the_promised_fields() -> None:
     bad = subprocess.run([sys.executable, "-m", "strato", "llm", "simulate", "--design", "splitwise-hh"],
                          capture_output=True, text=True, timeout=60, check=False)
     assert bad.returncode == 2 and "--prompt" in bad.stderr
+
+
+def test_routers_are_pluggable_objects() -> None:
+    from strato.llm.schedulers import Router, register_router
+
+    class FirstMachine(Router):
+        """Sends everything to machine 0: a router a test can see the effect of."""
+
+        name = "first-machine"
+
+        def route(self, cluster, prompt_tokens, output_tokens):  # type: ignore[no-untyped-def]
+            return cluster.nodes[0], cluster.nodes[0]
+
+    register_router(FirstMachine.name, FirstMachine)
+    design = make_design("baseline-h100", machines=3)
+    requests = synthetic("conv", 5.0, 30.0, seed=4)
+    simulator = ClusterSimulator(design, MODEL, perf_models(design), SchedulerConfig(router="first-machine"))
+    simulator.run(requests)
+    assert simulator.nodes[0].busy_s > 0 and simulator.nodes[1].busy_s == simulator.nodes[2].busy_s == 0
+    with pytest.raises(ConfigError, match="unknown router"):
+        ClusterSimulator(design, MODEL, perf_models(design), SchedulerConfig(router="nobody"))
+
+
+def test_the_preemption_cap_lets_a_starved_decode_through() -> None:
+    # One decode request, then a stream of 2048-token prompts that each fill a whole batch: with prompts
+    # always first the decode waits for the stream to end; with a cap of 2 it rides every third iteration.
+    arrivals = np.concatenate([[0.0], 0.5 + 0.05 * np.arange(60)])
+    prompts = np.array([100] + [2048] * 60)
+    outputs = np.array([20] + [1] * 60)
+    requests = LlmRequests("stream", arrivals, prompts, outputs)
+    design = make_design("baseline-h100", machines=1)
+    uncapped = ClusterSimulator(design, MODEL, perf_models(design)).run(requests)
+    config = SchedulerConfig(max_preemptions=2)
+    capped = ClusterSimulator(design, MODEL, perf_models(design), config).run(requests)
+    assert capped.completion_s[0] < uncapped.completion_s[0]
+    assert np.isfinite(capped.completion_s).all()

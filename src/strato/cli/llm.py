@@ -167,7 +167,7 @@ def plan(
     )
     base = load_requests(trace)
     rows = rank(
-        run_plan(base, options, progress=None if json_output else lambda m: console.print(m, style="dim")),
+        run_plan(base, options, show_progress=False if json_output else None),
         objective,
         rate,
     )

@@ -42,6 +42,7 @@ from strato.llm.catalog import LlmModel, kv_capacity_tokens
 from strato.llm.designs import Design
 from strato.llm.metrics import RequestTimes
 from strato.llm.perf import PerfModel
+from strato.llm.schedulers import make_router
 from strato.traces.llm import LlmRequests
 
 
@@ -61,6 +62,11 @@ class SchedulerConfig:
     prompt_queue_limit_tokens: int = 8192
     """A prompt machine with waiting work and more pending prompt tokens than this is "long": the prompt
     goes to the mixed pool, or a token machine is borrowed for it (Splitwise's mixed pool)."""
+    max_preemptions: int | None = None
+    """Preemption cap: a decode left out of this many mixed iterations in a row goes before new prompts.
+    None (the default, and the public simulator's effective behaviour) lets prompts always go first."""
+    router: str = "auto"
+    """The cluster-level scheduler (:mod:`strato.llm.schedulers`): ``auto``, ``jsq``, ``mixed-pool``, ..."""
     token_routing: str = "pending-tokens"
     """Token machine choice: least ``pending-tokens`` (output tokens still to generate) or least reserved
     KV ``memory`` (the public simulator)."""
@@ -92,7 +98,7 @@ _ARRIVAL, _JOIN, _BOUNDARY, _COMPLETION = range(4)
 
 
 @dataclass
-class _Node:
+class MachineState:
     """One machine: its queues, its decode stretch and what it has been busy with."""
 
     index: int
@@ -127,6 +133,8 @@ class _Node:
     """Bumped whenever the node's plan changes; events carrying an older version are stale."""
     boundary_pending: bool = False
     current_batch: list[int] = field(default_factory=list)
+    sat_out: dict[int, int] = field(default_factory=dict)
+    """Decodes left out of the last mixed iterations, and how many in a row (the preemption cap)."""
     busy_s: float = 0.0
     pool: str = ""
 
@@ -144,7 +152,7 @@ class ClusterSimulator:
         self.design = design
         self.model = model
         self.config = config or SchedulerConfig()
-        self.nodes: list[_Node] = []
+        self.nodes: list[MachineState] = []
         self.kv_bytes_per_token = (
             model.kv_bytes_per_token
             if self.config.kv_sizing == "model"
@@ -160,17 +168,20 @@ class ClusterSimulator:
                 capacity = int(free // self.kv_bytes_per_token)
             for _ in range(pool.count):
                 self.nodes.append(
-                    _Node(len(self.nodes), pool.role, perf, capacity, pool.machine.interconnect_bytes_per_s)
+                    MachineState(
+                        len(self.nodes), pool.role, perf, capacity, pool.machine.interconnect_bytes_per_s
+                    )
                 )
         for node in self.nodes:
             node.pool = node.role
-        self.pools: dict[str, list[_Node]] = {
+        self.pools: dict[str, list[MachineState]] = {
             role: [node for node in self.nodes if node.role == role] for role in ("prompt", "token", "mixed")
         }
         self.split = bool(self.pools["prompt"] or self.pools["token"])
         if self.split and not (self.pools["prompt"] and self.pools["token"]):
             raise ConfigError(f"design {design.name} needs machines for both prompts and tokens")
         self.token_nodes = self.pools["token"] or self.pools["mixed"]
+        self.router = make_router(self.config.router, split=self.split)
 
     # ---- running ---------------------------------------------------------------------------------
 
@@ -219,7 +230,7 @@ class ClusterSimulator:
     # ---- routing ---------------------------------------------------------------------------------
 
     def _arrive(self, request: int) -> None:
-        prompt_node, token_node = self._route(request)
+        prompt_node, token_node = self.router.route(self, self.prompt[request], self.output[request])
         prompt, output = self.prompt[request], self.output[request]
         self.prompt_node_of[request] = prompt_node.index
         self.token_node_of[request] = token_node.index
@@ -235,56 +246,14 @@ class ClusterSimulator:
         fits = prompt <= self.config.max_batch_tokens
         self._wake(prompt_node, cut=fits or prompt_node is token_node)
 
-    @staticmethod
-    def _pending(node: _Node) -> int:
-        """Work a machine still owes: prompt tokens not yet prefilled plus one per unfinished request."""
-        return node.pending_prompt_tokens + node.unfinished
-
-    def _route(self, request: int) -> tuple[_Node, _Node]:
-        """Cluster-level join-the-shortest-queue; Splitwise pools borrow machines when one phase is full."""
-        if not self.split:
-            node = min(self.pools["mixed"], key=self._pending)
-            return node, node
-        prompt_node = self._prompt_machine(request, self.pools["prompt"]) or self._prompt_machine(
-            request, self.pools["mixed"])
-        token_node = self._token_machine(request, self.pools["token"]) or self._token_machine(
-            request, self.pools["mixed"])
-        if prompt_node is None and self.pools["token"]:
-            prompt_node = self._borrow(min(self.pools["token"], key=self._pending))
-        if token_node is None and self.pools["prompt"]:
-            token_node = self._borrow(min(self.pools["prompt"], key=lambda node: node.reserved_tokens))
-        if prompt_node is None or token_node is None:
-            node = min(self.nodes, key=self._pending)
-            return node, node
-        return prompt_node, token_node
-
-    def _prompt_machine(self, request: int, pool: list[_Node]) -> _Node | None:
-        if not pool:
-            return None
-        node = min(pool, key=self._pending)
-        waiting = bool(node.prompt_queue or node.join_queue)
-        if waiting and self._pending(node) + self.prompt[request] > self.config.prompt_queue_limit_tokens:
-            return None
-        return node
-
-    def _token_machine(self, request: int, pool: list[_Node]) -> _Node | None:
-        if not pool:
-            return None
-        if self.config.token_routing == "memory":
-            node = min(pool, key=lambda candidate: candidate.reserved_tokens)
-        else:
-            node = min(pool, key=lambda candidate: candidate.pending_decode_tokens)
-        if node.reserved_tokens + self.prompt[request] + self.output[request] >= node.kv_capacity:
-            return None
-        return node
-
-    def _borrow(self, node: _Node) -> _Node:
+    def borrow(self, node: MachineState) -> MachineState:
+        """Move a machine into the mixed pool (routers call this); it returns home when idle."""
         self.pools[node.pool].remove(node)
         node.pool = "mixed"
         self.pools["mixed"].append(node)
         return node
 
-    def _return_home(self, node: _Node) -> None:
+    def _return_home(self, node: MachineState) -> None:
         if node.pool == "mixed" and node.role != "mixed":
             self.pools["mixed"].remove(node)
             node.pool = node.role
@@ -292,19 +261,20 @@ class ClusterSimulator:
 
     # ---- batching --------------------------------------------------------------------------------
 
-    def _kv_charge(self, request: int, node: _Node) -> int:
+    def _kv_charge(self, request: int, node: MachineState) -> int:
         """KV a prompt holds on its prompt machine: all of it if it decodes there, else until it left."""
         decodes_here = self.token_node_of[request] == node.index
         return self.prompt[request] + (self.output[request] if decodes_here else 1)
 
-    def _take_prompts(self, node: _Node, token_budget: int) -> list[int]:
+    def _take_prompts(self, node: MachineState, token_budget: int, *, first_always: bool = True) -> list[int]:
         batch: list[int] = []
         tokens = 0
         queue = node.prompt_queue
         while queue and len(batch) < self.config.max_batch_requests:
             request = queue[0]
             size = self.prompt[request]
-            if batch and tokens + size > token_budget:
+            # The first prompt of a batch goes whatever its size, unless starving decodes hold the budget.
+            if (batch or not first_always) and tokens + size > token_budget:
                 break
             charge = self._kv_charge(request, node)
             if batch and node.kv_used + charge > node.kv_capacity:
@@ -314,7 +284,7 @@ class ClusterSimulator:
             node.kv_used += charge
         return batch
 
-    def _transfer_s(self, request: int, source: _Node, target: _Node) -> float:
+    def _transfer_s(self, request: int, source: MachineState, target: MachineState) -> float:
         size = float(self.kv_bytes_per_token * self.prompt[request])
         rate = self.config.transfer_bytes_per_s or (
             min(source.link_bytes_per_s, target.link_bytes_per_s) * source.perf.tensor_parallel
@@ -333,7 +303,7 @@ class ClusterSimulator:
         node.join_queue.append(request)
         self._wake(node)
 
-    def _wake(self, node: _Node, *, cut: bool = True) -> None:
+    def _wake(self, node: MachineState, *, cut: bool = True) -> None:
         """Make the node act at its next iteration boundary (now, if it is idle); without ``cut`` a
         running decode stretch goes on to its next completion first."""
         if not node.finish and not node.prompt_busy:
@@ -347,7 +317,7 @@ class ClusterSimulator:
         node.boundary_pending = True
         self._push(boundary, _BOUNDARY, node.index, node.version)
 
-    def _advance(self, node: _Node) -> None:
+    def _advance(self, node: MachineState) -> None:
         """Bring the decode stretch up to now: count iterations, finish requests whose last token is out."""
         if node.finish and node.iteration_s > 0:
             done = round((self.now - node.stretch_start_s) / node.iteration_s)
@@ -358,13 +328,14 @@ class ClusterSimulator:
             if node.finish.get(request) != finish:
                 continue
             del node.finish[request]
+            node.sat_out.pop(request, None)
             self.completion[request] = self.now
             node.unfinished -= 1
             node.kv_used -= self.prompt[request] + self.output[request]
             node.pending_decode_tokens -= self.output[request]
             node.reserved_tokens -= self.prompt[request] + self.output[request]
 
-    def _boundary(self, node: _Node) -> None:
+    def _boundary(self, node: MachineState) -> None:
         if node.prompt_busy:  # a mixed iteration just ended
             node.prompt_busy = False
             node.iterations += 1
@@ -391,13 +362,21 @@ class ClusterSimulator:
             self._advance(node)
         self._admit(node)
         if node.prompt_queue:
-            batch = self._take_prompts(node, self.config.max_batch_tokens)
+            starving = self._starving(node)
+            budget = self.config.max_batch_tokens - len(starving)
+            batch = self._take_prompts(node, budget, first_always=not starving) if budget > 0 else []
             if batch:
-                self._start_mixed_iteration(node, batch)
+                self._start_mixed_iteration(node, batch, starving)
                 return
         self._start_stretch(node)
 
-    def _admit(self, node: _Node) -> None:
+    def _starving(self, node: MachineState) -> list[int]:
+        cap = self.config.max_preemptions
+        if cap is None or not node.sat_out:
+            return []
+        return [r for r in node.decode_order if r in node.finish and node.sat_out.get(r, 0) >= cap]
+
+    def _admit(self, node: MachineState) -> None:
         while node.join_queue and len(node.finish) < self.config.max_batch_requests:
             request = node.join_queue[0]
             need = self.prompt[request] + self.output[request]
@@ -409,22 +388,28 @@ class ClusterSimulator:
             self._start_decoding(node, request, node.iterations + self.output[request] - 1)
 
     @staticmethod
-    def _start_decoding(node: _Node, request: int, finish: int) -> None:
+    def _start_decoding(node: MachineState, request: int, finish: int) -> None:
         node.finish[request] = finish
         node.decode_order.append(request)
         heapq.heappush(node.decoding, (finish, request))
 
-    def _start_mixed_iteration(self, node: _Node, batch: list[int]) -> None:
+    def _start_mixed_iteration(self, node: MachineState, batch: list[int], starving: list[int]) -> None:
         tokens = sum(self.prompt[r] for r in batch)
         # Decodes fill what the prompts leave of the batch's token budget (one token each); the others
-        # sit this iteration out, so their last token comes one iteration later.
-        order = [r for r in node.decode_order if r in node.finish]
-        room = max(self.config.max_batch_tokens - tokens, 0)
+        # sit this iteration out, so their last token comes one iteration later. Starving decodes (over
+        # the preemption cap) were counted in the budget before the prompts were taken.
+        first = set(starving)
+        order = starving + [r for r in node.decode_order if r in node.finish and r not in first]
+        room = max(self.config.max_batch_tokens - tokens, len(starving))
         room = min(room, self.config.max_batch_requests - len(batch))
         riding, waiting = order[:room], order[room:]
         for request in waiting:
             node.finish[request] += 1
             heapq.heappush(node.decoding, (node.finish[request], request))
+            if self.config.max_preemptions is not None:
+                node.sat_out[request] = node.sat_out.get(request, 0) + 1
+        for request in riding:
+            node.sat_out.pop(request, None)
         node.decode_order = waiting + riding
         decodes = len(riding)
         duration = node.perf.iteration_time_s(
@@ -437,7 +422,8 @@ class ClusterSimulator:
         node.boundary_pending = True
         self._push(self.now + duration, _BOUNDARY, node.index, node.version)
 
-    def _start_stretch(self, node: _Node) -> None:
+    def _start_stretch(self, node: MachineState) -> None:
+        node.sat_out.clear()  # every decode rides a decode-only stretch
         node.version += 1
         node.boundary_pending = False
         node.stretch_start_s, node.stretch_start_iteration = self.now, node.iterations

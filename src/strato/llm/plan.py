@@ -11,13 +11,14 @@ local process pool.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
 from matplotlib.figure import Figure
 
+from strato.core.progress import progress
 from strato.core.report import new_figure
 from strato.errors import ConfigError
 from strato.llm.catalog import get_machine
@@ -165,17 +166,18 @@ def sustainable_rate(spec: SimulationSpec, base: LlmRequests, options: PlanOptio
 
 
 def plan(
-    base: LlmRequests, options: PlanOptions, progress: Callable[[str], None] | None = None
+    base: LlmRequests, options: PlanOptions, *, show_progress: bool | None = None
 ) -> list[dict[str, Any]]:
-    """Every shape's sustainable rate, best first, with its cost and power."""
+    """Every shape's sustainable rate, best first, with its cost and power (a progress bar on terminals)."""
     candidates = shapes(options)
-    say = progress or (lambda message: None)
-    say(
-        f"{len(candidates)} cluster shapes"
-        + ("" if options.fixed_shapes else f" within {options.budget_kind} {options.budget:g}")
-    )
     rows = []
-    for index, found in enumerate(_map(candidates, base, options), start=1):
+    found_rates = progress(
+        _map(candidates, base, options),
+        total=len(candidates),
+        description=f"planning {len(candidates)} cluster shapes",
+        enabled=show_progress,
+    )
+    for found in found_rates:
         design = make_design(
             found["spec"].design,
             prompt=found["spec"].prompt,
@@ -191,7 +193,6 @@ def plan(
                 "machines": design.machines,
             }
         )
-        say(f"[{index}/{len(candidates)}] {design.label()}: {found['rate_rps']:.1f} req/s")
     rows.sort(key=lambda row: (-row["rate_rps"], row["cost_per_hour"]))
     return rows
 
@@ -211,19 +212,18 @@ def rank(rows: list[dict[str, Any]], objective: str, target_rps: float | None) -
 
 def _map(
     candidates: list[SimulationSpec], base: LlmRequests, options: PlanOptions
-) -> Iterable[dict[str, Any]]:
+) -> Iterator[dict[str, Any]]:
+    """Results in the candidates' order, as they come, so a progress bar can follow."""
     single = replace(options, workers=1, dask_address=None)
     if options.dask_address is not None:
-        return _map_dask(candidates, base, single, options.dask_address)
-    if options.workers == 1:
-        return (sustainable_rate(spec, base, single) for spec in candidates)
-    pool = ProcessPoolExecutor(options.workers)
-    try:
-        return list(
-            pool.map(sustainable_rate, candidates, [base] * len(candidates), [single] * len(candidates))
-        )
-    finally:
-        pool.shutdown()
+        yield from _map_dask(candidates, base, single, options.dask_address)
+    elif options.workers == 1:
+        yield from (sustainable_rate(spec, base, single) for spec in candidates)
+    else:
+        with ProcessPoolExecutor(options.workers) as pool:
+            yield from pool.map(
+                sustainable_rate, candidates, [base] * len(candidates), [single] * len(candidates)
+            )
 
 
 def _map_dask(
