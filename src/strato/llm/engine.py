@@ -391,6 +391,9 @@ class ClusterSimulator:
     def _start_decoding(node: MachineState, request: int, finish: int) -> None:
         node.finish[request] = finish
         node.decode_order.append(request)
+        if len(node.decode_order) > 2 * len(node.finish) + 64:
+            # Finished requests leave the order only at mixed iterations; drop them now and then.
+            node.decode_order = [r for r in node.decode_order if r in node.finish]
         heapq.heappush(node.decoding, (finish, request))
 
     def _start_mixed_iteration(self, node: MachineState, batch: list[int], starving: list[int]) -> None:

@@ -24,9 +24,8 @@ import os
 import secrets
 import signal
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from strato.errors import StratoError
 from strato.faas.live.httpio import (
@@ -60,7 +59,6 @@ class GatewayConfig:
     protect_invoke: bool = False
     drain_timeout_s: float = 30.0
     token: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def default_state_dir() -> Path:

@@ -247,35 +247,18 @@ def parse_head(head: bytes, strip_prefix: str | None) -> tuple[str, str, dict[st
     return method, target, headers
 
 
-_HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "transfer-encoding", "content-length", "te", "trailer", "upgrade"}
-)
-
-
 def http_response(
     status: int, headers: list[tuple[str, str]], body: bytes, *, internal: bool = False
 ) -> bytes:
     """A complete HTTP/1.1 response without hop-by-hop headers, and without the platform's own
     ``X-Strato-*`` headers unless it travels ``internal``-ly (the faasd hops, whose gateway strips them)."""
-    head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}"]
+    head = [f"HTTP/1.1 {status} {frames.REASONS.get(status, 'Status')}"]
     for name, value in headers:
         lowered = name.lower()
-        if lowered not in _HOP_BY_HOP and (internal or not lowered.startswith("x-strato-")):
+        if lowered not in frames.HOP_BY_HOP and (internal or not lowered.startswith("x-strato-")):
             head.append(f"{name}: {value}")
     head.append(f"Content-Length: {len(body)}")
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
-
-
-_REASONS = {
-    200: "OK",
-    201: "Created",
-    204: "No Content",
-    400: "Bad Request",
-    404: "Not Found",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    504: "Gateway Timeout",
-}
 
 
 def _result_frame(request_id: int, result: ResultTriple) -> tuple[bytes, bool]:
