@@ -21,13 +21,12 @@ import asyncio
 import hmac
 import json
 import os
-import secrets
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from strato.errors import StratoError
+from strato.core.tokens import ensure_token_file
 from strato.faas.live.httpio import (
     AnyResponse,
     ConnectionTracker,
@@ -73,20 +72,7 @@ def ensure_token(state_dir: Path) -> str:
     """Read the admin token, creating it (0600) on first start."""
     state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(state_dir, 0o711)
-    path = state_dir / "token"
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        if path.stat().st_mode & 0o077:
-            raise StratoError(f"{path} is readable by other users; run chmod 600 {path}") from None
-        token = path.read_text().strip()
-        if not token:
-            raise StratoError(f"{path} is empty; delete it to generate a new token") from None
-        return token
-    token = secrets.token_urlsafe(32)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(token + "\n")
-    return token
+    return ensure_token_file(state_dir / "token")
 
 
 class Gateway:

@@ -1,0 +1,1 @@
+"""C2MS: dynamic server groups, group metrics and group actions on top of a real Ganglia (docs/monitor.md)."""
