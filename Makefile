@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(VENV)/bin/strato demo --out strato-report
 
 test: $(STAMP)
+	scripts/system-deps.sh
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q
@@ -31,6 +32,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/live_bench.py
 	$(PY) benchmarks/llm_bench.py
+	$(PY) benchmarks/monitor_bench.py
 
 clean:
 	rm -rf $(VENV) strato-report .pytest_cache .mypy_cache .ruff_cache

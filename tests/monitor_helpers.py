@@ -51,7 +51,10 @@ class Collector:
         self.udp_port = daemons.free_port()
         self.tcp_port = daemons.free_port()
         self.config = daemons.GmondConfig(
-            udp_port=self.udp_port, tcp_port=self.tcp_port, metrics=metrics, **config  # type: ignore[arg-type]
+            udp_port=self.udp_port,
+            tcp_port=self.tcp_port,
+            metrics=metrics,
+            **config,  # type: ignore[arg-type]
         )
         self.daemon = daemons.gmond(self.config, workdir)
 

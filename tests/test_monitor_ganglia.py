@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from monitor_helpers import collector, require
 
+from monitor_helpers import collector, require
 from strato.errors import ConfigError
 from strato.monitor import daemons, ganglia
 from strato.monitor.gmetric import GmetricSender, MetricSpec, encode, parse_address, spoof_id
@@ -21,7 +21,8 @@ SAMPLE = b"""<?xml version="1.0" encoding="ISO-8859-1" standalone="yes"?>
 <GANGLIA_XML VERSION="3.7.2" SOURCE="gmetad">
 <GRID NAME="grid" AUTHORITY="x" LOCALTIME="1">
 <CLUSTER NAME="web" LOCALTIME="1700000000" OWNER="o" LATLONG="" URL="">
-<HOST NAME="web-1" IP="10.0.0.1" REPORTED="1700000000" TN="3" TMAX="20" DMAX="0" LOCATION="r1" GMOND_STARTED="0">
+<HOST NAME="web-1" IP="10.0.0.1" REPORTED="1700000000" TN="3" TMAX="20" DMAX="0"
+ LOCATION="r1" GMOND_STARTED="0">
 <METRIC NAME="load_one" VAL="1.5" TYPE="float" UNITS=" " TN="3" TMAX="70" DMAX="0" SLOPE="both">
 <EXTRA_DATA><EXTRA_ELEMENT NAME="GROUP" VAL="load"/></EXTRA_DATA></METRIC>
 <METRIC NAME="os_name" VAL="Linux" TYPE="string" UNITS="" TN="3" TMAX="1200" DMAX="0" SLOPE="zero"/>
@@ -30,7 +31,8 @@ SAMPLE = b"""<?xml version="1.0" encoding="ISO-8859-1" standalone="yes"?>
 <METRIC NAME="temp" VAL="n/a" TYPE="double" UNITS="C" TN="3" TMAX="60" DMAX="0" SLOPE="both"/>
 <METRIC NAME="tiny" VAL="-3" TYPE="int8" UNITS="" TN="3" TMAX="60" DMAX="0" SLOPE="both"/>
 </HOST>
-<HOST NAME="web-2" IP="10.0.0.2" REPORTED="1699990000" TN="900" TMAX="20" DMAX="3600" LOCATION="r1" GMOND_STARTED="0">
+<HOST NAME="web-2" IP="10.0.0.2" REPORTED="1699990000" TN="900" TMAX="20" DMAX="3600"
+ LOCATION="r1" GMOND_STARTED="0">
 </HOST>
 <HOSTS UP="1" DOWN="1" SOURCE="gmetad"/>
 <METRICS NAME="load_one" SUM="1.5" NUM="1" TYPE="float" UNITS=" " SLOPE="both" SOURCE="gmond"/>
@@ -65,7 +67,9 @@ def test_malformed_truncated_and_foreign_xml() -> None:
     with pytest.raises(ganglia.GangliaError, match="truncated after 120 bytes"):
         ganglia.parse_xml([SAMPLE[:120]])
     cut = SAMPLE[: SAMPLE.index(b'<METRIC NAME="procs"')]
-    with pytest.raises(ganglia.GangliaError, match="truncated .* inside GANGLIA_XML > GRID > CLUSTER > HOST"):
+    with pytest.raises(
+        ganglia.GangliaError, match=r"truncated .* inside GANGLIA_XML > GRID > CLUSTER > HOST"
+    ):
         ganglia.parse_xml([cut])
     with pytest.raises(ganglia.GangliaError, match="sent nothing"):
         ganglia.parse_xml([])
@@ -128,11 +132,11 @@ def test_dead_slow_and_cut_daemons() -> None:
     dead = daemons.free_port()
     with pytest.raises(ganglia.GangliaError, match="refused the connection: is gmond/gmetad running"):
         ganglia.fetch(f"127.0.0.1:{dead}")
-    with fake_daemon("silent") as port, pytest.raises(ganglia.GangliaError, match="within 0.3 s"):
+    with fake_daemon("silent") as port, pytest.raises(ganglia.GangliaError, match=r"within 0\.3 s"):
         ganglia.fetch(f"127.0.0.1:{port}", read_timeout_s=0.3)
     with fake_daemon("trickle") as port:
         started = time.monotonic()
-        with pytest.raises(ganglia.GangliaError, match="did not finish sending its XML within 0.5 s"):
+        with pytest.raises(ganglia.GangliaError, match=r"did not finish sending its XML within 0\.5 s"):
             ganglia.fetch(f"127.0.0.1:{port}", read_timeout_s=0.5)
         assert time.monotonic() - started < 2
     with fake_daemon("cut") as port, pytest.raises(ganglia.GangliaError, match="truncated after 300 bytes"):
@@ -173,8 +177,27 @@ def test_gmetric_packets_match_the_gmetric_tool(tmp_path: Path) -> None:
     import subprocess
 
     subprocess.run(
-        ["gmetric", "-c", str(conf), "-n", "queue", "-v", "3", "-t", "uint32", "-u", "req",
-         "-S", "10.1.1.1:llm-0", "-g", "llm", "-x", "60", "-d", "0"],
+        [
+            "gmetric",
+            "-c",
+            str(conf),
+            "-n",
+            "queue",
+            "-v",
+            "3",
+            "-t",
+            "uint32",
+            "-u",
+            "req",
+            "-S",
+            "10.1.1.1:llm-0",
+            "-g",
+            "llm",
+            "-x",
+            "60",
+            "-d",
+            "0",
+        ],
         check=True,
     )
     theirs = [listener.recv(2000), listener.recv(2000)]
@@ -203,8 +226,9 @@ def test_real_gmond_roundtrip_and_spoofed_hosts(tmp_path: Path) -> None:
                 sender.send(specs["queue"], index * 7, spoof=spoof)
                 sender.send(specs["tiny"], -index, spoof=spoof)
                 sender.send(specs["big"], 1.25e12, spoof=spoof)
-        snapshot = gmond.wait_for(lambda s: all(f"node-{i}" in s.hosts and len(s.hosts[f"node-{i}"].metrics) == 5
-                                                for i in range(5)))
+        snapshot = gmond.wait_for(
+            lambda s: all(f"node-{i}" in s.hosts and len(s.hosts[f"node-{i}"].metrics) == 5 for i in range(5))
+        )
         for index in range(5):
             host = snapshot.hosts[f"node-{index}"]
             assert host.ip == f"10.9.0.{index + 1}"
@@ -224,6 +248,6 @@ def test_config_is_unicast_and_bound() -> None:
     text = daemons.GmondConfig(udp_port=1, tcp_port=2).render()
     assert "mcast" not in text
     assert "bind = 127.0.0.1" in text and "host = 127.0.0.1" in text
-    assert all(line.strip().startswith("path = \"/") for line in text.splitlines() if "path =" in line)
+    assert all(line.strip().startswith('path = "/') for line in text.splitlines() if "path =" in line)
     with pytest.raises(ConfigError, match="network namespace"):
         daemons.gmetad(daemons.GmetadConfig({"a": ["127.0.0.1:1"]}), "/tmp/unused", netns=None)

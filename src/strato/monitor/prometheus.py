@@ -1,0 +1,116 @@
+"""The Prometheus text exposition of the monitor's state, so an existing Prometheus/Grafana can scrape it.
+
+Host metrics keep Ganglia's names under a ``ganglia_`` prefix, labelled with ``host``, ``cluster`` and
+``groups`` (every group the host is in, comma-separated with leading and trailing commas so
+``groups=~".*,web,.*"`` selects a group, the convention Prometheus' own service discovery uses for tags).
+Groups also get their own series: member counts, a ``strato_group_member`` join table and every
+aggregate as ``strato_group_metric{group, metric, stat}``. String metrics become info-style series
+(value 1) with the text in a ``value`` label.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from strato.monitor.groups import STATISTICS, PollResult
+from strato.monitor.model import Snapshot
+from strato.monitor.service import PollStatus
+
+_INVALID = re.compile(r"[^a-zA-Z0-9_:]")
+
+
+def metric_name(name: str) -> str:
+    cleaned = _INVALID.sub("_", name)
+    return cleaned if cleaned[:1].isalpha() or cleaned[:1] in "_:" else "_" + cleaned
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
+
+
+def render(
+    snapshot: Snapshot | None,
+    result: PollResult | None,
+    status: PollStatus,
+    *,
+    stale_after_s: float | None = None,
+) -> str:
+    lines: list[str] = []
+
+    def family(name: str, kind: str, text: str) -> None:
+        lines.append(f"# HELP {name} {text}")
+        lines.append(f"# TYPE {name} {kind}")
+
+    family("strato_monitor_polls_total", "counter", "Ganglia polls attempted.")
+    lines.append(f"strato_monitor_polls_total {status.polls}")
+    family("strato_monitor_poll_failures_total", "counter", "Ganglia polls that failed.")
+    lines.append(f"strato_monitor_poll_failures_total {status.failures}")
+    family("strato_monitor_poll_seconds", "gauge", "Duration of the last successful poll (read + groups).")
+    lines.append(f"strato_monitor_poll_seconds {_number(status.last_poll_s)}")
+    if status.last_success_at is not None:
+        family("strato_monitor_last_success_timestamp_seconds", "gauge", "When Ganglia was last read.")
+        lines.append(f"strato_monitor_last_success_timestamp_seconds {_number(status.last_success_at)}")
+    if snapshot is None or result is None:
+        return "\n".join(lines) + "\n"
+
+    groups_of: dict[str, list[str]] = {}
+    for state in result.groups.values():
+        for member in state.members:
+            groups_of.setdefault(member, []).append(state.name)
+
+    family("strato_host_up", "gauge", "1 when the host reported within its stale limit.")
+    for host in snapshot.hosts.values():
+        lines.append(f'strato_host_up{{host="{_label(host.name)}"}} {int(host.alive(stale_after_s))}')
+
+    numeric: dict[str, list[str]] = {}
+    text: dict[str, list[str]] = {}
+    for host in snapshot.hosts.values():
+        groups = "," + ",".join(sorted(groups_of.get(host.name, []))) + ","
+        labels = f'host="{_label(host.name)}",cluster="{_label(host.cluster)}",groups="{_label(groups)}"'
+        for name, metric in host.metrics.items():
+            if isinstance(metric.value, str):
+                text.setdefault(name, []).append(f'{{{labels},value="{_label(metric.value)}"}} 1')
+            else:
+                numeric.setdefault(name, []).append(f"{{{labels}}} {_number(metric.value)}")
+    for name in sorted(numeric):
+        series = f"ganglia_{metric_name(name)}"
+        family(series, "gauge", f"Ganglia metric {name}.")
+        lines.extend(series + sample for sample in numeric[name])
+    for name in sorted(text):
+        series = f"ganglia_{metric_name(name)}_info"
+        family(series, "gauge", f"Ganglia string metric {name} (the text is the value label).")
+        lines.extend(series + sample for sample in text[name])
+
+    family("strato_group_members", "gauge", "Members of the group (listed hosts included).")
+    for state in result.groups.values():
+        lines.append(f'strato_group_members{{group="{_label(state.name)}"}} {len(state.members)}')
+    family("strato_group_members_up", "gauge", "Members of the group that are up.")
+    for state in result.groups.values():
+        lines.append(f'strato_group_members_up{{group="{_label(state.name)}"}} {len(state.up)}')
+    family("strato_group_member", "gauge", "1 for every (group, host) membership; join on host.")
+    for state in result.groups.values():
+        for member in state.members:
+            lines.append(f'strato_group_member{{group="{_label(state.name)}",host="{_label(member)}"}} 1')
+    family(
+        "strato_group_metric",
+        "gauge",
+        f"Group aggregates over members that are up ({', '.join(STATISTICS)}).",
+    )
+    for state in result.groups.values():
+        for name, stats in state.aggregates.items():
+            for stat, value in stats.items():
+                lines.append(
+                    f'strato_group_metric{{group="{_label(state.name)}",'
+                    f'metric="{_label(name)}",stat="{stat}"}} '
+                    f"{_number(value)}"
+                )
+    return "\n".join(lines) + "\n"
