@@ -334,6 +334,45 @@ def send(
         sender.send(spec, value, spoof=spoof)
 
 
+@app.command()
+@friendly_errors
+def gmond(
+    port: Annotated[
+        int, typer.Option(help="UDP receive and TCP XML port (Ganglia's default is 8649 for both)")
+    ] = 8649,
+    cluster: Annotated[str, typer.Option(help="Cluster name in the XML")] = "strato",
+    workdir: Annotated[
+        Path | None, typer.Option(help="Where its config and log go (default: a temp dir)")
+    ] = None,
+) -> None:
+    """Run a real gmond in the foreground, unicast on 127.0.0.1 only, measuring this machine."""
+    import contextlib
+    import signal
+    import tempfile
+    import time
+
+    from strato.monitor.daemons import GmondConfig
+    from strato.monitor.daemons import gmond as make_gmond
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # leave through the context manager, which stops gmond by PID
+
+    signal.signal(signal.SIGTERM, stop)
+    folder = workdir or Path(tempfile.mkdtemp(prefix="strato-gmond-"))
+    daemon = make_gmond(GmondConfig(udp_port=port, tcp_port=port, cluster=cluster), folder)
+    with daemon:
+        error_console.print(
+            f"gmond (pid {daemon.pid}) on 127.0.0.1:{port} (udp + tcp), config {folder / 'gmond.conf'}; "
+            "Ctrl-C stops it",
+            highlight=False,
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            while daemon.running():
+                time.sleep(0.5)
+        if not daemon.running() and daemon.process is not None and daemon.process.returncode:
+            raise ConfigError(f"gmond exited with {daemon.process.returncode}: {daemon.tail()}")
+
+
 # ---- actions --------------------------------------------------------------------------------------
 
 
