@@ -22,13 +22,25 @@ from types import TracebackType
 
 from strato.errors import ConfigError
 
-DEFAULT_METRICS = ("load_one", "load_five", "cpu_user", "cpu_system", "cpu_idle", "mem_free", "mem_total",
-                   "bytes_in", "bytes_out", "proc_run")
+DEFAULT_METRICS = (
+    "load_one",
+    "load_five",
+    "cpu_user",
+    "cpu_system",
+    "cpu_idle",
+    "mem_free",
+    "mem_total",
+    "bytes_in",
+    "bytes_out",
+    "proc_run",
+)
 
 
 def ganglia_binary(name: str) -> str:
     """The absolute path of gmond/gmetad/gmetric, or a ConfigError saying how to install it."""
-    found = shutil.which(name) or next((p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None)
+    found = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None
+    )
     if found is None:
         package = "gmetad" if name == "gmetad" else "ganglia-monitor"
         raise ConfigError(f"{name} is not installed (Debian: apt-get install {package})")
@@ -36,7 +48,7 @@ def ganglia_binary(name: str) -> str:
 
 
 def module_dir() -> str:
-    for candidate in sorted(glob.glob("/usr/lib/*/ganglia")) + ["/usr/lib/ganglia", "/usr/lib64/ganglia"]:
+    for candidate in [*sorted(glob.glob("/usr/lib/*/ganglia")), "/usr/lib/ganglia", "/usr/lib64/ganglia"]:
         if os.path.exists(os.path.join(candidate, "modcpu.so")):
             return candidate
     raise ConfigError("gmond's metric modules (modcpu.so ...) were not found under /usr/lib/*/ganglia")
@@ -99,7 +111,7 @@ class GmondConfig:
             lines.append(f"  override_hostname = {_quote(self.override_hostname)}")
         if self.override_ip:
             lines.append(f"  override_ip = {_quote(self.override_ip)}")
-        lines += ["}", f"cluster {{\n  name = {_quote(self.cluster)}\n  owner = \"strato\"\n}}"]
+        lines += ["}", f'cluster {{\n  name = {_quote(self.cluster)}\n  owner = "strato"\n}}']
         if self.send_to is not None:
             port = self.send_port or self.udp_port
             lines.append(f"udp_send_channel {{\n  host = {self.send_to}\n  port = {port}\n  ttl = 1\n}}")
@@ -108,19 +120,26 @@ class GmondConfig:
             lines.append(f"tcp_accept_channel {{\n  bind = {self.bind}\n  port = {self.tcp_port}\n}}")
         if self.metrics:
             path = module_dir()
-            modules = {"cpu_module": "modcpu.so", "load_module": "modload.so", "mem_module": "modmem.so",
-                       "net_module": "modnet.so", "proc_module": "modproc.so", "sys_module": "modsys.so"}
-            lines.append("modules {\n  module {\n    name = \"core_metrics\"\n  }")
+            modules = {
+                "cpu_module": "modcpu.so",
+                "load_module": "modload.so",
+                "mem_module": "modmem.so",
+                "net_module": "modnet.so",
+                "proc_module": "modproc.so",
+                "sys_module": "modsys.so",
+            }
+            lines.append('modules {\n  module {\n    name = "core_metrics"\n  }')
             for name, library in modules.items():
-                lines.append(f"  module {{\n    name = \"{name}\"\n    path = \"{path}/{library}\"\n  }}")
+                lines.append(f'  module {{\n    name = "{name}"\n    path = "{path}/{library}"\n  }}')
             lines.append("}")
         lines.append(
             f"collection_group {{\n  collect_once = yes\n  time_threshold = {self.heartbeat_s}\n"
-            "  metric {\n    name = \"heartbeat\"\n  }\n}"
+            '  metric {\n    name = "heartbeat"\n  }\n}'
         )
         if self.metrics:
             body = "".join(
-                f"  metric {{\n    name = {_quote(name)}\n    value_threshold = \"-1\"\n  }}\n" for name in self.metrics
+                f'  metric {{\n    name = {_quote(name)}\n    value_threshold = "-1"\n  }}\n'
+                for name in self.metrics
             )
             lines.append(
                 f"collection_group {{\n  collect_every = {self.collect_every_s}\n"
@@ -141,7 +160,10 @@ def port_open(port: int, host: str = "127.0.0.1", netns: str | None = None) -> b
         except OSError:
             return False
     listing = subprocess.run(
-        [*_netns_prefix(netns), "ss", "-Htln", f"sport = :{port}"], capture_output=True, text=True, check=False
+        [*_netns_prefix(netns), "ss", "-Htln", f"sport = :{port}"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     return bool(listing.stdout.strip())
 
@@ -172,16 +194,24 @@ class Daemon:
         self.workdir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [*_netns_prefix(self.netns), *self.argv], stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, cwd=self.workdir, start_new_session=True,
+                [*_netns_prefix(self.netns), *self.argv],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.workdir,
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout_s
         while self.ready_port is not None and not port_open(self.ready_port, self.ready_host, self.netns):
             if self.process.poll() is not None:
-                raise ConfigError(f"{self.name} exited with {self.process.returncode} at start: {self.tail()}")
+                raise ConfigError(
+                    f"{self.name} exited with {self.process.returncode} at start: {self.tail()}"
+                )
             if time.monotonic() > deadline:
                 self.stop()
-                raise ConfigError(f"{self.name} did not open port {self.ready_port} in {timeout_s:g} s: {self.tail()}")
+                raise ConfigError(
+                    f"{self.name} did not open port {self.ready_port} in {timeout_s:g} s: {self.tail()}"
+                )
             time.sleep(0.05)
         return self
 
@@ -207,19 +237,27 @@ class Daemon:
     def __enter__(self) -> Daemon:
         return self if self.running() else self.start()
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 
-def gmond(config: GmondConfig, workdir: str | Path, *, name: str = "gmond", netns: str | None = None) -> Daemon:
+def gmond(
+    config: GmondConfig, workdir: str | Path, *, name: str = "gmond", netns: str | None = None
+) -> Daemon:
     """A gmond daemon (not started) with ``config`` written to ``workdir``."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     conf = workdir / f"{name}.conf"
     conf.write_text(config.render())
     return Daemon(
-        [ganglia_binary("gmond"), "-f", "-c", str(conf)], workdir, name,
-        ready_port=None if config.deaf else config.tcp_port, ready_host=config.bind, netns=netns,
+        [ganglia_binary("gmond"), "-f", "-c", str(conf)],
+        workdir,
+        name,
+        ready_port=None if config.deaf else config.tcp_port,
+        ready_host=config.bind,
+        netns=netns,
     )
 
 
@@ -233,8 +271,10 @@ class GmetadConfig:
     grid: str = "strato"
 
     def render(self, rrd_dir: Path) -> str:
-        lines = [f"data_source {_quote(name)} {self.poll_s} {' '.join(addresses)}"
-                 for name, addresses in self.sources.items()]
+        lines = [
+            f"data_source {_quote(name)} {self.poll_s} {' '.join(addresses)}"
+            for name, addresses in self.sources.items()
+        ]
         lines += [
             f"gridname {_quote(self.grid)}",
             "setuid off",
@@ -259,6 +299,9 @@ def gmetad(
     conf = workdir / "gmetad.conf"
     conf.write_text(config.render(rrd_dir))
     return Daemon(
-        [ganglia_binary("gmetad"), "-d", "1", "-c", str(conf)], workdir, "gmetad",
-        ready_port=config.xml_port, netns=netns,
+        [ganglia_binary("gmetad"), "-d", "1", "-c", str(conf)],
+        workdir,
+        "gmetad",
+        ready_port=config.xml_port,
+        netns=netns,
     )

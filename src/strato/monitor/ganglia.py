@@ -127,7 +127,9 @@ def parse_xml(chunks: Iterable[bytes], source: str = "xml") -> Snapshot:
         for chunk in chunks:
             size += len(chunk)
             if size > MAX_DOCUMENT_BYTES:
-                raise GangliaError(f"{source}: the XML exceeds {MAX_DOCUMENT_BYTES // 2**20} MiB; refusing it")
+                raise GangliaError(
+                    f"{source}: the XML exceeds {MAX_DOCUMENT_BYTES // 2**20} MiB; refusing it"
+                )
             parser.Parse(chunk, False)
         final = True
         parser.Parse(b"", True)
@@ -137,7 +139,9 @@ def parse_xml(chunks: Iterable[bytes], source: str = "xml") -> Snapshot:
             raise GangliaError(f"{source}: sent nothing (an empty answer, not Ganglia XML)") from None
         if final:
             where = " > ".join(builder.open) or "the document"
-            raise GangliaError(f"{source}: the XML is truncated after {size} bytes (it ended inside {where})") from None
+            raise GangliaError(
+                f"{source}: the XML is truncated after {size} bytes (it ended inside {where})"
+            ) from None
         raise GangliaError(
             f"{source}: malformed XML at line {error.lineno}, column {error.offset + 1}: "
             f"{xml.parsers.expat.errors.messages[error.code]}"
@@ -181,7 +185,9 @@ def fetch(
     try:
         sock = socket.create_connection((host, port), timeout=connect_timeout_s)
     except ConnectionRefusedError:
-        raise GangliaError(f"{label} refused the connection: is gmond/gmetad running and listening there?") from None
+        raise GangliaError(
+            f"{label} refused the connection: is gmond/gmetad running and listening there?"
+        ) from None
     except TimeoutError:
         raise GangliaError(f"{label} did not accept a connection within {connect_timeout_s:g} s") from None
     except OSError as error:
@@ -205,6 +211,8 @@ def fetch(
                 sock.sendall(query.strip().encode() + b"\n")
             return parse_xml(chunks(), source=label)
         except TimeoutError:
-            raise GangliaError(f"{label} did not finish sending its XML within {read_timeout_s:g} s") from None
+            raise GangliaError(
+                f"{label} did not finish sending its XML within {read_timeout_s:g} s"
+            ) from None
         except ConnectionResetError:
             raise GangliaError(f"{label} reset the connection mid-answer") from None

@@ -63,7 +63,7 @@ class MetricSpec:
 
     def __post_init__(self) -> None:
         if not self.name or any(ch.isspace() or ch in '<>&"' for ch in self.name):
-            raise ConfigError(f"metric name {self.name!r} must be non-empty, without spaces or <>&\"")
+            raise ConfigError(f'metric name {self.name!r} must be non-empty, without spaces or <>&"')
         if self.type not in GANGLIA_TYPES:
             raise ConfigError(f"metric type {self.type!r} is not one of {', '.join(sorted(GANGLIA_TYPES))}")
         if self.slope not in SLOPES:
@@ -79,7 +79,9 @@ def _check_value(spec: MetricSpec, value: float | int | str) -> str:
         try:
             value = float(value)
         except ValueError:
-            raise ConfigError(f"metric {spec.name} is {spec.type} but the value {value!r} is not a number") from None
+            raise ConfigError(
+                f"metric {spec.name} is {spec.type} but the value {value!r} is not a number"
+            ) from None
     if spec.type.startswith(("int", "uint")) or spec.type == "timestamp":
         if value != int(value):
             raise ConfigError(f"metric {spec.name} is {spec.type} but {value!r} is not an integer")
@@ -87,7 +89,9 @@ def _check_value(spec: MetricSpec, value: float | int | str) -> str:
     return repr(float(value))
 
 
-def encode(spec: MetricSpec, value: float | int | str, *, host: str = "", spoof: str | None = None) -> list[bytes]:
+def encode(
+    spec: MetricSpec, value: float | int | str, *, host: str = "", spoof: str | None = None
+) -> list[bytes]:
     """The two datagrams for one value. ``spoof`` is ``ip:name`` (gmetric's -S)."""
     text = _check_value(spec, value)
     sender = spoof or host
