@@ -140,7 +140,8 @@ class MachineState:
 
 
 class ClusterSimulator:
-    """Run one design on one set of requests."""
+    """Run one design on one set of requests: :meth:`run` at once, or :meth:`start`, then :meth:`advance`
+    as far as wanted (a live feed reads the machines between steps), then :meth:`result`."""
 
     def __init__(
         self,
@@ -186,7 +187,14 @@ class ClusterSimulator:
     # ---- running ---------------------------------------------------------------------------------
 
     def run(self, requests: LlmRequests) -> RequestTimes:
+        self.start(requests)
+        self.advance(math.inf)
+        return self.result()
+
+    def start(self, requests: LlmRequests) -> None:
+        """Load ``requests`` and stand at time 0; :meth:`advance` then moves the clock."""
         n = len(requests)
+        self.requests = requests
         self.prompt: list[int] = requests.prompt_tokens.tolist()
         self.output: list[int] = requests.output_tokens.tolist()
         largest = max((p + o for p, o in zip(self.prompt, self.output, strict=True)), default=0)
@@ -205,17 +213,35 @@ class ClusterSimulator:
         self.now = 0.0
         for index, arrival in enumerate(requests.arrival_s.tolist()):
             self._push(arrival, _ARRIVAL, index)
-        while self.events:
-            time, _, kind, subject, version = heapq.heappop(self.events)
+
+    def advance(self, until_s: float) -> bool:
+        """Process every event at or before ``until_s``; True while later events remain.
+
+        The machines' state then is the cluster's at ``until_s`` (``now`` moves there) except that a
+        decode stretch's ``iterations`` and ``busy_s`` are only brought up to date at its next event.
+        """
+        events = self.events
+        pop = heapq.heappop
+        nodes = self.nodes
+        while events and events[0][0] <= until_s:
+            time, _, kind, subject, version = pop(events)
             self.now = time
             if kind == _ARRIVAL:
                 self._arrive(subject)
             elif kind == _JOIN:
                 self._join(subject)
             else:
-                node = self.nodes[subject]
+                node = nodes[subject]
                 if version == node.version:
                     self._boundary(node)
+        if events:
+            self.now = max(self.now, until_s)
+            return True
+        return False
+
+    def result(self) -> RequestTimes:
+        """Every request's times so far (NaN for those not yet at their first token or completion)."""
+        requests = self.requests
         return RequestTimes(
             requests.arrival_s,
             self.first_token,
