@@ -30,7 +30,8 @@ def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except StratoError as error:
-            error_console.print(f"[bold red]error:[/] {error}", highlight=False, markup=True)
+            # soft_wrap: one line however long, so scripts and logs can grep it.
+            error_console.print(f"[bold red]error:[/] {error}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(code=2) from None
 
     return wrapper

@@ -10,12 +10,13 @@ attempt, refused ones included. The poller runs in a thread; handlers read its l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import hmac
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -137,10 +138,21 @@ def create_app(monitor: Monitor, token: str, *, audit: AuditLog | None = None) -
     running: set[asyncio.Task[ActionRecord]] = set()
     pages = Environment(loader=PackageLoader("strato.monitor", "web"), autoescape=select_autoescape(["html"]))
     pages.filters["clock"] = lambda stamp: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        # Shutting down (SIGTERM, Ctrl-C): cancel running actions, so the runner kills every host's
+        # process group and audits them as interrupted instead of leaving orphans and 'running' rows.
+        for task in list(running):
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+
     app = FastAPI(
         title="strato monitor",
         description="C2MS dynamic server groups over Ganglia: groups, aggregates, actions.",
         version="1",
+        lifespan=lifespan,
     )
 
     def authorised(request: Request) -> bool:
@@ -410,8 +422,10 @@ def create_app(monitor: Monitor, token: str, *, audit: AuditLog | None = None) -
         for chart_metric in [chosen] if chosen else []:
             points = [(t, stats[chart_metric]) for t, _, stats in series if chart_metric in stats]
             units = ""
-            if snapshot and state and state.up and chart_metric in snapshot.hosts[state.up[0]].metrics:
-                units = snapshot.hosts[state.up[0]].metrics[chart_metric].units
+            # The snapshot may be newer than the result (a poll in between): look hosts up defensively.
+            first = snapshot.hosts.get(state.up[0]) if snapshot and state and state.up else None
+            if first is not None and chart_metric in first.metrics:
+                units = first.metrics[chart_metric].units
             charts.append(
                 line_chart(
                     [t for t, _ in points],
