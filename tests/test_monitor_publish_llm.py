@@ -296,6 +296,40 @@ def test_every_machine_appears_in_a_real_gmond_with_its_last_state(collector: Gm
     check_in_ganglia(snapshot, summary.last_samples)
 
 
+def test_role_groups_follow_machines_as_the_mixed_pool_borrows_them(collector: Gmond, tmp_path: Path) -> None:
+    """C2MS over strato's own system: groups defined by role rules track every role change, poll by poll."""
+    from strato.monitor.config import load_config
+    from strato.monitor.service import Monitor
+
+    monitor = Monitor(
+        load_config(None, source=f"127.0.0.1:{collector.config.tcp_port}", db_path=tmp_path / "m.db")
+    )
+    for role in ("prompt", "token", "mixed"):
+        monitor.store.create(role, rule=f'role == "{role}"')
+    seen_mixed: set[str] = set()
+    changes = 0
+
+    def check(tick: Tick) -> None:
+        nonlocal changes
+        roles = {sample.name: sample.role for sample in tick.samples}
+        collector.wait_for(
+            lambda snap: (
+                all(snap.hosts[n].value("role") == r for n, r in roles.items() if n in snap.hosts)
+                and set(roles) <= set(snap.hosts)
+            )
+        )
+        result = monitor.poll()
+        for role in ("prompt", "token", "mixed"):
+            assert result.groups[role].members == sorted(n for n, r in roles.items() if r == role), tick
+        seen_mixed.update(result.groups["mixed"].members)
+        changes += len(tick.role_changes)
+
+    feed = LlmClusterFeed()
+    with GmetricSender(collector.udp) as sender:
+        publish(feed, sender, speed=20.0, interval_s=0.25, duration_s=3.0, on_tick=check)
+    assert changes >= 2 and seen_mixed, "the default feed borrows machines into the mixed pool within 60 s"
+
+
 def command_app() -> typer.Typer:
     app = typer.Typer()
     monitor_llm.register(app)
