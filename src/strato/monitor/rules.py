@@ -1092,60 +1092,42 @@ def _compile_not(inner: _Test) -> _Test:
     return test
 
 
-def _compile_and(items: list[_Test]) -> _Test:
+def _compile_junction(items: list[_Test], decisive: bool) -> _Test:
+    """``and`` (``decisive`` False: one false operand decides) or ``or`` (True decides), in Kleene logic:
+    otherwise any unknown operand makes the result unknown."""
     if len(items) == 2:
         first, second = items
 
-        def both(host: Host) -> _Truth:
+        def pair(host: Host) -> _Truth:
             a = first(host)
-            if a is False:
-                return False
+            if a is decisive:
+                return decisive
             b = second(host)
-            if b is False:
-                return False
-            return None if a is None or b is None else True
+            if b is decisive:
+                return decisive
+            return None if a is None or b is None else not decisive
 
-        return both
+        return pair
 
-    def every(host: Host) -> _Truth:
+    def chain(host: Host) -> _Truth:
         unknown = False
         for item in items:
             result = item(host)
-            if result is False:
-                return False
+            if result is decisive:
+                return decisive
             if result is None:
                 unknown = True
-        return None if unknown else True
+        return None if unknown else not decisive
 
-    return every
+    return chain
+
+
+def _compile_and(items: list[_Test]) -> _Test:
+    return _compile_junction(items, decisive=False)
 
 
 def _compile_or(items: list[_Test]) -> _Test:
-    if len(items) == 2:
-        first, second = items
-
-        def either(host: Host) -> _Truth:
-            a = first(host)
-            if a is True:
-                return True
-            b = second(host)
-            if b is True:
-                return True
-            return None if a is None or b is None else False
-
-        return either
-
-    def some(host: Host) -> _Truth:
-        unknown = False
-        for item in items:
-            result = item(host)
-            if result is True:
-                return True
-            if result is None:
-                unknown = True
-        return None if unknown else False
-
-    return some
+    return _compile_junction(items, decisive=True)
 
 
 def _compare_values(op: str, a: float | str, b: float | str) -> _Truth:

@@ -13,10 +13,11 @@ import asyncio
 import contextlib
 import getpass
 import hmac
+import html
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,7 +27,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import BaseModel, Field
 
-from strato.errors import ConfigError, StratoError
+from strato.errors import ConfigError
 from strato.monitor import prometheus
 from strato.monitor.actions import ActionError, ActionRunner, Template
 from strato.monitor.audit import ActionRecord, AuditLog
@@ -180,8 +181,14 @@ def create_app(monitor: Monitor, token: str, *, audit: AuditLog | None = None) -
         except ConfigError as error:
             raise HTTPException(404, str(error)) from None
 
-    def bad_request(error: StratoError) -> HTTPException:
-        return HTTPException(400, str(error))
+    def edited(name: str, change: Callable[[], GroupDef]) -> dict[str, Any]:
+        """Apply a definition change (400 with the reason if refused), then recompute membership now."""
+        try:
+            changed = change()
+        except ConfigError as error:
+            raise HTTPException(400, str(error)) from None
+        monitor.refresh_groups()
+        return group_json(changed, states().get(name))
 
     async def start_action(group: str, template_name: str, params: Mapping[str, Any], who: str) -> int:
         """Start an action and return its audit id as soon as the audit row exists."""
@@ -322,44 +329,27 @@ def create_app(monitor: Monitor, token: str, *, audit: AuditLog | None = None) -
 
     @app.post("/api/groups", status_code=201, dependencies=admin, summary="Create a group")
     def api_create(body: GroupCreate) -> dict[str, Any]:
-        try:
-            created = monitor.store.create(
+        return edited(
+            body.name,
+            lambda: monitor.store.create(
                 body.name, rule=body.rule, members=body.members, description=body.description
-            )
-        except ConfigError as error:
-            raise bad_request(error) from None
-        monitor.refresh_groups()
-        return group_json(created, states().get(created.name))
+            ),
+        )
 
     @app.patch("/api/groups/{name}", dependencies=admin, summary="Change a group's rule")
     def api_patch(name: str, body: GroupPatch) -> dict[str, Any]:
         definition(name)
-        try:
-            changed = monitor.store.set_rule(name, body.rule or None)
-        except ConfigError as error:
-            raise bad_request(error) from None
-        monitor.refresh_groups()
-        return group_json(changed, states().get(name))
+        return edited(name, lambda: monitor.store.set_rule(name, body.rule or None))
 
     @app.post("/api/groups/{name}/members", dependencies=admin, summary="List hosts in a group")
     def api_add(name: str, body: MembersChange) -> dict[str, Any]:
         definition(name)
-        try:
-            changed = monitor.store.add_members(name, body.hosts)
-        except ConfigError as error:
-            raise bad_request(error) from None
-        monitor.refresh_groups()
-        return group_json(changed, states().get(name))
+        return edited(name, lambda: monitor.store.add_members(name, body.hosts))
 
     @app.delete("/api/groups/{name}/members/{host}", dependencies=admin, summary="Unlist a host")
     def api_remove(name: str, host: str) -> dict[str, Any]:
         definition(name)
-        try:
-            changed = monitor.store.remove_members(name, [host])
-        except ConfigError as error:
-            raise bad_request(error) from None
-        monitor.refresh_groups()
-        return group_json(changed, states().get(name))
+        return edited(name, lambda: monitor.store.remove_members(name, [host]))
 
     @app.delete("/api/groups/{name}", status_code=204, dependencies=admin, summary="Delete a group")
     def api_delete(name: str) -> Response:
@@ -382,7 +372,7 @@ def create_app(monitor: Monitor, token: str, *, audit: AuditLog | None = None) -
         try:
             action_id = await start_action(name, body.template, body.params, who)
         except ActionError as error:
-            raise bad_request(error) from None
+            raise HTTPException(400, str(error)) from None
         return {"id": action_id, "url": f"/api/actions/{action_id}"}
 
     # ---- dashboard ------------------------------------------------------------------------------
@@ -480,7 +470,8 @@ def create_app(monitor: Monitor, token: str, *, audit: AuditLog | None = None) -
                 return RedirectResponse(f"/actions/{action_id}", status_code=303)
         response = group_page(request, name)
         body = bytes(response.body).replace(
-            b"<!--action-error-->", f'<p class="error" id="action-error">{_escape(error)}</p>'.encode()
+            b"<!--action-error-->",
+            f'<p class="error" id="action-error">{html.escape(error or "")}</p>'.encode(),
         )
         return HTMLResponse(body, status_code=400)
 
@@ -519,12 +510,6 @@ def create_app(monitor: Monitor, token: str, *, audit: AuditLog | None = None) -
     app.state.audit = audit
     app.state.running = running
     return app
-
-
-def _escape(text: str | None) -> str:
-    from html import escape
-
-    return escape(text or "")
 
 
 def default_operator() -> str:
