@@ -376,8 +376,3 @@ def test_the_command_rejects_bad_options_in_one_line() -> None:
         result = CliRunner().invoke(app, ["publish-llm", "--duration", "1", *args])
         assert result.exit_code == 2 and message in result.output, result.output
         assert "Traceback" not in result.output
-
-
-def test_the_command_defaults_are_the_feeds() -> None:
-    for name in ("DESIGN", "PROMPT", "TOKEN", "MODEL", "TRACE", "RATE_RPS", "ARRIVALS_S"):
-        assert getattr(monitor_llm, f"DEFAULT_{name}") == getattr(pl, f"DEFAULT_{name}"), name

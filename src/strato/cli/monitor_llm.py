@@ -11,16 +11,15 @@ import typer
 
 from strato.cli.common import console, error_console, friendly_errors, print_json
 from strato.errors import ConfigError
-
-# The feed's defaults (strato.monitor.publish_llm), repeated so `strato --help` need not import the
-# simulator and scipy; a test keeps the two in step.
-DEFAULT_DESIGN = "splitwise-hh"
-DEFAULT_PROMPT = 2
-DEFAULT_TOKEN = 2
-DEFAULT_MODEL = "llama2-70b"
-DEFAULT_TRACE = "synthetic-code"
-DEFAULT_RATE_RPS = 7.0
-DEFAULT_ARRIVALS_S = 600.0
+from strato.monitor.llm_feed_defaults import (
+    DEFAULT_ARRIVALS_S,
+    DEFAULT_DESIGN,
+    DEFAULT_MODEL,
+    DEFAULT_PROMPT,
+    DEFAULT_RATE_RPS,
+    DEFAULT_TOKEN,
+    DEFAULT_TRACE,
+)
 
 if TYPE_CHECKING:
     from strato.monitor.publish_llm import Tick

@@ -52,16 +52,18 @@ from strato.llm.designs import make_design
 from strato.llm.engine import ClusterSimulator, MachineState, SchedulerConfig
 from strato.llm.perf import load_perf_model
 from strato.monitor.gmetric import GmetricSender, MetricSpec, spoof_id
+from strato.monitor.llm_feed_defaults import (
+    DEFAULT_ARRIVALS_S,
+    DEFAULT_DESIGN,
+    DEFAULT_IP_PREFIX,
+    DEFAULT_MODEL,
+    DEFAULT_PROMPT,
+    DEFAULT_RATE_RPS,
+    DEFAULT_TOKEN,
+    DEFAULT_TRACE,
+)
 from strato.traces.llm import LlmRequests, load_requests
 
-DEFAULT_DESIGN = "splitwise-hh"
-DEFAULT_PROMPT = 2
-DEFAULT_TOKEN = 2
-DEFAULT_MODEL = "llama2-70b"
-DEFAULT_TRACE = "synthetic-code"
-DEFAULT_RATE_RPS = 7.0
-DEFAULT_ARRIVALS_S = 600.0
-DEFAULT_IP_PREFIX = "10.77"
 GROUP = "llm"
 ROLES = ("prompt", "token", "mixed")
 _ROLE_LETTER = {"prompt": "p", "token": "t", "mixed": "m"}
