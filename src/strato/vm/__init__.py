@@ -1,0 +1,1 @@
+"""ProtoHAIL: learned, human-guided VM oversubscription against static heuristics (docs/vm.md)."""
