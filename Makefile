@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/live_bench.py
 	$(PY) benchmarks/llm_bench.py
 	$(PY) benchmarks/monitor_bench.py
+	$(PY) benchmarks/vm_bench.py
 
 clean:
 	rm -rf $(VENV) strato-report .pytest_cache .mypy_cache .ruff_cache

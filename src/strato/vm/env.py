@@ -39,6 +39,9 @@ class EnvConfig:
     history_days: int = 7
     """How much of the past a policy sees at each decision."""
     seed: int = 0
+    packing: str = "random"
+    """``random``: first-fit in a seeded random order (mixed nodes); ``by-class``: each node holds VMs of
+    one class only (experiments where a node's pattern class must be known)."""
 
     def __post_init__(self) -> None:
         if self.cores < 1:
@@ -47,6 +50,8 @@ class EnvConfig:
             raise ConfigError(f"ratios must be increasing and start at 1.0 or more, got {self.ratios}")
         if self.window_days < 1 or self.packings < 1 or self.history_days < 1:
             raise ConfigError("window_days, packings and history_days must be at least 1")
+        if self.packing not in ("random", "by-class"):
+            raise ConfigError(f"packing must be random or by-class, not {self.packing!r}")
 
 
 @dataclass
@@ -88,19 +93,26 @@ def pack(usage: VmUsage, config: EnvConfig) -> Nodes:
     members: list[np.ndarray] = []
     packing_of: list[int] = []
     for packing in range(config.packings):
-        order = streams.stream(f"packing-{packing}").permutation(usage.vms)
+        order = streams.stream(f"packing-{packing}").permutation(usage.vms).tolist()
+        groups = (
+            [[vm for vm in order if usage.vm_class[vm] == name] for name in sorted(set(usage.vm_class))]
+            if config.packing == "by-class"
+            else [order]
+        )
         bins: list[list[int]] = []
         free: list[int] = []
-        for vm in order.tolist():
-            size = int(usage.vcpus[vm])
-            for index, room in enumerate(free):
-                if room >= size:
-                    bins[index].append(vm)
-                    free[index] -= size
-                    break
-            else:
-                bins.append([vm])
-                free.append(config.cores - size)
+        for group in groups:
+            first_bin = len(bins)
+            for vm in group:
+                size = int(usage.vcpus[vm])
+                for index in range(first_bin, len(free)):
+                    if free[index] >= size:
+                        bins[index].append(vm)
+                        free[index] -= size
+                        break
+                else:
+                    bins.append([vm])
+                    free.append(config.cores - size)
         # A node left less than half full is the packing's remainder, not a node anyone would run.
         for placed, room in zip(bins, free, strict=True):
             if config.cores - room >= config.cores / 2:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from strato.core.report import Report, new_figure
-from strato.vm.protohail import ProtoHAIL, encode, nearest, prototype_id, subset
+from strato.vm.protohail import ProtoHAIL, encode, hourly_profile, nearest, prototype_id, subset
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -53,8 +53,8 @@ def review_report(model: ProtoHAIL, experiment: Experiment, rows: list[dict[str,
     inputs = experiment.inputs(experiment.train)
     usable = ~np.isnan(inputs.history_max[:, -inputs.slots_per_day :]).any(axis=1)
     chosen = subset(inputs, usable)
-    points = encode(chosen)
-    labels, _ = nearest(points, model.centroids)
+    labels, _ = nearest(encode(chosen), model.centroids)
+    profiles = hourly_profile(chosen)
     count = len(model.centroids)
     columns = 4
     figure = new_figure(11, 2.4 * ((count + columns - 1) // columns))
@@ -65,10 +65,11 @@ def review_report(model: ProtoHAIL, experiment: Experiment, rows: list[dict[str,
         if index >= count:
             axes.set_visible(False)
             continue
-        members = points[labels == index][:, :24]
+        members = profiles[labels == index]
         for trace in members[:40]:
             axes.plot(hours, trace, color="0.7", linewidth=0.6)
-        axes.plot(hours, model.centroids[index, :24], color="C0", linewidth=2)
+        if len(members):
+            axes.plot(hours, np.median(members, axis=0), color="C0", linewidth=2)
         row = rows[index]
         verdict = f", {row['feedback']}" if row["feedback"] else ""
         axes.set_title(
@@ -83,7 +84,7 @@ def review_report(model: ProtoHAIL, experiment: Experiment, rows: list[dict[str,
         f"Model trained on {model.trained_on.get('data', '?')} "
         f"({model.trained_on.get('train_days', '?')} days); each panel is one prototype: grey lines are "
         "training windows it holds (their last day's hourly peaks), "
-        "blue its centroid. Record verdicts with `strato vm review --model M --feedback F --accept P00 "
+        "blue their median. Record verdicts with `strato vm review --model M --feedback F --accept P00 "
         "--lower P03=1.2 --forbid P05`, then retrain with `--feedback F`."
     )
     report.add_table(rows, caption="Prototypes", formats={"learned": ".2f", "ratio": ".2f"})

@@ -2,8 +2,9 @@
 
 The public text is thin; this is our reconstruction (docs/vm.md):
 
-1. Encode each node-window's recent past: the last day's utilisation as 24 hourly peaks, plus levels
-   and spread over the whole history (p50, p90, p99, max, std) and the last day's p99 and max.
+1. Encode each node-window's recent past: the last day's shape as six 4-hour peaks, and its level:
+   p50/p90/p99/max/std over the history, the last day's p99 and max, the daily peaks (weighted up: level
+   decides safety).
 2. Learn K prototypes with k-means (k-means++ seeding, seeded): windows that look alike share a prototype
    -- the "approximate symmetries" of utilisation patterns.
 3. Imitate the hindsight oracle per prototype with a safety margin: a prototype's ratio is the
@@ -22,8 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import tomllib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,15 +47,30 @@ ACTIONS = ("accept", "lower", "forbid")
 # ---- encoding ---------------------------------------------------------------------------------------
 
 
+LEVEL_WEIGHT = 5.0
+"""How much the level features weigh against the shape ones in prototype distances. Whether a ratio is
+safe depends mostly on how high a node runs, so level dominates; the shape still separates patterns of
+equal level. Chosen on the Azure 2017 sample's training days (docs/vm.md gives the sweep)."""
+
+
 def encode(inputs: DecisionInputs) -> np.ndarray:
-    """(n, 31) features per node-window; needs at least one day of history."""
+    """(n, 20) features per node-window; needs at least one day of history.
+
+    Shape: the last day's peak in each 4-hour block (6). Level: p50, p90, p99, max and std over the whole
+    history, the last day's p99 and max (7), and the history's daily peaks, highest first (7).
+    """
     per_day = inputs.slots_per_day
     history = inputs.history_max
+    count = len(history)
     last_day = history[:, -per_day:]
     if np.isnan(last_day).any():
         raise ConfigError("ProtoHAIL needs at least one whole day of history before every decision")
-    hours = last_day.reshape(len(history), 24, per_day // 24).max(axis=2)
-    with np.errstate(invalid="ignore"):
+    blocks = last_day[:, : per_day // 6 * 6].reshape(count, 6, per_day // 6).max(axis=2)
+    days = history.shape[1] // per_day
+    daily = history[:, history.shape[1] - days * per_day :].reshape(count, days, per_day)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # days before the data began are all NaN
+        peaks = np.nanmax(daily, axis=2)
         stats = np.column_stack(
             [
                 np.nanpercentile(history, [50, 90, 99, 100], axis=1).T,
@@ -63,8 +79,21 @@ def encode(inputs: DecisionInputs) -> np.ndarray:
                 last_day.max(axis=1),
             ]
         )
-    # Shape (24 numbers) and level (7 numbers) should weigh about the same in the distance.
-    return np.hstack([hours, stats * math.sqrt(24 / 7)])
+    # A day without data counts as the highest day seen, the cautious reading of a short history.
+    peaks = np.where(np.isnan(peaks), np.nanmax(peaks, axis=1, keepdims=True), peaks)
+    peaks = -np.sort(-peaks, axis=1)[:, :7]
+    if peaks.shape[1] < 7:
+        peaks = np.hstack([peaks, np.repeat(peaks[:, -1:], 7 - peaks.shape[1], axis=1)])
+    return np.hstack([blocks, LEVEL_WEIGHT * stats, LEVEL_WEIGHT * peaks])
+
+
+def hourly_profile(inputs: DecisionInputs) -> np.ndarray:
+    """(n, 24) the last day's hourly peaks: what a reviewer looks at."""
+    per_day = inputs.slots_per_day
+    last_day = inputs.history_max[:, -per_day:]
+    hours = last_day[:, : per_day // 24 * 24].reshape(len(last_day), 24, per_day // 24)
+    profile: np.ndarray = hours.max(axis=2)
+    return profile
 
 
 def kmeans(points: np.ndarray, k: int, seed: int, iterations: int = 100) -> tuple[np.ndarray, np.ndarray]:
@@ -308,6 +337,8 @@ class ProtoHAIL(Policy):
         """Learn prototypes from node-window histories and the oracle's safe ratio for each window."""
         if len(targets) != inputs.count:
             raise ConfigError(f"{inputs.count} training windows but {len(targets)} targets")
+        if inputs.count == 0:
+            raise ConfigError("no training windows: train on at least 2 days (one of history, one to learn)")
         if inputs.count < self.k:
             raise ConfigError(f"{inputs.count} training windows cannot make {self.k} prototypes; lower k")
         points = encode(inputs)
