@@ -93,7 +93,7 @@ def main() -> None:
             ("ratio", "reference/strato"),
             ("note", "note"),
         ],
-        formats={"strato_s": ".2f", "baseline_s": ".2f", "ratio": ".0f"},
+        formats={"strato_s": ".3f", "baseline_s": ".3f", "ratio": ".0f"},
     )
 
 

@@ -94,6 +94,8 @@ def test_demo_writes_an_html_report_with_figures(tmp_path):
     html = (tmp_path / "report" / "index.html").read_text()
     assert "keep-alive" in html.lower() and "<img" in html
     assert (tmp_path / "report" / "keepalive-tradeoff.png").stat().st_size > 1000
+    assert "VM oversubscription (ProtoHAIL)" in html
+    assert (tmp_path / "report" / "vm-frontier.png").stat().st_size > 1000
     if shutil.which("gmond") or os.path.exists("/usr/sbin/gmond"):
         # Groups defined by role rules over a real gmond followed the published Splitwise machines.
         assert "Dynamic server groups on Ganglia" in html
