@@ -177,6 +177,10 @@ def evaluate(experiment: Experiment, policies: list[Policy]) -> list[Score]:
 
 def frontier(experiment: Experiment, policy: Policy) -> list[Score]:
     """The policy's (risk, benefit) points along its knob (one point for a policy without one)."""
+    from strato.vm.protohail import ProtoHAIL
+
+    if isinstance(policy, ProtoHAIL) and not policy.fitted:
+        policy.fit_experiment(experiment)  # once: its variants share the prototypes
     return [run_policy(experiment, variant) for variant in policy.sweep()]
 
 

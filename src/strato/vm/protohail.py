@@ -341,21 +341,36 @@ class ProtoHAIL(Policy):
             raise ConfigError("no training windows: train on at least 2 days (one of history, one to learn)")
         if inputs.count < self.k:
             raise ConfigError(f"{inputs.count} training windows cannot make {self.k} prototypes; lower k")
-        points = encode(inputs)
-        centroids, labels = kmeans(points, self.k, self.seed)
-        learned = np.empty(len(centroids))
-        for cluster in range(len(centroids)):
-            mine = targets[labels == cluster]
-            learned[cluster] = (
-                snap_down(np.array([np.quantile(mine, self.safety, method="lower")]), inputs.ratios)[0]
-                if len(mine)
-                else inputs.ratios[0]
-            )
-        self.centroids, self.learned, self.ratios_allowed = centroids, learned, inputs.ratios
+        centroids, labels = kmeans(encode(inputs), self.k, self.seed)
+        self.centroids, self.ratios_allowed = centroids, inputs.ratios
         self.members = np.bincount(labels, minlength=len(centroids))
         self.training_labels, self.training_targets = labels, targets
-        self.apply_feedback()
+        self._imitate()
         return self
+
+    def _imitate(self) -> None:
+        """Each prototype's ratio: the ``safety`` quantile of its training windows' oracle ratios."""
+        assert self.centroids is not None and self.training_labels is not None
+        assert self.training_targets is not None
+        learned = np.full(len(self.centroids), self.ratios_allowed[0])
+        for cluster in range(len(self.centroids)):
+            mine = self.training_targets[self.training_labels == cluster]
+            if len(mine):
+                quantile = np.quantile(mine, self.safety, method="lower")
+                learned[cluster] = snap_down(np.array([quantile]), self.ratios_allowed)[0]
+        self.learned = learned
+        self.apply_feedback()
+
+    def with_safety(self, safety: float) -> ProtoHAIL:
+        """The same prototypes imitating another quantile: a frontier point without clustering again."""
+        variant = ProtoHAIL(k=self.k, safety=safety, seed=self.seed, rules=self.rules, feedback=self.feedback)
+        if self.training_labels is None:
+            return variant
+        variant.centroids, variant.ratios_allowed = self.centroids, self.ratios_allowed
+        variant.members, variant.trained_on = self.members, self.trained_on
+        variant.training_labels, variant.training_targets = self.training_labels, self.training_targets
+        variant._imitate()
+        return variant
 
     def fit_experiment(self, experiment: Experiment) -> ProtoHAIL:
         spans = experiment.train
@@ -427,10 +442,7 @@ class ProtoHAIL(Policy):
         return self.predict(inputs)
 
     def sweep(self) -> list[Policy]:
-        return [
-            ProtoHAIL(k=self.k, safety=s, seed=self.seed, rules=self.rules, feedback=self.feedback)
-            for s in (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
-        ]
+        return [self.with_safety(s) for s in (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)]
 
     # ---- persistence ----------------------------------------------------------------------------
 
