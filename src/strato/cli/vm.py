@@ -224,18 +224,18 @@ def train(
     if json_output:
         print_json({"model": str(out), "prototypes": rows})
         return
-    print_table(
-        rows,
-        [
-            ("prototype", "prototype"),
-            ("members", "training windows"),
-            ("learned", "imitated ratio"),
-            ("ratio", "ratio used"),
-            ("feedback", "feedback"),
-        ],
-        title=f"ProtoHAIL model written to {out}",
-        formats={"learned": ".2f", "ratio": ".2f"},
-    )
+    _print_prototypes(rows, title=f"ProtoHAIL model written to {out}")
+
+
+def _print_prototypes(rows: list[dict[str, Any]], *, title: str | None = None) -> None:
+    columns = [
+        ("prototype", "prototype"),
+        ("members", "training windows"),
+        ("learned", "imitated ratio"),
+        ("ratio", "ratio used"),
+        ("feedback", "feedback"),
+    ]
+    print_table(rows, columns, title=title, formats={"learned": ".2f", "ratio": ".2f"})
 
 
 def _prototype_rows(model: ProtoHAIL) -> list[dict[str, Any]]:
@@ -328,14 +328,4 @@ def review(
     if json_output:
         print_json(rows)
     else:
-        print_table(
-            rows,
-            [
-                ("prototype", "prototype"),
-                ("members", "training windows"),
-                ("learned", "imitated ratio"),
-                ("ratio", "ratio used"),
-                ("feedback", "feedback"),
-            ],
-            formats={"learned": ".2f", "ratio": ".2f"},
-        )
+        _print_prototypes(rows)

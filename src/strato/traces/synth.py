@@ -73,6 +73,7 @@ from numpy.typing import NDArray
 from scipy.special import ndtri
 
 from strato.core.rng import RandomStreams
+from strato.core.specs import parse_synthetic_spec
 from strato.errors import ConfigError
 from strato.traces.model import DURATION_PERCENTILES, Workload
 
@@ -197,32 +198,12 @@ _SPEC_KEYS: dict[str, tuple[str, type[int] | type[float]]] = {
 def parse_synth_spec(text: str) -> SynthConfig:
     """``synthetic`` or ``synthetic:key=value,...`` with keys apps, minutes, seed, rate_cap, bursty,
     max_functions (see :class:`SynthConfig`). Raises :class:`ConfigError` naming the offending key."""
-    head, sep, body = text.strip().partition(":")
-    if head.strip() != "synthetic":
-        raise ConfigError(f"a synthetic workload spec starts with 'synthetic', got {text!r}")
-    if sep and not body.strip():
-        raise ConfigError(f"synthetic spec {text!r}: nothing after ':' (expected key=value,...)")
-    values: dict[str, int | float] = {}
-    for item in body.split(",") if sep else ():
-        key, eq, raw = (part.strip() for part in item.partition("="))
-        if not key:
-            raise ConfigError(f"synthetic spec {text!r}: empty item (expected key=value,...)")
-        if key not in _SPEC_KEYS:
-            raise ConfigError(f"synthetic spec: unknown key {key!r} (known keys: {', '.join(_SPEC_KEYS)})")
-        if not eq or not raw:
-            raise ConfigError(f"synthetic spec: key {key!r} needs a value ({key}=...)")
-        field_name, kind = _SPEC_KEYS[key]
-        if field_name in values:
-            raise ConfigError(f"synthetic spec: key {key!r} is given twice")
-        try:
-            value: int | float = kind(raw)
-        except ValueError:
-            expected = "an integer" if kind is int else "a number"
-            raise ConfigError(f"synthetic spec: {key} must be {expected}, got {raw!r}") from None
+    values = parse_synthetic_spec(text, _SPEC_KEYS, what="synthetic workload")
+    for field_name, value in values.items():
         problem = _field_problem(field_name, value)
         if problem:
+            key = next(key for key, (name, _) in _SPEC_KEYS.items() if name == field_name)
             raise ConfigError(f"synthetic spec: {key} {problem}")
-        values[field_name] = value
     return SynthConfig(**values)  # type: ignore[arg-type]
 
 

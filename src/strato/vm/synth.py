@@ -50,6 +50,7 @@ from numpy.typing import NDArray
 from scipy.signal import lfilter
 
 from strato.core.rng import RandomStreams
+from strato.core.specs import parse_synthetic_spec
 from strato.errors import ConfigError
 from strato.vm.model import SLOT_S, SLOTS_PER_DAY, VmUsage
 
@@ -147,28 +148,7 @@ def parse_synth_vm_spec(text: str, *, seed: int = 0) -> SynthVmConfig:
     ``seed`` argument), ``groups`` (correlated groups), ``group_size``, ``latent`` (latent load, CPU
     points), and class weights ``diurnal``, ``periodic``, ``bursty``, ``flat``: when any is given, they form
     the mix (normalised, absent classes 0). Raises :class:`ConfigError` naming the offending key."""
-    head, sep, body = text.strip().partition(":")
-    if head.strip() != "synthetic":
-        raise ConfigError(f"a synthetic VM data spec starts with 'synthetic', got {text!r}")
-    if sep and not body.strip():
-        raise ConfigError(f"synthetic spec {text!r}: nothing after ':' (expected key=value,...)")
-    values: dict[str, int | float] = {}
-    for item in body.split(",") if sep else ():
-        key, eq, raw = (part.strip() for part in item.partition("="))
-        if not key:
-            raise ConfigError(f"synthetic spec {text!r}: empty item (expected key=value,...)")
-        if key not in _SPEC_KEYS:
-            raise ConfigError(f"synthetic spec: unknown key {key!r} (known keys: {', '.join(_SPEC_KEYS)})")
-        if not eq or not raw:
-            raise ConfigError(f"synthetic spec: key {key!r} needs a value ({key}=...)")
-        name, kind = _SPEC_KEYS[key]
-        if name in values:
-            raise ConfigError(f"synthetic spec: key {key!r} is given twice")
-        try:
-            values[name] = kind(raw)
-        except ValueError:
-            expected = "an integer" if kind is int else "a number"
-            raise ConfigError(f"synthetic spec: {key} must be {expected}, got {raw!r}") from None
+    values = parse_synthetic_spec(text, _SPEC_KEYS, what="synthetic VM data")
     mix = {k: float(values.pop(k)) for k in PATTERNS if k in values}
     return SynthVmConfig(
         vms=int(values.get("vms", 100)),
