@@ -102,6 +102,7 @@ def test_parse_policy_and_errors() -> None:
     assert parse_policy("nsigma:n=2").name == "nsigma:n=2"
     assert parse_policy("max:n=3,p=99").name == "max:n=3,p=99"
     assert parse_policy("protohail:k=4,safety=0.2").name == "protohail:k=4,safety=0.2"
+    assert parse_policy("protohail:level=2").name == "protohail:k=12,safety=0.1,level=2"
     for bad, message in (
         ("fixed:0.5", "below 1.0"),
         ("fixed:abc", "must be a number"),
@@ -111,6 +112,7 @@ def test_parse_policy_and_errors() -> None:
         ("magic", "unknown policy"),
         ("protohail:k=0", "at least one prototype"),
         ("protohail:bogus=1", "expected k="),
+        ("protohail:level=0", "level weight must be positive"),
     ):
         with pytest.raises(ConfigError, match=message):
             parse_policy(bad)
@@ -194,13 +196,14 @@ def test_feedback_forbid_lower_and_retraining(tmp_path: Path) -> None:
 
 def test_model_roundtrip_and_corrupt_files(tmp_path: Path) -> None:
     experiment = _small_experiment()
-    model = ProtoHAIL(k=3, rules=HumanRules(max_ratio=1.5)).fit_experiment(experiment)
+    model = ProtoHAIL(k=3, level_weight=2.0, rules=HumanRules(max_ratio=1.5)).fit_experiment(experiment)
     path = tmp_path / "model.json"
     model.save(path)
     again = ProtoHAIL.load(path)
     inputs = experiment.inputs(experiment.test)
     assert np.array_equal(again.predict(inputs), model.predict(inputs))
     assert again.trained_on["train_days"] == 6 and again.rules.max_ratio == 1.5
+    assert again.level_weight == 2.0
     text = path.read_text()
     for content, message in (
         (text[: len(text) // 2], "corrupt model file \\(not JSON"),
@@ -216,6 +219,14 @@ def test_model_roundtrip_and_corrupt_files(tmp_path: Path) -> None:
         ProtoHAIL.load(tmp_path / "missing.json")
     with pytest.raises(ConfigError, match="not trained"):
         ProtoHAIL().predict(inputs)
+
+
+def test_first_days_keeps_the_test_days_unseen() -> None:
+    usage = patterned(days=10)
+    head = usage.first_days(7)
+    assert head.slots == 7 * SLOTS_PER_DAY and np.array_equal(head.max_pct, usage.max_pct[: head.slots])
+    with pytest.raises(ConfigError, match="cannot keep the first 12 days"):
+        usage.first_days(12)
 
 
 def test_rules_file_errors(tmp_path: Path) -> None:

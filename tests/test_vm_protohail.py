@@ -37,7 +37,7 @@ def test_recovers_the_known_best_policy_and_the_pattern_classes() -> None:
     training = experiment.inputs(experiment.train)
     usable = ~np.isnan(training.history_max[:, -training.slots_per_day :]).any(axis=1)
     assert model.centroids is not None
-    labels, _ = nearest(encode(subset(training, usable)), model.centroids)
+    labels, _ = nearest(encode(subset(training, usable), model.level_weight), model.centroids)
     train_class = node_class[experiment.train.node][usable]
     majority = sum(
         np.unique(train_class[labels == k], return_counts=True)[1].max() for k in np.unique(labels)

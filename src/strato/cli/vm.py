@@ -29,6 +29,12 @@ TrainDays = Annotated[int | None, typer.Option(help="Days used for training; lat
 Cores = Annotated[int, typer.Option(help="Physical cores per node")]
 Packings = Annotated[int, typer.Option(help="Random first-fit packings of the VMs (node samples)")]
 Seed = Annotated[int, typer.Option(help="Seed of synthetic data, vCPU sizes and packings")]
+UntilDay = Annotated[
+    int | None,
+    typer.Option(
+        help="Use only days before this one (tune on a validation split, keep the test days unseen)"
+    ),
+]
 RulesOption = Annotated[Path | None, typer.Option(help="Human rules (TOML) ProtoHAIL always enforces")]
 FeedbackOption = Annotated[
     Path | None, typer.Option(help="Feedback on prototypes (JSON, from strato vm review)")
@@ -53,12 +59,16 @@ SCORE_FORMATS = {
 }
 
 
-def _experiment(data: str, train_days: int | None, cores: int, packings: int, seed: int) -> Experiment:
+def _experiment(
+    data: str, train_days: int | None, cores: int, packings: int, seed: int, until_day: int | None = None
+) -> Experiment:
     from strato.vm.data import load_vm_usage
     from strato.vm.env import EnvConfig
     from strato.vm.evaluate import Experiment
 
     usage = load_vm_usage(data, seed=seed)
+    if until_day is not None:
+        usage = usage.first_days(until_day)
     return Experiment.build(
         usage, EnvConfig(cores=cores, packings=packings, seed=seed), train_days=train_days
     )
@@ -100,6 +110,7 @@ def evaluate(
     cores: Cores = 16,
     packings: Packings = 5,
     seed: Seed = 0,
+    until_day: UntilDay = None,
     rules: RulesOption = None,
     feedback: FeedbackOption = None,
     frontier: Annotated[
@@ -113,7 +124,7 @@ def evaluate(
     from strato.vm import evaluate as ev
     from strato.vm.policies import STATIC_BASELINES, parse_policy
 
-    experiment = _experiment(data, train_days, cores, packings, seed)
+    experiment = _experiment(data, train_days, cores, packings, seed, until_day)
     specs = policy or [*STATIC_BASELINES, "oracle", "protohail"]
     policies = [_with_knowledge(parse_policy(spec), rules, feedback) for spec in specs]
     headline = [ev.run_policy(experiment, item) for item in progress(policies, description="policies")]

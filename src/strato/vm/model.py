@@ -62,3 +62,19 @@ class VmUsage:
     @property
     def slots_per_day(self) -> int:
         return 86400 // self.slot_s
+
+    def first_days(self, days: int) -> VmUsage:
+        """The first ``days`` days only: tune on a validation split without touching the later test days."""
+        if not 2 <= days <= self.days:
+            raise ConfigError(f"{self.name}: cannot keep the first {days} days of {self.days:.1f}")
+        cut = days * self.slots_per_day
+        return VmUsage(
+            name=f"{self.name} (days 0-{days - 1})",
+            avg_pct=self.avg_pct[:cut],
+            max_pct=self.max_pct[:cut],
+            vcpus=self.vcpus,
+            vm_ids=self.vm_ids,
+            vm_class=self.vm_class,
+            slot_s=self.slot_s,
+            vcpus_source=self.vcpus_source,
+        )

@@ -53,7 +53,7 @@ def review_report(model: ProtoHAIL, experiment: Experiment, rows: list[dict[str,
     inputs = experiment.inputs(experiment.train)
     usable = ~np.isnan(inputs.history_max[:, -inputs.slots_per_day :]).any(axis=1)
     chosen = subset(inputs, usable)
-    labels, _ = nearest(encode(chosen), model.centroids)
+    labels, _ = nearest(encode(chosen, model.level_weight), model.centroids)
     profiles = hourly_profile(chosen)
     count = len(model.centroids)
     columns = 4

@@ -48,12 +48,12 @@ ACTIONS = ("accept", "lower", "forbid")
 
 
 LEVEL_WEIGHT = 5.0
-"""How much the level features weigh against the shape ones in prototype distances. Whether a ratio is
+"""Default weight of the level features against the shape ones in prototype distances. Whether a ratio is
 safe depends mostly on how high a node runs, so level dominates; the shape still separates patterns of
-equal level. Chosen on the Azure 2017 sample's training days (docs/vm.md gives the sweep)."""
+equal level (docs/vm.md gives the sensitivity)."""
 
 
-def encode(inputs: DecisionInputs) -> np.ndarray:
+def encode(inputs: DecisionInputs, level_weight: float = LEVEL_WEIGHT) -> np.ndarray:
     """(n, 20) features per node-window; needs at least one day of history.
 
     Shape: the last day's peak in each 4-hour block (6). Level: p50, p90, p99, max and std over the whole
@@ -84,7 +84,7 @@ def encode(inputs: DecisionInputs) -> np.ndarray:
     peaks = -np.sort(-peaks, axis=1)[:, :7]
     if peaks.shape[1] < 7:
         peaks = np.hstack([peaks, np.repeat(peaks[:, -1:], 7 - peaks.shape[1], axis=1)])
-    return np.hstack([blocks, LEVEL_WEIGHT * stats, LEVEL_WEIGHT * peaks])
+    return np.hstack([blocks, level_weight * stats, level_weight * peaks])
 
 
 def hourly_profile(inputs: DecisionInputs) -> np.ndarray:
@@ -276,6 +276,7 @@ class ProtoHAIL(Policy):
         k: int = 12,
         safety: float = 0.1,
         seed: int = 0,
+        level_weight: float = LEVEL_WEIGHT,
         rules: HumanRules | None = None,
         feedback: Feedback | None = None,
     ) -> None:
@@ -283,9 +284,12 @@ class ProtoHAIL(Policy):
             raise ConfigError("ProtoHAIL needs at least one prototype (k >= 1)")
         if not 0.0 <= safety <= 1.0:
             raise ConfigError(f"safety is a quantile in [0, 1], not {safety!r}")
+        if not level_weight > 0:
+            raise ConfigError(f"level weight must be positive, not {level_weight!r}")
         self.k = k
         self.safety = safety
         self.seed = seed
+        self.level_weight = level_weight
         self.rules = rules or HumanRules()
         self.feedback = feedback or Feedback()
         self.centroids: np.ndarray | None = None
@@ -304,7 +308,8 @@ class ProtoHAIL(Policy):
 
     @property
     def name(self) -> str:  # type: ignore[override]
-        return f"protohail:k={self.k},safety={self.safety:g}"
+        level = "" if self.level_weight == LEVEL_WEIGHT else f",level={self.level_weight:g}"
+        return f"protohail:k={self.k},safety={self.safety:g}{level}"
 
     @property
     def fitted(self) -> bool:
@@ -315,8 +320,8 @@ class ProtoHAIL(Policy):
         options: dict[str, str] = {}
         for item in filter(None, text.split(",")):
             key, sep, value = item.partition("=")
-            if not sep or key not in ("k", "safety", "seed", "model"):
-                raise ConfigError(f"protohail option {item!r}: expected k=, safety=, seed= or model=")
+            if not sep or key not in ("k", "safety", "seed", "level", "model"):
+                raise ConfigError(f"protohail option {item!r}: expected k=, safety=, seed=, level= or model=")
             options[key] = value
         if "model" in options:
             if len(options) > 1:
@@ -327,6 +332,7 @@ class ProtoHAIL(Policy):
                 k=int(options.get("k", 12)),
                 safety=float(options.get("safety", 0.1)),
                 seed=int(options.get("seed", 0)),
+                level_weight=float(options.get("level", LEVEL_WEIGHT)),
             )
         except ValueError as error:
             raise ConfigError(f"protohail:{text}: {error}") from None
@@ -341,7 +347,7 @@ class ProtoHAIL(Policy):
             raise ConfigError("no training windows: train on at least 2 days (one of history, one to learn)")
         if inputs.count < self.k:
             raise ConfigError(f"{inputs.count} training windows cannot make {self.k} prototypes; lower k")
-        centroids, labels = kmeans(encode(inputs), self.k, self.seed)
+        centroids, labels = kmeans(encode(inputs, self.level_weight), self.k, self.seed)
         self.centroids, self.ratios_allowed = centroids, inputs.ratios
         self.members = np.bincount(labels, minlength=len(centroids))
         self.training_labels, self.training_targets = labels, targets
@@ -363,7 +369,14 @@ class ProtoHAIL(Policy):
 
     def with_safety(self, safety: float) -> ProtoHAIL:
         """The same prototypes imitating another quantile: a frontier point without clustering again."""
-        variant = ProtoHAIL(k=self.k, safety=safety, seed=self.seed, rules=self.rules, feedback=self.feedback)
+        variant = ProtoHAIL(
+            k=self.k,
+            safety=safety,
+            seed=self.seed,
+            level_weight=self.level_weight,
+            rules=self.rules,
+            feedback=self.feedback,
+        )
         if self.training_labels is None:
             return variant
         variant.centroids, variant.ratios_allowed = self.centroids, self.ratios_allowed
@@ -419,7 +432,7 @@ class ProtoHAIL(Policy):
     def explain(self, inputs: DecisionInputs) -> list[Decision]:
         if self.centroids is None or self.prototype_ratios is None:
             raise ConfigError("this ProtoHAIL model is not trained yet (fit it or load a saved model)")
-        labels, distances = nearest(encode(inputs), self.centroids)
+        labels, distances = nearest(encode(inputs, self.level_weight), self.centroids)
         proposed = self.prototype_ratios[labels]
         allowed = snap_down(proposed, inputs.ratios)
         final, reasons = self.rules.apply(inputs, allowed)
@@ -457,6 +470,7 @@ class ProtoHAIL(Policy):
             "k": self.k,
             "safety": self.safety,
             "seed": self.seed,
+            "level_weight": self.level_weight,
             "ratios": list(self.ratios_allowed),
             "centroids": self.centroids.tolist(),
             "learned": self.learned.tolist(),
@@ -500,6 +514,7 @@ class ProtoHAIL(Policy):
                 k=int(body["k"]),
                 safety=float(body["safety"]),
                 seed=int(body["seed"]),
+                level_weight=float(body["level_weight"]),
                 rules=HumanRules.checked(
                     rules["max_p99"], rules["max_ratio"], rules["class_caps"], str(path)
                 ),
