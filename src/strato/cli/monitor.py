@@ -221,8 +221,11 @@ def _show(monitor: Monitor, name: str, json_output: bool, *, poll: bool) -> None
     from strato.monitor.server import group_json
 
     group = monitor.store.get(name)
-    result = _poll(monitor, required=False) if poll else None
-    state = result.groups.get(name) if result else None
+    if monitor.snapshot is not None:
+        monitor.refresh_groups()  # Ganglia was just read (the rule check): recompute, do not read again
+    elif poll:
+        _poll(monitor, required=False)
+    state = monitor.result.groups.get(name) if monitor.result else None
     if json_output:
         print_json(group_json(group, state))
         return

@@ -1,8 +1,12 @@
-"""``synthetic:key=value,...`` specifications, parsed the same way for every domain's generator."""
+"""Specifications and configuration files, parsed the same way in every domain: ``synthetic:key=value,...``
+specs for the generators and TOML files with known top-level keys."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
 
 from strato.errors import ConfigError
 
@@ -35,3 +39,20 @@ def parse_synthetic_spec(text: str, keys: Keys, *, what: str = "synthetic") -> d
             expected = "an integer" if kind is int else "a number"
             raise ConfigError(f"synthetic spec: {key} must be {expected}, got {raw!r}") from None
     return values
+
+
+def read_toml(path: Path, *, what: str, known: Iterable[str], entries: str) -> dict[str, Any]:
+    """A TOML file's top level, with one-line errors for an unreadable file, bad TOML and keys not in
+    ``known`` (``what`` names the file's role, ``entries`` its top-level keys in messages)."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the {what}: {error.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    allowed = set(known)
+    if unknown := sorted(set(data) - allowed):
+        raise ConfigError(
+            f"{path}: unknown {entries} {', '.join(unknown)} (known: {', '.join(sorted(allowed))})"
+        )
+    return data

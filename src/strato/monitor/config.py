@@ -33,11 +33,11 @@ netns = ""
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from strato.core.specs import read_toml
 from strato.errors import ConfigError
 from strato.monitor.actions import (
     BUILTIN_TEMPLATES,
@@ -110,17 +110,12 @@ def load_config(path: Path | None = None, **overrides: Any) -> MonitorConfig:
     """Defaults, then the file (if any), then the non-None ``overrides`` (MonitorConfig field names)."""
     values: dict[str, Any] = {}
     if path is not None:
-        try:
-            data = tomllib.loads(path.read_text())
-        except OSError as error:
-            raise ConfigError(f"{path}: cannot read the configuration: {error.strerror}") from None
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigError(f"{path}: not valid TOML: {error}") from None
-        known = {"ganglia", "store", "server", "actions", "templates", "hosts"}
-        if unknown := sorted(set(data) - known):
-            raise ConfigError(
-                f"{path}: unknown section(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})"
-            )
+        data = read_toml(
+            path,
+            what="configuration",
+            known=("ganglia", "store", "server", "actions", "templates", "hosts"),
+            entries="section(s)",
+        )
         ganglia = _section(data, "ganglia", path)
         store = _section(data, "store", path)
         server = _section(data, "server", path)

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import getpass
 import hmac
-import html
 import math
 import re
 import time
@@ -397,6 +396,11 @@ def create_app(monitor: Monitor, token: str, *, audit: AuditLog | None = None) -
 
     @app.get("/groups/{name}", response_class=HTMLResponse, include_in_schema=False)
     def group_page(request: Request, name: str, metric: str | None = None) -> HTMLResponse:
+        return render_group(request, name, metric)
+
+    def render_group(
+        request: Request, name: str, metric: str | None = None, action_error: str | None = None
+    ) -> HTMLResponse:
         group = definition(name)
         state = states().get(name)
         snapshot = monitor.snapshot
@@ -409,20 +413,20 @@ def create_app(monitor: Monitor, token: str, *, audit: AuditLog | None = None) -
         chosen = metric if metric in metric_names else (shown[0] if shown else None)
         charts = []
         series = list(monitor.engine.history.get(name, ()))
-        for chart_metric in [chosen] if chosen else []:
-            points = [(t, stats[chart_metric]) for t, _, stats in series if chart_metric in stats]
+        if chosen:
+            points = [(t, stats[chosen]) for t, _, stats in series if chosen in stats]
             units = ""
             # The snapshot may be newer than the result (a poll in between): look hosts up defensively.
             first = snapshot.hosts.get(state.up[0]) if snapshot and state and state.up else None
-            if first is not None and chart_metric in first.metrics:
-                units = first.metrics[chart_metric].units
+            if first is not None and chosen in first.metrics:
+                units = first.metrics[chosen].units
             charts.append(
                 line_chart(
                     [t for t, _ in points],
                     [v[0] for _, v in points],
                     [v[1] for _, v in points],
                     [v[2] for _, v in points],
-                    title=f"{chart_metric}: mean, min-max band",
+                    title=f"{chosen}: mean, min-max band",
                     units=units,
                 )
             )
@@ -441,6 +445,7 @@ def create_app(monitor: Monitor, token: str, *, audit: AuditLog | None = None) -
             templates=sorted(config.templates.values(), key=lambda item: item.name),
             actions=audit.list(limit=10, group=name),
             stale=config.stale_after_s,
+            action_error=action_error,
         )
 
     @app.post("/groups/{name}/actions", include_in_schema=False)
@@ -468,12 +473,9 @@ def create_app(monitor: Monitor, token: str, *, audit: AuditLog | None = None) -
                 error = str(problem)
             else:
                 return RedirectResponse(f"/actions/{action_id}", status_code=303)
-        response = group_page(request, name)
-        body = bytes(response.body).replace(
-            b"<!--action-error-->",
-            f'<p class="error" id="action-error">{html.escape(error or "")}</p>'.encode(),
-        )
-        return HTMLResponse(body, status_code=400)
+        response = render_group(request, name, action_error=error)
+        response.status_code = 400
+        return response
 
     @app.get("/actions/{action_id}", response_class=HTMLResponse, include_in_schema=False)
     def action_page(request: Request, action_id: int) -> HTMLResponse:

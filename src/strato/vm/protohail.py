@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from strato.core.rng import RandomStreams
+from strato.core.specs import read_toml
 from strato.errors import ConfigError
 from strato.vm.env import oracle_ratios, snap_down, window_series
 from strato.vm.policies import DecisionInputs, Policy
@@ -150,17 +150,12 @@ class HumanRules:
     def load(cls, path: Path) -> HumanRules:
         """TOML: ``never_oversubscribe_above_p99 = 0.8``, ``max_ratio = 1.8``,
         ``[class_caps]`` ``interactive = 1.2``."""
-        try:
-            data = tomllib.loads(path.read_text())
-        except OSError as error:
-            raise ConfigError(f"{path}: cannot read the rules: {error.strerror}") from None
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigError(f"{path}: not valid TOML: {error}") from None
-        known = {"never_oversubscribe_above_p99", "max_ratio", "class_caps"}
-        if unknown := sorted(set(data) - known):
-            raise ConfigError(
-                f"{path}: unknown rule(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})"
-            )
+        data = read_toml(
+            path,
+            what="rules",
+            known=("never_oversubscribe_above_p99", "max_ratio", "class_caps"),
+            entries="rule(s)",
+        )
         caps = data.get("class_caps", {})
         if not isinstance(caps, dict):
             raise ConfigError(f"{path}: [class_caps] must be a table of class = ratio")
