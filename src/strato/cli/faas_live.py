@@ -46,6 +46,13 @@ def _parse_env(pairs: list[str] | None) -> dict[str, str]:
     return env
 
 
+def _bytes(text: str, option: str) -> int:
+    size = round(parse_size_mb(text, default_unit="mib") * 2**20)
+    if size <= 0:
+        raise ConfigError(f"{option} must be positive")
+    return size
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     @friendly_errors
@@ -86,9 +93,38 @@ def register(app: typer.Typer) -> None:
         drain_timeout: Annotated[
             str, typer.Option(help="How long shutdown waits for in-flight requests")
         ] = "30s",
+        max_response: Annotated[
+            str, typer.Option(help="Largest response body a function may return (502 above)")
+        ] = "64MiB",
+        max_connections: Annotated[
+            int, typer.Option(help="Open client connections; more are answered 503 and closed")
+        ] = 4096,
+        header_timeout: Annotated[
+            str, typer.Option(help="Time a client has to send a request head (408 after)")
+        ] = "10s",
+        body_timeout: Annotated[
+            str, typer.Option(help="Longest wait for more of a request body (408 after)")
+        ] = "30s",
+        idle_timeout: Annotated[
+            str, typer.Option(help="Idle kept-alive connections close after this")
+        ] = "30s",
+        pids_limit: Annotated[
+            int, typer.Option(help="Processes and threads an instance may start (cgroup pids.max)")
+        ] = 64,
+        log_limit: Annotated[
+            str, typer.Option(help="Log kept per function (plus one rotated file)")
+        ] = "1MiB",
+        code_root: Annotated[
+            Path | None,
+            typer.Option(
+                help='Directory deploys ({"directory": PATH}) may read only below this; without it they '
+                "are refused"
+            ),
+        ] = None,
     ) -> None:
         """Run the function platform (OpenFaaS-style API) until SIGTERM or Ctrl-C."""
         from strato.faas.live.gateway import GatewayConfig, default_state_dir, run
+        from strato.faas.live.httpio import ServerLimits
         from strato.faas.live.isolation import probe_host
         from strato.faas.live.platform import NodeConfig
 
@@ -102,17 +138,29 @@ def register(app: typer.Typer) -> None:
             time_scale=time_scale,
             memory_budget_mb=budget,
             sandbox=sandbox,
+            max_response=_bytes(max_response, "--max-response"),
+            pids_limit=pids_limit,
+            log_limit=_bytes(log_limit, "--log-limit"),
         )
-        body_limit = round(parse_size_mb(max_body, default_unit="mib") * 2**20)
-        if body_limit <= 0:
-            raise ConfigError("--max-body must be positive")
+        if max_connections < 1:
+            raise ConfigError("--max-connections must be at least 1")
+        limits = ServerLimits(
+            max_body=_bytes(max_body, "--max-body"),
+            header_timeout_s=parse_duration(header_timeout),
+            body_timeout_s=parse_duration(body_timeout),
+            idle_timeout_s=parse_duration(idle_timeout),
+            max_connections=max_connections,
+        )
+        if code_root is not None and not code_root.is_dir():
+            raise ConfigError(f"--code-root {code_root} is not a directory")
         config = GatewayConfig(
             node=node,
             host=host,
             port=port,
-            max_body=body_limit,
+            limits=limits,
             protect_invoke=protect_invoke,
             drain_timeout_s=parse_duration(drain_timeout),
+            code_root=code_root.resolve() if code_root else None,
         )
         warnings = list(probe_host().warnings) if sandbox else ["sandbox disabled (--no-sandbox)"]
 
@@ -253,6 +301,18 @@ def register(app: typer.Typer) -> None:
         """Remove a function and stop its instances."""
         _client(url, token, state_dir).remove(name)
         console.print(f"removed {name}")
+
+    @app.command()
+    @friendly_errors
+    def logs(
+        name: Annotated[str, typer.Argument(help="Function name")],
+        lines: Annotated[int, typer.Option("--lines", "-n", help="How many of the last lines")] = 100,
+        url: UrlOption = "http://127.0.0.1:8080",
+        token: TokenOption = None,
+        state_dir: StateOption = None,
+    ) -> None:
+        """Print what a function's instances wrote to stdout and stderr (time, instance, line)."""
+        sys.stdout.write(_client(url, token, state_dir).logs(name, lines))
 
 
 def register_replay(app: typer.Typer) -> None:

@@ -169,6 +169,16 @@ class FaasClient:
     def remove(self, name: str) -> None:
         self._json("DELETE", f"/system/functions/{name}")
 
+    def logs(self, name: str, lines: int = 100) -> str:
+        result = self.request("GET", f"/system/logs/{name}?lines={lines}")
+        if result.status >= 400:
+            try:
+                message = json.loads(result.body).get("error")
+            except (ValueError, AttributeError):
+                message = result.body[:200].decode(errors="replace")
+            raise ApiError(result.status, str(message))
+        return result.body.decode(errors="replace")
+
     def stats(self) -> dict[str, Any]:
         data: dict[str, Any] = self._json("GET", "/system/stats")
         return data

@@ -65,11 +65,12 @@ class Template:
             theirs.close()
             self.zygotes.append(Zygote(pid, ours, cgroup))
 
-    def spawn(self, gateway: socket.socket, control_fd: int) -> dict[str, object]:
+    def spawn(self, gateway: socket.socket, fds: list[int]) -> dict[str, object]:
+        """Start an instance on ``fds`` (its control socket and its log pipe)."""
         while self.zygotes:
             zygote = self.zygotes.popleft()
             try:
-                socket.send_fds(zygote.channel, [b"c"], [control_fd])
+                socket.send_fds(zygote.channel, [b"c"], fds)
             except OSError:  # that zygote died; its cgroup goes with it
                 zygote.cgroup.remove()
                 continue
@@ -82,7 +83,7 @@ class Template:
             gateway.close()
             for zygote in self.zygotes:
                 zygote.channel.close()
-            runtime.bootstrap(socket.socket(fileno=control_fd))
+            runtime.bootstrap(*_adopt(fds))
         return {"pid": pid, "cgroup": None}
 
 
@@ -94,13 +95,18 @@ def _become_zygote(channel: socket.socket, cgroup: MemoryCgroup) -> None:
         os.setsid()
     try:
         cgroup.procs_file.write_text(str(os.getpid()))
-        _, fds, _, _ = socket.recv_fds(channel, 16, 1)
+        _, fds, _, _ = socket.recv_fds(channel, 16, 2)
     except OSError:
         os._exit(1)
-    if not fds:
+    if len(fds) != 2:
         os._exit(0)
     channel.close()
-    runtime.bootstrap(socket.socket(fileno=fds[0]))
+    runtime.bootstrap(*_adopt(fds))
+
+
+def _adopt(fds: list[int]) -> tuple[socket.socket, int]:
+    """The control socket and the log pipe an instance was sent."""
+    return socket.socket(fileno=fds[0]), fds[1]
 
 
 def serve(channel: socket.socket, template: Template) -> None:
@@ -110,13 +116,14 @@ def serve(channel: socket.socket, template: Template) -> None:
     template.fill(channel)
     while True:
         try:
-            _, fds, _, _ = socket.recv_fds(channel, 16, 1)
+            _, fds, _, _ = socket.recv_fds(channel, 16, 2)
         except (ConnectionError, OSError):
             break
-        if not fds:
+        if len(fds) != 2:
             break
-        reply = template.spawn(channel, fds[0])
-        os.close(fds[0])
+        reply = template.spawn(channel, fds)
+        for fd in fds:
+            os.close(fd)
         channel.send(json.dumps(reply).encode())
         template.fill(channel)
     for zygote in template.zygotes:
@@ -154,16 +161,20 @@ class ForkServerClient:
             str(zygotes),
             described,
             pass_fds=(theirs.fileno(),),
+            stdin=asyncio.subprocess.DEVNULL,
+            # Nothing of the server's environment (its token among it) reaches what the template forks.
+            env=runtime.helper_environment(),
         )
         theirs.close()
         ours.setblocking(False)
         return cls(process, ours)
 
-    async def fork(self, control: socket.socket) -> Forked:
-        """Start an instance that will run on ``control`` (the instance's end of its socket)."""
+    async def fork(self, control: socket.socket, log_fd: int) -> Forked:
+        """Start an instance that will run on ``control`` (the instance's end of its socket) and write its
+        output to ``log_fd``."""
         loop = asyncio.get_running_loop()
         async with self.lock:
-            socket.send_fds(self.channel, [b"f"], [control.fileno()])
+            socket.send_fds(self.channel, [b"f"], [control.fileno(), log_fd])
             reply = await loop.sock_recv(self.channel, 4096)
         if not reply:
             raise ConnectionError("the fork-server exited")

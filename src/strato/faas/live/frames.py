@@ -1,16 +1,17 @@
 """The lean backend's wire format between the gateway and an instance: one frame per message.
 
 A frame is a fixed 13-byte header (request id, kind, meta length, body length) followed by ``meta`` and
-``body``. For an invocation ``meta`` is an HTTP/1.1 request head: with ``INVOKE_RAW`` it is the client's
-own head, passed through untouched (the instance drops the ``/function/NAME`` prefix of the target); with
-``INVOKE`` the gateway rewrote it. A ``RESULT``'s ``meta`` is the status (and `` fatal`` when the
-instance is about to exit) and its body the complete HTTP response, encoded by the instance so that the
-gateway only writes it to the client. The gateway, the one process every request crosses, thus neither
-re-encodes requests nor builds responses.
+``body``. An ``INVOKE``'s ``meta`` is the HTTP/1.1 request head the gateway wrote from the request it
+parsed and checked (target without the ``/function/NAME`` prefix), its body the request body. A
+``RESULT``'s ``meta`` is ``STATUS[ fatal]`` (``fatal``: the instance exits after this answer), CRLF, then
+the response's header lines (``Name: value`` CRLF each); its body is the response body. The instance runs
+code the platform does not trust, so the gateway checks every frame (sizes before buffering, status,
+header lines) and writes the HTTP response head itself.
 """
 
 from __future__ import annotations
 
+import re
 import struct
 
 # HTTP facts every hop shares; here because instances import this module and nothing heavier.
@@ -47,16 +48,39 @@ HOP_BY_HOP = frozenset(
     }
 )
 
+TOKEN_PATTERN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+"""A header name (RFC 9110 token)."""
+VALUE_PATTERN = rb"(?:[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?)?"
+"""A header value the platform passes: visible ASCII, inner spaces and tabs; no CR, LF, NUL, no 8-bit."""
+HEADER_NAME = re.compile(TOKEN_PATTERN.decode())
+HEADER_TEXT = re.compile(VALUE_PATTERN.decode())
+
 HEADER = struct.Struct("!IBII")
 HEADER_SIZE = HEADER.size
 
 INVOKE = 1
 SPEC = 2
-INVOKE_RAW = 3
 READY = 10
 RESULT = 11
 LOAD_FAILED = 12
 
 
+MAX_META = 64 * 1024
+"""A result's status and header lines; a frame declaring more is refused before it is buffered."""
+
+
 def encode(request_id: int, kind: int, meta: bytes, body: bytes = b"") -> bytes:
     return HEADER.pack(request_id, kind, len(meta), len(body)) + meta + body
+
+
+def result_meta(status: int, header_block: bytes, *, fatal: bool) -> bytes:
+    return b"%d%s\r\n%s" % (status, b" fatal" if fatal else b"", header_block)
+
+
+def parse_result_meta(meta: bytes) -> tuple[int, bool, bytes] | None:
+    """(status, fatal, header lines) of a RESULT, or None when the status line is malformed."""
+    line, sep, block = meta.partition(b"\r\n")
+    status, _, flag = line.partition(b" ")
+    if not sep or len(status) != 3 or not status.isdigit() or flag not in (b"", b"fatal"):
+        return None
+    return int(status), flag == b"fatal", block

@@ -11,6 +11,7 @@ Routes (admin routes need ``Authorization: Bearer <token>``; invocations too wit
 ``DELETE /system/functions/{name}``        remove (or ``DELETE /system/functions`` with
                                            ``{"functionName": name}`` as OpenFaaS does)
 ``GET /system/stats``                      keep-alive counters per function (cold starts, waste)
+``GET /system/logs/{name}[?lines=N]``       the function's output (stdout, stderr), last N lines
 ``ANY /function/{name}[/sub/path][?q]``    synchronous invocation: body, status and headers kept
 =========================================  ====================================================
 """
@@ -23,7 +24,7 @@ import json
 import os
 import signal
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from strato.core.tokens import ensure_token_file
@@ -32,6 +33,7 @@ from strato.faas.live.httpio import (
     ConnectionTracker,
     Request,
     Response,
+    ServerLimits,
     ServerProtocol,
     error_response,
     json_response,
@@ -46,18 +48,22 @@ from strato.faas.live.registry import (
     read_directory,
 )
 
-DEFAULT_MAX_BODY = 8 * 1024 * 1024
-
 
 @dataclass(frozen=True)
 class GatewayConfig:
     node: NodeConfig
     host: str = "127.0.0.1"
     port: int = 8080
-    max_body: int = DEFAULT_MAX_BODY
+    limits: ServerLimits = field(default_factory=ServerLimits)
     protect_invoke: bool = False
     drain_timeout_s: float = 30.0
     token: str | None = None
+    code_root: Path | None = None
+    """Directory deploys (``{"directory": PATH}``) may only read below this; None refuses them."""
+
+    @property
+    def max_body(self) -> int:
+        return self.limits.max_body
 
 
 def default_state_dir() -> Path:
@@ -101,13 +107,11 @@ class Gateway:
                 return _unauthorised()
             name, _, rest = path[len("/function/") :].partition("/")
             headers = request.headers
-            head = request.head
             if "authorization" in headers and self._authorised(request):
-                # The platform's token never reaches function code: drop it, and the raw head with it.
+                # The platform's token never reaches function code.
                 headers = {key: value for key, value in headers.items() if key != "authorization"}
-                head = b""
             target = "/" + rest + ("?" + request.query if request.query else "")
-            return self.node.invoke(name, request.method, target, headers, request.body, head)
+            return self.node.invoke(name, request.method, target, headers, request.body)
         return self._handle_other(request)
 
     async def _handle_other(self, request: Request) -> Response:
@@ -129,6 +133,8 @@ class Gateway:
         method = request.method
         if parts == ["system", "stats"] and method == "GET":
             return json_response(200, self.node.stats())
+        if parts[:2] == ["system", "logs"] and len(parts) == 3 and method == "GET":
+            return self._logs(parts[2], request.query)
         if parts[:2] != ["system", "functions"] or len(parts) > 3:
             return error_response(404, f"no route for {method} {request.path}")
         if len(parts) == 3:
@@ -184,6 +190,19 @@ class Gateway:
         status = 200 if current is not None else 201
         return json_response(status, staged.to_public())
 
+    def _logs(self, name: str, query: str) -> Response:
+        if name not in self.node.functions:
+            return error_response(404, f"no function named {name!r}")
+        lines = 100
+        for pair in query.split("&"):
+            key, _, value = pair.partition("=")
+            if key == "lines":
+                if not value.isdigit() or not 1 <= int(value) <= 100_000:
+                    return error_response(400, "lines must be an integer between 1 and 100000")
+                lines = int(value)
+        text = "".join(line + "\n" for line in self.node.log_for(name).tail(lines))
+        return Response(200, text.encode(), [("Content-Type", "text/plain; charset=utf-8")])
+
     async def _remove(self, name: str) -> Response:
         async with self.deploy_lock:
             function = self.node.remove(name)
@@ -217,7 +236,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     tracker = ConnectionTracker()
     server = await loop.create_server(
-        lambda: ServerProtocol(gateway.handle, max_body=config.max_body, tracker=tracker),
+        lambda: ServerProtocol(gateway.handle, limits=config.limits, tracker=tracker),
         config.host,
         config.port,
         reuse_address=True,

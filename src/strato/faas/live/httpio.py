@@ -1,26 +1,47 @@
-"""A small HTTP/1.1 server and client on asyncio protocols, shared by every hop of the live platform.
+"""The HTTP/1.1 server and client of every hop of the live platform, on asyncio protocols and llhttp.
 
 Both backends use this same code for the client-facing gateway, and the faasd-like backend also uses it
 for each of its internal hops (gateway -> provider -> watchdog -> function), so the comparison between
 them measures the number of hops, not the quality of two different HTTP stacks.
 
-Only what the platform needs: ``Content-Length`` and chunked request bodies, keep-alive, pipelined
-requests answered in order, a body-size limit checked before the body is read (413), and a client
-connection pool with one request in flight per connection.
+Parsing is llhttp's (through ``httptools``), in its strict mode: it refuses the request-smuggling shapes a
+hand-written parser lets through (both ``Content-Length`` and ``Transfer-Encoding``, signed or
+underscored lengths, malformed chunk sizes, missing CRLFs, bare LF, whitespace before a colon). On top of
+it this module enforces what llhttp leaves to its user: head and body size limits checked before anything
+is buffered, ``chunked`` as the only transfer coding, HTTP/1.0 and 1.1 only, a Host header on 1.1,
+origin-form targets, no protocol upgrades; and per connection a header timeout, a body timeout (without
+progress), an idle keep-alive timeout, a timeout for responses the client does not read, and a cap on
+open connections. Everything a response carries is checked before it is written: status 200-599 (a 1xx
+cannot be a final response) and header names and values free of CR, LF and NUL, so nothing an upstream
+or a function returns can split a response.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import re
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
-from strato.faas.live.frames import HOP_BY_HOP, REASONS
+import httptools
+
+from strato.faas.live.frames import (
+    HEADER_NAME,
+    HEADER_TEXT,
+    HOP_BY_HOP,
+    REASONS,
+    TOKEN_PATTERN,
+    VALUE_PATTERN,
+)
 
 MAX_HEAD_BYTES = 64 * 1024
+MAX_HEADERS = 128
+DEFAULT_MAX_RESPONSE = 64 * 1024 * 1024
 
 
 class HttpError(Exception):
@@ -32,6 +53,44 @@ class HttpError(Exception):
         self.message = message
 
 
+class InvalidResponse(ValueError):
+    """A response (from an upstream or a function) that cannot be written without corrupting the stream."""
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What one client connection may cost the server. ``None`` turns a timeout off (internal hops)."""
+
+    max_body: int = 8 * 1024 * 1024
+    max_head: int = MAX_HEAD_BYTES
+    max_headers: int = MAX_HEADERS
+    header_timeout_s: float | None = 10.0
+    """From the first byte of a request to the end of its head."""
+    body_timeout_s: float | None = 30.0
+    """Longest wait for the next piece of a request body."""
+    idle_timeout_s: float | None = 30.0
+    """A kept-alive connection with nothing in flight is closed after this long."""
+    write_timeout_s: float | None = 30.0
+    """A response the client stops reading is abandoned after this long without progress."""
+    max_connections: int | None = 4096
+    internal_hop: bool = False
+    """Between the platform's own processes: ``X-Strato-*`` headers pass, and a HEAD response keeps its
+    body (the next hop's parser does not know the method, so the framing must not depend on it)."""
+
+    @classmethod
+    def internal(cls, max_body: int) -> ServerLimits:
+        """Between the platform's own processes: no timeouts (the gateway times invocations out)."""
+        return cls(
+            max_body=max_body,
+            header_timeout_s=None,
+            body_timeout_s=None,
+            idle_timeout_s=None,
+            write_timeout_s=None,
+            max_connections=None,
+            internal_hop=True,
+        )
+
+
 @dataclass(slots=True)
 class Request:
     method: str
@@ -39,8 +98,6 @@ class Request:
     headers: dict[str, str]
     body: bytes
     keep_alive: bool = True
-    head: bytes = b""
-    """The request line and header lines exactly as received, for hops that pass them through."""
 
     @property
     def path(self) -> str:
@@ -67,13 +124,48 @@ class Response:
 
 @dataclass(slots=True)
 class RawResponse:
-    """A response that arrives already encoded (the lean backend's instances encode their own)."""
+    """A response from a lean instance: its header lines arrive as one block, checked once
+    (:func:`check_header_block`) and written as they are."""
 
     status: int
-    payload: bytes
+    header_block: bytes
+    body: bytes
 
 
-AnyResponse = Response | RawResponse
+class BodySink(Protocol):
+    """Where a streamed body goes (the client connection)."""
+
+    def body_data(self, data: bytes) -> None: ...
+
+    def body_end(self) -> None: ...
+
+    def body_abort(self) -> None: ...
+
+
+class BodySource(Protocol):
+    """Where a streamed body comes from (an instance's socket), with flow control."""
+
+    def attach(self, sink: BodySink) -> None: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def abandon(self) -> None:
+        """The client is gone: read and drop the rest."""
+
+
+@dataclass(slots=True)
+class StreamedResponse:
+    """A response whose body is forwarded as it arrives instead of being buffered whole."""
+
+    status: int
+    header_block: bytes
+    length: int
+    source: BodySource
+
+
+AnyResponse = Response | RawResponse | StreamedResponse
 
 
 def json_response(status: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> Response:
@@ -85,27 +177,81 @@ def error_response(status: int, message: str, **extra: Any) -> Response:
     return json_response(status, {"error": message, "status": status, **extra})
 
 
-def _parse_headers(lines: list[bytes]) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for line in lines:
-        name, sep, value = line.partition(b":")
-        if not sep or not name or name != name.strip():
-            raise HttpError(400, f"malformed header line {line[:60]!r}")
-        key = name.decode("latin-1").lower()
-        text = value.strip().decode("latin-1")
-        headers[key] = f"{headers[key]}, {text}" if key in headers else text
-    return headers
+# ---- response checks ------------------------------------------------------------------------------------
+
+HEADER_BLOCK = re.compile(rb"(?:" + TOKEN_PATTERN + rb": " + VALUE_PATTERN + rb"\r\n)*")
+"""Header lines as instances send them: ``Name: value`` with visible ASCII only, one space, CRLF."""
+_FRAMING_NAMES = "|".join(re.escape(name) for name in sorted(HOP_BY_HOP))
+_FRAMING_LINE = re.compile(
+    rb"(?:^|\n)(?:" + _FRAMING_NAMES.encode() + rb"|x-strato-" + TOKEN_PATTERN + rb"):", re.IGNORECASE
+)
 
 
-def encode_response(response: Response, *, keep_alive: bool) -> bytes:
-    head = [f"HTTP/1.1 {response.status} {REASONS.get(response.status, 'Unknown')}"]
-    for name, value in response.headers:
-        if name.lower() not in HOP_BY_HOP:
-            head.append(f"{name}: {value}")
-    head.append(f"Content-Length: {len(response.body)}")
+def check_status(status: int) -> int:
+    if not 200 <= status <= 599:
+        raise InvalidResponse(f"status {status} is not a final HTTP status (200-599)")
+    return status
+
+
+def check_header_block(block: bytes) -> bytes:
+    """Validate header lines from an instance; drop framing and platform headers (the gateway writes its
+    own). Raises InvalidResponse for anything that could change how the client reads the stream."""
+    if not HEADER_BLOCK.fullmatch(block):
+        bad = next(
+            (line for line in block.split(b"\r\n")[:-1] if not HEADER_BLOCK.fullmatch(line + b"\r\n")),
+            block[-60:],
+        )
+        raise InvalidResponse(f"malformed or unsafe header line {bad[:80]!r}")
+    if _FRAMING_LINE.search(block) is None:
+        return block
+    kept = [
+        line + b"\r\n"
+        for line in block.split(b"\r\n")[:-1]
+        if not _is_platform_header(line.partition(b":")[0].decode("latin-1"))
+    ]
+    return b"".join(kept)
+
+
+def _is_platform_header(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in HOP_BY_HOP or lowered.startswith("x-strato-")
+
+
+def header_lines(headers: list[tuple[str, str]], *, internal: bool = False) -> bytes:
+    """Checked ``Name: value\\r\\n`` lines without framing headers (and without the platform's own
+    ``X-Strato-*`` unless the response travels between the platform's processes)."""
+    lines = []
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered in HOP_BY_HOP or (not internal and lowered.startswith("x-strato-")):
+            continue
+        text = value.strip(" \t")
+        if not HEADER_NAME.fullmatch(name) or not HEADER_TEXT.fullmatch(text):
+            raise InvalidResponse(f"header {name[:60]!r} has a bad name or a value with control characters")
+        lines.append(f"{name}: {text}\r\n")
+    return "".join(lines).encode("ascii")
+
+
+def response_head(status: int, block: bytes, length: int | None, *, keep_alive: bool) -> bytes:
+    """Status line, checked header lines and the framing the gateway owns. ``length`` None: no
+    Content-Length (204, 304)."""
+    framing = b"" if length is None else b"Content-Length: %d\r\n" % length
     if not keep_alive:
-        head.append("Connection: close")
-    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + response.body
+        framing += b"Connection: close\r\n"
+    reason = REASONS.get(status, "Status").encode()
+    return b"HTTP/1.1 %d %s\r\n%s%s\r\n" % (status, reason, block, framing)
+
+
+def encode_response(response: Response, *, keep_alive: bool, internal: bool = False) -> bytes:
+    """The whole response, checked. Raises InvalidResponse."""
+    check_status(response.status)
+    head = response_head(
+        response.status,
+        header_lines(response.headers, internal=internal),
+        len(response.body),
+        keep_alive=keep_alive,
+    )
+    return head + response.body
 
 
 def encode_request(
@@ -126,76 +272,204 @@ def encode_request(
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
 
 
-class _ChunkedDecoder:
-    """Incremental decoder of a chunked body; ``feed`` returns (body, rest) once complete."""
+def _no_body(method: str, status: int, *, internal: bool) -> tuple[bool, bool]:
+    """(send no body bytes, send no Content-Length) for this request method and status."""
+    if status in (204, 304):
+        return True, True
+    return method == "HEAD" and not internal, False
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.parts: list[bytes] = []
-        self.size = 0
 
-    def feed(self, buffer: bytearray) -> tuple[bytes, int] | None:
-        position = 0
-        while True:
-            line_end = buffer.find(b"\r\n", position)
-            if line_end < 0:
-                return None
-            size_text = bytes(buffer[position:line_end]).split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise HttpError(400, "malformed chunk size") from None
-            if size == 0:
-                trailer_end = buffer.find(b"\r\n\r\n", line_end)
-                if buffer[line_end : line_end + 4] == b"\r\n\r\n":
-                    trailer_end = line_end
-                if trailer_end < 0:
-                    return None
-                return b"".join(self.parts), trailer_end + 4
-            if self.size + size > self.limit:
-                raise HttpError(413, f"request body exceeds the limit of {self.limit} bytes")
-            chunk_start = line_end + 2
-            if len(buffer) < chunk_start + size + 2:
-                return None
-            self.parts.append(bytes(buffer[chunk_start : chunk_start + size]))
-            self.size += size
-            position = chunk_start + size + 2
-            del buffer[:position]
-            position = 0
-
+# ---- server ---------------------------------------------------------------------------------------------
 
 Handler = Callable[[Request], "AnyResponse | Awaitable[AnyResponse]"]
 """A route answers at once (a Response) or later (a future or coroutine of one)."""
 
+_IDLE, _HEAD, _BODY = 0, 1, 2
+
 
 class ServerProtocol(asyncio.Protocol):
-    """One client connection: parse requests, call the handler, answer in order."""
+    """One client connection: parse requests strictly, call the handler, answer in order.
 
-    def __init__(self, handler: Handler, *, max_body: int, tracker: ConnectionTracker) -> None:
+    Pipelined requests are parsed ahead into a queue; reading pauses once the queue holds more than one
+    maximal request, and while the client does not read what it was sent.
+    """
+
+    def __init__(self, handler: Handler, *, limits: ServerLimits, tracker: ConnectionTracker) -> None:
         self.handler = handler
-        self.max_body = max_body
+        self.limits = limits
         self.tracker = tracker
         self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
+        self.parser = httptools.HttpRequestParser(self)
+        self.queue: deque[Request | HttpError] = deque()
+        self.queued_bytes = 0
         self.busy = False
         self.closing = False
-        self.pending: tuple[str, str, dict[str, str], bool, bytes] | None = None
-        self.body_length = 0
-        self.chunked: _ChunkedDecoder | None = None
+        self.reading_paused = False
+        self.writing_paused = False
+        self.stream: StreamedResponse | None = None
+        self.stream_keep_alive = False
+        self.phase = _IDLE
+        self.phase_since = time.monotonic()
+        self.head_fed = 0
+        """Bytes fed while a head stayed unfinished: llhttp buffers a partial header line itself."""
+        self.field_bytes = 0
+        self.write_stalled_since: float | None = None
+        self.write_buffered = 0
+        # The message being parsed.
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._header_count = 0
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._now = self.phase_since
+
+    # ---- transport callbacks ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
+        cap = self.limits.max_connections
+        if cap is not None and len(self.tracker.connections) >= cap:
+            self.tracker.refused += 1
+            response = error_response(503, f"the server is at its limit of {cap} open connections")
+            self.transport.write(encode_response(response, keep_alive=False))
+            self.transport.close()
+            self.transport = None
+            return
         self.tracker.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.tracker.connections.discard(self)
         self.transport = None
+        if self.stream is not None:
+            stream, self.stream = self.stream, None
+            stream.source.abandon()
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        if self.stream is not None:
+            self.stream.source.pause()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        if self.stream is not None:
+            self.stream.source.resume()
+        elif not self.busy:
+            self._next()
 
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
+        if self.transport is None or (self.closing and not self.busy and not self.queue):
+            return
+        self._now = now = time.monotonic()
+        in_head = self.phase == _HEAD
+        try:
+            self.parser.feed_data(data)
+            if in_head and self.phase == _HEAD:
+                self.head_fed += len(data)
+                if self.head_fed > self.limits.max_head:
+                    raise HttpError(431, f"request head larger than {self.limits.max_head} bytes")
+        except httptools.HttpParserCallbackError as error:
+            cause = error.__context__
+            self._fail(cause if isinstance(cause, HttpError) else HttpError(400, f"bad request: {cause}"))
+        except httptools.HttpParserUpgrade:
+            self._fail(HttpError(501, "protocol upgrades and CONNECT are not supported"))
+        except httptools.HttpParserError as error:
+            self._fail(HttpError(400, f"malformed request: {error}"))
+        except HttpError as error:
+            self._fail(error)
+        if self.phase == _BODY:
+            self.phase_since = now
+        if self.queued_bytes > self.limits.max_body + self.limits.max_head:
+            self._pause_reading()
         if not self.busy:
             self._next()
+
+    # ---- parser callbacks (llhttp) ----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.phase = _HEAD
+        self.phase_since = self._now
+        self.head_fed = 0
+        self.field_bytes = 0
+        self._url = b""
+        self._headers = {}
+        self._header_count = 0
+        self._body = []
+        self._body_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self.limits.max_head:
+            raise HttpError(414, f"request target longer than {self.limits.max_head} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        self.field_bytes += len(name) + len(value) + 4
+        if self._header_count > self.limits.max_headers:
+            raise HttpError(431, f"more than {self.limits.max_headers} header fields")
+        if self.field_bytes + len(self._url) > self.limits.max_head:
+            raise HttpError(431, f"request head larger than {self.limits.max_head} bytes")
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        headers = self._headers
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        if parser.should_upgrade():
+            raise HttpError(501, "protocol upgrades and CONNECT are not supported")
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise HttpError(505, f"HTTP/{version} is not supported; use HTTP/1.1")
+        headers = self._headers
+        if version == "1.1" and "host" not in headers:
+            raise HttpError(400, "an HTTP/1.1 request needs a Host header")
+        if not self._url.startswith(b"/"):
+            raise HttpError(400, "the request target must be a path (origin form)")
+        coding = headers.get("transfer-encoding")
+        if coding is not None and coding.strip().lower() != "chunked":
+            raise HttpError(501, f"transfer coding {coding[:40]!r} is not supported; only chunked is")
+        length = headers.get("content-length")
+        if length is not None and int(length) > self.limits.max_body:
+            raise HttpError(
+                413, f"request body of {length} bytes exceeds the limit of {self.limits.max_body} bytes"
+            )
+        self.phase = _BODY
+        self.phase_since = self._now
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size > self.limits.max_body:
+            raise HttpError(413, f"request body exceeds the limit of {self.limits.max_body} bytes")
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        request = Request(
+            self.parser.get_method().decode("ascii"),
+            self._url.decode("latin-1"),
+            self._headers,
+            body,
+            self.parser.should_keep_alive(),
+        )
+        self.queue.append(request)
+        self.queued_bytes += len(body)
+        self.phase = _IDLE
+        self.phase_since = self._now
+
+    # ---- answering --------------------------------------------------------------------------------
+
+    def _fail(self, error: HttpError) -> None:
+        """A request that cannot be parsed ends the connection, after the requests queued before it."""
+        self.queue.append(error)
+        self.phase = _IDLE
+        self._pause_reading()
+
+    def _pause_reading(self) -> None:
+        transport = self.transport
+        if transport is not None and not self.reading_paused and not transport.is_closing():
+            self.reading_paused = True
+            transport.pause_reading()
 
     def close_when_idle(self) -> None:
         self.closing = True
@@ -203,102 +477,192 @@ class ServerProtocol(asyncio.Protocol):
             self.transport.close()
 
     def _next(self) -> None:
-        try:
-            request = self._parse()
-        except HttpError as error:
-            self._answer(error_response(error.status, error.message), keep_alive=False)
+        while not self.busy and self.queue and not self.writing_paused and self.transport is not None:
+            item = self.queue.popleft()
+            if isinstance(item, HttpError):
+                self._write(error_response(item.status, item.message), "GET", keep_alive=False)
+                return
+            self.queued_bytes -= len(item.body)
+            self.busy = True
+            self.tracker.in_flight += 1
+            try:
+                result = self.handler(item)
+            except Exception as error:  # the server must answer whatever a route does
+                result = _internal_error(error)
+            if isinstance(result, Response | RawResponse | StreamedResponse):
+                self._finish(item, result)
+                continue
+            # A future resolves through a callback: no task, which matters on the gateway's hot path.
+            asyncio.ensure_future(result).add_done_callback(functools.partial(self._resolved, item))
             return
-        if request is None:
-            if len(self.buffer) > MAX_HEAD_BYTES and self.pending is None:
-                self._answer(error_response(431, "request head too large"), keep_alive=False)
-            return
-        self.busy = True
-        self.tracker.in_flight += 1
-        try:
-            result = self.handler(request)
-        except Exception as error:  # the server must answer whatever a route does
-            result = _internal_error(error)
-        if isinstance(result, Response | RawResponse):
-            self._done(request, result)
-            return
-        # A future resolves through a callback: no task, which matters on the gateway's hot path.
-        asyncio.ensure_future(result).add_done_callback(lambda outcome: self._done(request, outcome))
+        if not self.queue:
+            self.queued_bytes = 0
+        transport = self.transport
+        if (
+            self.reading_paused
+            and transport is not None
+            and self.queued_bytes <= self.limits.max_body
+            and not transport.is_closing()
+            and not (self.queue and isinstance(self.queue[-1], HttpError))
+        ):
+            self.reading_paused = False
+            transport.resume_reading()
+        if not self.busy and not self.queue and self.closing and self.transport is not None:
+            self.transport.close()
 
-    def _parse(self) -> Request | None:
-        if self.pending is None:
-            head_end = self.buffer.find(b"\r\n\r\n")
-            if head_end < 0:
-                return None
-            head = bytes(self.buffer[:head_end])
-            lines = head.split(b"\r\n")
-            del self.buffer[: head_end + 4]
-            parts = lines[0].split(b" ")
-            if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
-                raise HttpError(400, "malformed request line")
-            headers = _parse_headers(lines[1:])
-            method, target = parts[0].decode("latin-1"), parts[1].decode("latin-1")
-            connection = headers.get("connection", "").lower()
-            keep_alive = connection != "close" if parts[2] == b"HTTP/1.1" else connection == "keep-alive"
-            if "chunked" in headers.get("transfer-encoding", "").lower():
-                self.chunked = _ChunkedDecoder(self.max_body)
-                self.body_length = -1
-            else:
-                try:
-                    self.body_length = int(headers.get("content-length", "0"))
-                except ValueError:
-                    raise HttpError(400, "malformed Content-Length") from None
-                if self.body_length < 0:
-                    raise HttpError(400, "negative Content-Length")
-                if self.body_length > self.max_body:
-                    raise HttpError(
-                        413,
-                        f"request body of {self.body_length} bytes exceeds the limit of "
-                        f"{self.max_body} bytes",
-                    )
-            self.pending = (method, target, headers, keep_alive, head)
-        method, target, headers, keep_alive, head = self.pending
-        if self.chunked is not None:
-            decoded = self.chunked.feed(self.buffer)
-            if decoded is None:
-                return None
-            body, consumed = decoded
-            del self.buffer[:consumed]
-            self.chunked = None
-        else:
-            if len(self.buffer) < self.body_length:
-                return None
-            body = bytes(self.buffer[: self.body_length])
-            del self.buffer[: self.body_length]
-        self.pending = None
-        return Request(method, target, headers, body, keep_alive, head)
-
-    def _done(self, request: Request, outcome: AnyResponse | asyncio.Future[AnyResponse]) -> None:
-        self.tracker.in_flight -= 1
+    def _resolved(self, request: Request, outcome: asyncio.Future[AnyResponse]) -> None:
         response: AnyResponse
-        if isinstance(outcome, Response | RawResponse):
-            response = outcome
-        elif outcome.cancelled():
+        if outcome.cancelled():
             response = error_response(503, "the request was cancelled (server shutting down)")
         elif outcome.exception() is not None:
             response = _internal_error(outcome.exception())
         else:
             response = outcome.result()
-        self.busy = False
-        keep_alive = request.keep_alive and not self.closing
-        self._answer(response, keep_alive=keep_alive)
-        if keep_alive and self.buffer and self.transport is not None:
+        self._finish(request, response)
+        if not self.busy:
             self._next()
 
-    def _answer(self, response: AnyResponse, *, keep_alive: bool) -> None:
+    def _finish(self, request: Request, response: AnyResponse) -> None:
+        self.tracker.in_flight -= 1
+        keep_alive = request.keep_alive and not self.closing
+        if isinstance(response, StreamedResponse):
+            self._start_stream(request, response, keep_alive=keep_alive)
+            return
+        self.busy = False
+        self._write(response, request.method, keep_alive=keep_alive)
+
+    def _write(self, response: Response | RawResponse, method: str, *, keep_alive: bool) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        try:
+            status = check_status(response.status)
+            if isinstance(response, RawResponse):
+                block, body = response.header_block, response.body
+            else:
+                block = header_lines(response.headers, internal=self.limits.internal_hop)
+                body = response.body
+        except InvalidResponse as error:
+            status, body = 502, _bad_gateway_body(error)
+            block = b"Content-Type: application/json\r\n"
+        skip_body, skip_length = _no_body(method, status, internal=self.limits.internal_hop)
+        head = response_head(status, block, None if skip_length else len(body), keep_alive=keep_alive)
+        if skip_body or not body:
+            transport.write(head)
+        elif len(body) < 65536:
+            transport.write(head + body)
+        else:
+            transport.writelines((head, body))
+        if not keep_alive:
+            self.closing = True
+            transport.close()
+
+    def _start_stream(self, request: Request, response: StreamedResponse, *, keep_alive: bool) -> None:
+        transport = self.transport
+        if transport is None:
+            response.source.abandon()
+            self.busy = False
+            return
+        skip_body, skip_length = _no_body(request.method, response.status, internal=self.limits.internal_hop)
+        if skip_body:
+            # Nothing of the body may reach the client; the source still has to be drained.
+            response.source.abandon()
+            self.busy = False
+            head = response_head(
+                response.status,
+                response.header_block,
+                None if skip_length else response.length,
+                keep_alive=False,
+            )
+            transport.write(head)
+            self.closing = True
+            transport.close()
+            return
+        transport.write(
+            response_head(response.status, response.header_block, response.length, keep_alive=keep_alive)
+        )
+        self.stream = response
+        self.stream_keep_alive = keep_alive
+        response.source.attach(self)
+        if self.writing_paused:
+            response.source.pause()
+
+    # BodySink: the streamed body of the response being written.
+
+    def body_data(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def body_end(self) -> None:
+        self.stream = None
+        self.busy = False
         if self.transport is None:
             return
-        if isinstance(response, RawResponse):
-            # Without keep-alive the closed connection tells the client the response is complete.
-            self.transport.write(response.payload)
-        else:
-            self.transport.write(encode_response(response, keep_alive=keep_alive))
-        if not keep_alive:
+        if not self.stream_keep_alive:
+            self.closing = True
             self.transport.close()
+            return
+        self._next()
+
+    def body_abort(self) -> None:
+        """The source failed mid-body: the client can only learn it from a closed connection."""
+        self.stream = None
+        self.busy = False
+        if self.transport is not None:
+            self.closing = True
+            self.transport.abort()
+
+    # ---- timeouts ---------------------------------------------------------------------------------
+
+    def check_timeouts(self, now: float) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        limits = self.limits
+        buffered = transport.get_write_buffer_size()
+        if buffered and limits.write_timeout_s is not None:
+            if self.write_stalled_since is None or buffered < self.write_buffered:
+                self.write_stalled_since = now
+            elif now - self.write_stalled_since > limits.write_timeout_s:
+                self._time_out(None)
+                return
+            self.write_buffered = buffered
+            return
+        self.write_stalled_since = None
+        elapsed = now - self.phase_since
+        if self.phase == _HEAD and limits.header_timeout_s is not None and elapsed > limits.header_timeout_s:
+            self._time_out(f"the request head did not arrive within {limits.header_timeout_s:g} s")
+        elif self.phase == _BODY and limits.body_timeout_s is not None and elapsed > limits.body_timeout_s:
+            self._time_out(f"no request body data for {limits.body_timeout_s:g} s")
+        elif (
+            self.phase == _IDLE
+            and not self.busy
+            and not self.queue
+            and limits.idle_timeout_s is not None
+            and elapsed > limits.idle_timeout_s
+        ):
+            self.tracker.timed_out += 1
+            transport.close()
+
+    def _time_out(self, message: str | None) -> None:
+        transport = self.transport
+        assert transport is not None
+        self.tracker.timed_out += 1
+        if message is not None and not self.busy and not self.queue:
+            transport.write(encode_response(error_response(408, message), keep_alive=False))
+            transport.close()
+        else:
+            transport.abort()
+        self.closing = True
+        if self.stream is not None:
+            stream, self.stream = self.stream, None
+            stream.source.abandon()
+
+
+def _bad_gateway_body(error: InvalidResponse) -> bytes:
+    return json.dumps(
+        {"error": f"the function returned an invalid response: {error}", "status": 502}
+    ).encode()
 
 
 def _internal_error(error: BaseException | None) -> Response:
@@ -306,13 +670,44 @@ def _internal_error(error: BaseException | None) -> Response:
 
 
 class ConnectionTracker:
-    """Open connections and requests in flight, for graceful shutdown."""
+    """Open connections and requests in flight: for graceful shutdown, timeouts and the connection cap."""
 
     def __init__(self) -> None:
         self.connections: set[ServerProtocol] = set()
         self.in_flight = 0
+        self.refused = 0
+        """Connections turned away at the cap."""
+        self.timed_out = 0
+        """Connections closed by a header, body, idle or write timeout."""
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def start_sweeping(self, interval_s: float = 1.0) -> None:
+        """Check every connection's timeouts every ``interval_s`` (one timer, not one per connection)."""
+        loop = asyncio.get_running_loop()
+
+        def sweep() -> None:
+            now = time.monotonic()
+            for connection in list(self.connections):
+                connection.check_timeouts(now)
+            self._sweeper = loop.call_later(interval_s, sweep)
+
+        self._sweeper = loop.call_later(interval_s, sweep)
+
+    def stop_sweeping(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    def buffered_bytes(self) -> int:
+        """Response bytes written but not yet taken by the clients."""
+        return sum(
+            connection.transport.get_write_buffer_size()
+            for connection in self.connections
+            if connection.transport is not None
+        )
 
     async def drain(self, timeout_s: float) -> bool:
+        self.stop_sweeping()
         for connection in list(self.connections):
             connection.close_when_idle()
         loop = asyncio.get_running_loop()
@@ -322,19 +717,31 @@ class ConnectionTracker:
         return self.in_flight == 0
 
 
+# ---- client ---------------------------------------------------------------------------------------------
+
+
 class ConnectionClosed(ConnectionError):
     """The peer closed the connection before answering."""
 
 
-class ClientProtocol(asyncio.Protocol):
-    """One client connection with at most one request in flight."""
+class UpstreamError(ConnectionError):
+    """The upstream answered with something that is not a valid, bounded HTTP response."""
 
-    def __init__(self) -> None:
+
+class ClientProtocol(asyncio.Protocol):
+    """One client connection with at most one request in flight; responses parsed by llhttp, bounded."""
+
+    def __init__(self, max_response: int = DEFAULT_MAX_RESPONSE) -> None:
+        self.max_response = max_response
         self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
+        self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[Response] | None = None
-        self.head: tuple[int, list[tuple[str, str]], int, bool] | None = None
         self.closed = False
+        self._headers: list[tuple[str, str]] = []
+        self._head_bytes = 0
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._status = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -342,8 +749,7 @@ class ClientProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(ConnectionClosed("connection closed before the response"))
+        self._fail(ConnectionClosed("connection closed before the response"))
 
     def send(self, payload: bytes) -> asyncio.Future[Response]:
         assert self.transport is not None and self.waiter is None
@@ -352,41 +758,61 @@ class ClientProtocol(asyncio.Protocol):
         return self.waiter
 
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        if self.head is None:
-            head_end = self.buffer.find(b"\r\n\r\n")
-            if head_end < 0:
-                return
-            lines = bytes(self.buffer[:head_end]).split(b"\r\n")
-            del self.buffer[: head_end + 4]
-            status = int(lines[0].split(b" ", 2)[1])
-            headers: list[tuple[str, str]] = []
-            length = 0
-            keep_alive = True
-            for line in lines[1:]:
-                name, _, value = line.partition(b":")
-                key = name.decode("latin-1")
-                text = value.strip().decode("latin-1")
-                lowered = key.lower()
-                if lowered == "content-length":
-                    length = int(text)
-                elif lowered == "connection" and text.lower() == "close":
-                    keep_alive = False
-                elif lowered not in HOP_BY_HOP:
-                    headers.append((key, text))
-            self.head = (status, headers, length, keep_alive)
-        status, headers, length, keep_alive = self.head
-        if len(self.buffer) < length:
+        if self.waiter is None:
+            self._fail(UpstreamError("the upstream sent data nobody asked for"))
             return
-        body = bytes(self.buffer[:length])
-        del self.buffer[:length]
-        self.head = None
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as error:
+            cause = error.__context__
+            self._fail(cause if isinstance(cause, UpstreamError) else UpstreamError(str(cause)))
+        except httptools.HttpParserError as error:
+            self._fail(UpstreamError(f"malformed response from the upstream: {error}"))
+
+    def _fail(self, error: ConnectionError) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+
+    def on_message_begin(self) -> None:
+        self._headers = []
+        self._head_bytes = 0
+        self._body = []
+        self._body_size = 0
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > MAX_HEAD_BYTES or len(self._headers) >= MAX_HEADERS:
+            raise UpstreamError(f"response head larger than {MAX_HEAD_BYTES} bytes or {MAX_HEADERS} fields")
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        self._status = self.parser.get_status_code()
+        for name, value in self._headers:
+            if name.lower() == "content-length" and int(value) > self.max_response:
+                raise UpstreamError(
+                    f"response of {value} bytes exceeds the limit of {self.max_response} bytes"
+                )
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size > self.max_response:
+            raise UpstreamError(f"response exceeds the limit of {self.max_response} bytes")
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        keep_alive = self.parser.should_keep_alive()
+        headers = [(name, value) for name, value in self._headers if name.lower() not in HOP_BY_HOP]
+        response = Response(self._status, b"".join(self._body), headers)
         waiter, self.waiter = self.waiter, None
         if not keep_alive and self.transport is not None:
             self.closed = True
             self.transport.close()
         if waiter is not None and not waiter.done():
-            waiter.set_result(Response(status, body, headers))
+            waiter.set_result(response)
 
 
 Connector = Callable[[], Awaitable[tuple[asyncio.BaseTransport, ClientProtocol]]]
@@ -401,9 +827,11 @@ class ClientPool:
         self.idle: deque[ClientProtocol] = deque()
 
     @classmethod
-    def tcp(cls, host: str, port: int) -> ClientPool:
+    def tcp(cls, host: str, port: int, *, max_response: int = DEFAULT_MAX_RESPONSE) -> ClientPool:
         async def connect() -> tuple[asyncio.BaseTransport, ClientProtocol]:
-            return await asyncio.get_running_loop().create_connection(ClientProtocol, host, port)
+            return await asyncio.get_running_loop().create_connection(
+                lambda: ClientProtocol(max_response), host, port
+            )
 
         return cls(connect, host=f"{host}:{port}")
 

@@ -31,25 +31,34 @@ from typing import Any, cast
 from strato.errors import ConfigError
 from strato.faas.live import frames
 from strato.faas.live.forkserver import ForkServerClient
+from strato.faas.live.frames import HOP_BY_HOP
 from strato.faas.live.httpio import (
+    DEFAULT_MAX_RESPONSE,
     AnyResponse,
+    BodySink,
     ClientPool,
+    InvalidResponse,
     RawResponse,
     Response,
+    StreamedResponse,
+    check_header_block,
+    check_status,
     error_response,
     json_response,
 )
 from strato.faas.live.isolation import (
     HostSupport,
     MemoryCgroup,
+    SandboxError,
     cleanup_cgroup_base,
     function_uid,
     probe_host,
     reap_stale_cgroup_bases,
 )
+from strato.faas.live.logs import FunctionLog, InstanceLog
 from strato.faas.live.metrics import Registry
 from strato.faas.live.registry import FunctionSpec, FunctionStore
-from strato.faas.live.runtime import FATAL_HEADER, InstanceSpec
+from strato.faas.live.runtime import FATAL_HEADER, InstanceSpec, helper_environment
 from strato.faas.policies import parse_policy
 from strato.faas.policies.base import NEVER, AppInfo, KeepAlivePolicy
 
@@ -59,6 +68,8 @@ START_TIMEOUT_S = 30.0
 ZYGOTES = 2
 """Pre-forked children the fork-server keeps in their own memory cgroups (see forkserver)."""
 INTERNAL_HEADER_PREFIX = "x-strato-"
+LOG_RATE = 1024 * 1024
+"""Bytes a second an instance may write to its log before its writes block (logs.InstanceLog)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,12 @@ class NodeConfig:
     memory_budget_mb: float = math.inf
     sandbox: bool = True
     tmp_size_mb: int = 64
+    max_response: int = DEFAULT_MAX_RESPONSE
+    """Largest response body an instance may return, in bytes (502 above, checked before buffering)."""
+    pids_limit: int = 64
+    """Processes and threads an instance may create beyond its own (cgroup pids.max)."""
+    log_limit: int = 1024 * 1024
+    """Bytes of a function's log kept on disk (plus one rotated file)."""
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -81,6 +98,8 @@ class NodeConfig:
             raise ConfigError("time scale must be positive")
         if not self.memory_budget_mb > 0:
             raise ConfigError("memory budget must be positive")
+        if self.max_response <= 0 or self.pids_limit <= 0 or self.log_limit <= 0:
+            raise ConfigError("the response, pids and log limits must be positive")
 
 
 def _runtime_dirs() -> tuple[str, ...]:
@@ -107,12 +126,20 @@ def _runtime_dirs() -> tuple[str, ...]:
 RUNTIME_DIRS = _runtime_dirs()
 
 
-Invocation = tuple[str, str, dict[str, str], bytes, bytes]
-"""method, target as the function sees it, headers, body, and the client's raw head (or b"")."""
+Invocation = tuple[str, str, dict[str, str], bytes]
+"""method, target as the function sees it, headers (checked by the gateway's parser), body."""
 
 
-def _request_head(method: str, target: str, headers: dict[str, str]) -> bytes:
-    lines = [f"{method} {target} HTTP/1.1", *(f"{name}: {value}" for name, value in headers.items())]
+def _request_head(method: str, target: str, headers: dict[str, str], length: int) -> bytes:
+    """The head an instance gets: the gateway's own rendering of a request it parsed strictly, without
+    framing headers (the body travels whole) or the platform's ``X-Strato-*`` headers."""
+    lines = [f"{method} {target} HTTP/1.1"]
+    lines.extend(
+        f"{name}: {value}"
+        for name, value in headers.items()
+        if name not in HOP_BY_HOP and not name.startswith(INTERNAL_HEADER_PREFIX)
+    )
+    lines.append(f"content-length: {length}")
     return "\r\n".join(lines).encode("latin-1")
 
 
@@ -126,6 +153,14 @@ class InvokeFailed(Exception):
 
 class InstanceDied(ConnectionError):
     pass
+
+
+class InstanceMisbehaved(ConnectionError):
+    """The instance broke the frame protocol (sizes over the limits, a malformed result): it is killed."""
+
+
+STREAM_ABOVE = 256 * 1024
+"""Result bodies larger than this are forwarded to the client as they arrive instead of being buffered."""
 
 
 class Instance:
@@ -148,6 +183,8 @@ class Instance:
         self.ready_at = 0.0
         self.idle_since: float | None = None
         self.process: asyncio.subprocess.Process | None = None
+        self.function_pid: int | None = None
+        """faasd: the function process's pid inside the instance's pid namespace (allowed to stay)."""
 
     def kill(self) -> None:
         if self.pid is not None and self.channel is not None and not self.channel.closed:
@@ -155,18 +192,90 @@ class Instance:
                 os.killpg(self.pid, signal.SIGKILL)
 
 
+class ResultStream:
+    """A result body on its way from an instance to a client, never buffered whole (a BodySource)."""
+
+    def __init__(self, channel: InstanceChannel, length: int) -> None:
+        self.channel = channel
+        self.remaining = length
+        self.sink: BodySink | None = None
+        self.early: list[bytes] = []
+        self.abandoned = False
+        self.ended = False
+        self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def feed(self, data: bytes) -> bytes:
+        """Take this stream's part of ``data``; returns what follows the body."""
+        take, rest = (
+            (data, b"") if len(data) <= self.remaining else (data[: self.remaining], data[self.remaining :])
+        )
+        self.remaining -= len(take)
+        if self.sink is not None:
+            self.sink.body_data(take)
+        elif not self.abandoned:
+            self.early.append(take)
+        if self.remaining == 0:
+            self._end()
+        return rest
+
+    def _end(self) -> None:
+        self.ended = True
+        self.channel.stream_done(self)
+        if self.sink is not None:
+            self.sink.body_end()
+        if not self.finished.done():
+            self.finished.set_result(None)
+
+    def fail(self) -> None:
+        """The instance went away mid-body."""
+        self.ended = True
+        sink, self.sink = self.sink, None
+        if sink is not None:
+            sink.body_abort()
+        if not self.finished.done():
+            self.finished.set_result(None)
+
+    def attach(self, sink: BodySink) -> None:
+        self.sink = sink
+        for data in self.early:
+            sink.body_data(data)
+        self.early.clear()
+        if self.ended:
+            sink.body_end() if self.remaining == 0 else sink.body_abort()
+        else:
+            self.channel.resume_reading()
+
+    def pause(self) -> None:
+        self.channel.pause_reading()
+
+    def resume(self) -> None:
+        self.channel.resume_reading()
+
+    def abandon(self) -> None:
+        self.abandoned = True
+        self.sink = None
+        self.early.clear()
+        self.channel.resume_reading()
+
+
 class InstanceChannel(asyncio.Protocol):
-    """The gateway's end of an instance's control socket (and, for the lean backend, its data path)."""
+    """The gateway's end of an instance's control socket (and, for the lean backend, its data path).
+
+    Everything read here comes from code the platform does not trust: sizes are checked before anything
+    is buffered, results are parsed and checked, and an instance that breaks the protocol is killed."""
 
     def __init__(self, node: Node, instance: Instance) -> None:
         self.node = node
         self.instance = instance
+        self.max_response = node.config.max_response
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
-        self.pending: dict[int, asyncio.Future[RawResponse]] = {}
+        self.pending: dict[int, asyncio.Future[AnyResponse]] = {}
         self.ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.ids = itertools.count(1)
         self.closed = False
+        self.stream: ResultStream | None = None
+        self.violation: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -174,7 +283,14 @@ class InstanceChannel(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        died = InstanceDied(f"instance {self.instance.id} exited")
+        if self.stream is not None:
+            stream, self.stream = self.stream, None
+            stream.fail()
+        died: ConnectionError = (
+            InstanceMisbehaved(self.violation)
+            if self.violation
+            else InstanceDied(f"instance {self.instance.id} exited")
+        )
         if not self.ready.done():
             self.ready.set_exception(died)
         for future in self.pending.values():
@@ -187,41 +303,136 @@ class InstanceChannel(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(frames.encode(0, kind, meta, body))
 
-    def invoke(self, kind: int, head: bytes, body: bytes) -> asyncio.Future[RawResponse]:
+    def invoke(self, kind: int, head: bytes, body: bytes) -> asyncio.Future[AnyResponse]:
         if self.closed or self.transport is None:
             raise InstanceDied(f"instance {self.instance.id} is gone")
         request_id = next(self.ids)
-        future: asyncio.Future[RawResponse] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[AnyResponse] = asyncio.get_running_loop().create_future()
         self.pending[request_id] = future
         self.transport.write(frames.encode(request_id, kind, head, body))
         return future
 
+    def buffered_bytes(self) -> int:
+        stream = self.stream
+        return len(self.buffer) + (sum(map(len, stream.early)) if stream is not None else 0)
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def stream_done(self, stream: ResultStream) -> None:
+        if self.stream is stream:
+            self.stream = None
+        self.resume_reading()
+
     def data_received(self, data: bytes) -> None:
+        if self.violation is not None:
+            return
+        if self.stream is not None:
+            data = self.stream.feed(data)
+            if not data:
+                return
         buffer = self.buffer
         buffer += data
         header_size = frames.HEADER_SIZE
-        while len(buffer) >= header_size:
+        while len(buffer) >= header_size and self.violation is None:
             request_id, kind, meta_size, body_size = frames.HEADER.unpack_from(buffer)
-            end = header_size + meta_size + body_size
+            if kind not in (frames.RESULT, frames.READY, frames.LOAD_FAILED):
+                self._misbehaved(f"sent a frame of unknown kind {kind}")
+                return
+            if meta_size > frames.MAX_META or body_size > self.max_response:
+                self._misbehaved(
+                    f"sent a response of {body_size} bytes with {meta_size} bytes of headers; the limits "
+                    f"are {self.max_response} and {frames.MAX_META} bytes (--max-response)"
+                )
+                return
+            meta_end = header_size + meta_size
+            if kind == frames.RESULT and body_size > STREAM_ABOVE:
+                if len(buffer) < meta_end:
+                    return
+                meta = bytes(buffer[header_size:meta_end])
+                rest = bytes(buffer[meta_end:])
+                buffer.clear()
+                self._start_stream(request_id, meta, body_size)
+                if rest:
+                    self.data_received(rest)
+                return
+            end = meta_end + body_size
             if len(buffer) < end:
                 return
-            meta = bytes(buffer[header_size : header_size + meta_size])
-            body = bytes(buffer[header_size + meta_size : end])
+            meta = bytes(buffer[header_size:meta_end])
+            body = bytes(buffer[meta_end:end])
             del buffer[:end]
             if kind == frames.RESULT:
-                future = self.pending.pop(request_id, None)
-                if meta.endswith(b" fatal"):
-                    self.instance.fatal = True
-                if future is not None and not future.done():
-                    future.set_result(RawResponse(int(meta.split(b" ", 1)[0]), body))
+                self._result(request_id, meta, body)
             elif kind == frames.READY and not self.ready.done():
-                self.ready.set_result(json.loads(meta))
+                try:
+                    self.ready.set_result(_ready_info(meta))
+                except ValueError as error:
+                    self._misbehaved(f"sent an unreadable READY ({error})")
             elif kind == frames.LOAD_FAILED and not self.ready.done():
                 self.ready.set_exception(InvokeFailed(500, meta.decode(errors="replace")))
+
+    def _checked_result(self, meta: bytes) -> tuple[int, bytes] | None:
+        parsed = frames.parse_result_meta(meta)
+        if parsed is None:
+            self._misbehaved(f"sent a result with a malformed status line {meta[:40]!r}")
+            return None
+        status, fatal, block = parsed
+        if fatal:
+            self.instance.fatal = True
+        try:
+            return check_status(status), check_header_block(block)
+        except InvalidResponse as error:
+            self._misbehaved(f"returned an invalid response: {error}")
+            return None
+
+    def _result(self, request_id: int, meta: bytes, body: bytes) -> None:
+        checked = self._checked_result(meta)
+        future = self.pending.pop(request_id, None)
+        if checked is not None and future is not None and not future.done():
+            future.set_result(RawResponse(checked[0], checked[1], body))
+
+    def _start_stream(self, request_id: int, meta: bytes, length: int) -> None:
+        checked = self._checked_result(meta)
+        if checked is None:
+            return
+        stream = ResultStream(self, length)
+        self.stream = stream
+        future = self.pending.pop(request_id, None)
+        if future is None or future.done():
+            stream.abandon()  # nobody waits for it any more (timed out): drop it as it comes
+            return
+        # Until a client connection takes the stream, the instance waits in its send.
+        self.pause_reading()
+        future.set_result(StreamedResponse(checked[0], checked[1], length, stream))
+
+    def _misbehaved(self, what: str) -> None:
+        self.violation = f"the instance of {self.instance.spec.name!r} {what}; it was killed"
+        self.buffer.clear()
+        self.instance.kill()
+        if self.transport is not None:
+            self.transport.close()
 
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+
+def _ready_info(meta: bytes) -> dict[str, Any]:
+    info = json.loads(meta)
+    if not isinstance(info, dict):
+        raise ValueError("not a JSON object")
+    port, function_pid = info.get("port"), info.get("function_pid")
+    if port is not None and not (isinstance(port, int) and 0 < port < 65536):
+        raise ValueError(f"bad port {port!r}")
+    if function_pid is not None and not (isinstance(function_pid, int) and function_pid > 1):
+        raise ValueError(f"bad function pid {function_pid!r}")
+    return info
 
 
 @dataclass
@@ -262,6 +473,7 @@ class Node:
         self.config = config
         self.policy = policy or parse_policy(config.policy)
         self.functions: dict[str, FunctionState] = {}
+        self.logs: dict[str, FunctionLog] = {}
         self.used_mb = 0.0
         self.clock = 0.0
         self.ids = itertools.count(1)
@@ -333,10 +545,11 @@ class Node:
             "-m",
             "strato.faas.live.provider",
             str(listener.fileno()),
+            str(self.config.max_response),
             pass_fds=(listener.fileno(),),
         )
         listener.close()
-        self.provider_pool = ClientPool.tcp("127.0.0.1", port)
+        self.provider_pool = ClientPool.tcp("127.0.0.1", port, max_response=self.config.max_response)
 
     async def stop(self) -> None:
         for function in self.functions.values():
@@ -385,7 +598,18 @@ class Node:
             if instance.inflight == 0:
                 self._stop_instance(instance)
 
+    def log_for(self, name: str) -> FunctionLog:
+        log = self.logs.get(name)
+        if log is None:
+            log = self.logs[name] = FunctionLog(
+                self.config.state_dir / "logs", name, limit=self.config.log_limit, rate=LOG_RATE
+            )
+        return log
+
     def remove(self, name: str) -> FunctionState | None:
+        log = self.logs.pop(name, None)
+        if log is not None:
+            log.delete()
         function = self.functions.pop(name, None)
         if function is not None:
             self._cancel_timers(function)
@@ -400,12 +624,11 @@ class Node:
     # ---- invocation ------------------------------------------------------------------------------
 
     def invoke(
-        self, name: str, method: str, target: str, headers: dict[str, str], body: bytes, head: bytes = b""
+        self, name: str, method: str, target: str, headers: dict[str, str], body: bytes
     ) -> AnyResponse | asyncio.Future[AnyResponse]:
         """Answer an invocation: a response at once (errors) or a future of it.
 
-        ``target`` is the path as the function sees it; ``head``, when given, is the client's request head
-        as received, which the lean backend passes through to the instance untouched.
+        ``target`` is the path as the function sees it.
 
         A warm invocation is dispatched right here, with callbacks instead of a task, because on the lean
         backend the gateway's own Python overhead is most of the latency that is left.
@@ -422,7 +645,7 @@ class Node:
         function.stats.invocations += 1
         self._on_arrival(function, started)
         function.inflight += 1
-        request = (method, target, headers, body, head)
+        request = (method, target, headers, body)
         instance = self._warm_instance(function)
         if instance is not None:
             self._occupy(instance)
@@ -448,17 +671,14 @@ class Node:
         """Send to ``instance``; the returned future resolves once the bookkeeping is done."""
         loop = asyncio.get_running_loop()
         outcome: asyncio.Future[AnyResponse] = loop.create_future()
-        method, target, headers, body, head = request
+        method, target, headers, body = request
         sent: asyncio.Future[Any]
         try:
             if self.config.backend == "lean":
                 assert instance.channel is not None
-                if head:
-                    sent = instance.channel.invoke(frames.INVOKE_RAW, head, body)
-                else:
-                    sent = instance.channel.invoke(
-                        frames.INVOKE, _request_head(method, target, headers), body
-                    )
+                sent = instance.channel.invoke(
+                    frames.INVOKE, _request_head(method, target, headers, len(body)), body
+                )
             else:
                 assert self.provider_pool is not None
                 forwarded = {
@@ -481,6 +701,14 @@ class Node:
         def on_sent(done: asyncio.Future[Any]) -> None:
             timer.cancel()
             response = self._response_from(instance, done, timed_out=bool(timed_out))
+            if isinstance(response, StreamedResponse):
+                # The client gets the head now; the instance stays busy until its body has gone through.
+                stream = cast(ResultStream, response.source)
+                stream.finished.add_done_callback(
+                    lambda _: self._finish(function, instance, started, response)
+                )
+                outcome.set_result(response)
+                return
             outcome.set_result(self._finish(function, instance, started, response))
 
         sent.add_done_callback(on_sent)
@@ -505,11 +733,10 @@ class Node:
                 failure = InvokeFailed(500, f"internal error: {type(error).__name__}: {error}")
                 return self._failure_response(function, failure)
             self._stop_instance(instance)
-            failure = InvokeFailed(
-                502, f"the instance of {name!r} died during the request; a new one starts on the next call"
-            )
-            return self._failure_response(function, failure)
+            return self._failure_response(function, InvokeFailed(502, self._death_message(instance, error)))
         response: AnyResponse = done.result()
+        if isinstance(response, StreamedResponse):
+            return response
         if isinstance(response, RawResponse):
             if instance.fatal:
                 instance.kill()
@@ -525,6 +752,21 @@ class Node:
                 if not key.lower().startswith(INTERNAL_HEADER_PREFIX)
             ]
         return response
+
+    def _death_message(self, instance: Instance, error: BaseException) -> str:
+        name = instance.spec.name
+        if isinstance(error, InstanceMisbehaved):
+            return str(error)
+        cgroup = instance.cgroup
+        if cgroup is not None:
+            with contextlib.suppress(SandboxError, OSError):
+                if cgroup.oom_killed():
+                    return (
+                        f"the instance of {name!r} was killed by its memory limit of "
+                        f"{instance.spec.memory_mb:g} MiB during the request; a new one starts on the "
+                        "next call"
+                    )
+        return f"the instance of {name!r} died during the request; a new one starts on the next call"
 
     def _failure_response(self, function: FunctionState, failure: InvokeFailed) -> Response:
         function.stats.errors += 1
@@ -683,10 +925,19 @@ class Node:
         loop = asyncio.get_running_loop()
         instance.started_at = self.now()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        log_read, log_write = os.pipe2(os.O_CLOEXEC)
+        try:
+            await loop.connect_read_pipe(
+                lambda: InstanceLog(self.log_for(spec.name), instance.id),
+                os.fdopen(log_read, "rb", buffering=0),
+            )
+        except BaseException:
+            os.close(log_write)
+            raise
         try:
             try:
                 if self.forkserver is not None:
-                    forked = await self.forkserver.fork(theirs)
+                    forked = await self.forkserver.fork(theirs, log_write)
                     instance.pid = forked.pid
                     if forked.cgroup is not None and self.support is not None:
                         # A zygote already joined this cgroup; it only needs the function's limit.
@@ -701,10 +952,16 @@ class Node:
                         str(theirs.fileno()),
                         pass_fds=(theirs.fileno(),),
                         start_new_session=True,
+                        stdin=asyncio.subprocess.DEVNULL,
+                        stdout=log_write,
+                        stderr=log_write,
+                        env=helper_environment(),
                     )
                     instance.pid = instance.process.pid
             finally:
                 theirs.close()
+                # The instance holds the only write end now: the pipe ends when the instance does.
+                os.close(log_write)
             if instance.cgroup is None and self.support is not None:
                 instance.cgroup = MemoryCgroup.create(self.support, instance.id, spec.memory_mb)
             _, channel = await loop.connect_accepted_socket(
@@ -727,6 +984,7 @@ class Node:
         if instance.state == "stopping":
             raise InvokeFailed(503, f"instance of {spec.name!r} was stopped while starting")
         instance.port = ready.get("port")
+        instance.function_pid = ready.get("function_pid")
         if self.provider_pool is not None and instance.port is not None:
             await self.provider_pool.request(
                 "PUT",
@@ -766,6 +1024,7 @@ class Node:
             cgroup_joined=instance.cgroup_joined,
             runtime_dirs=RUNTIME_DIRS,
             host_support=self.support.to_json() if self.support else None,
+            max_response=self.config.max_response,
         )
 
     def _stop_instance(self, instance: Instance) -> None:

@@ -19,6 +19,7 @@ from strato.faas.live.httpio import (
     ConnectionTracker,
     Request,
     Response,
+    ServerLimits,
     ServerProtocol,
     error_response,
 )
@@ -30,8 +31,9 @@ PROVIDER_MAX_BODY = 1 << 30
 
 
 class Provider:
-    def __init__(self) -> None:
+    def __init__(self, max_response: int) -> None:
         self.instances: dict[str, ClientPool] = {}
+        self.max_response = max_response
 
     async def handle(self, request: Request) -> Response:
         path = request.path
@@ -39,7 +41,9 @@ class Provider:
             instance_id = path.rsplit("/", 1)[1]
             if request.method == "PUT":
                 port = int(json.loads(request.body)["port"])
-                self.instances[instance_id] = ClientPool.tcp("127.0.0.1", port)
+                self.instances[instance_id] = ClientPool.tcp(
+                    "127.0.0.1", port, max_response=self.max_response
+                )
                 return Response(204)
             if request.method == "DELETE":
                 pool = self.instances.pop(instance_id, None)
@@ -69,12 +73,14 @@ def main() -> None:
     listener = socket.socket(fileno=int(sys.argv[1]))
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
-    provider = Provider()
+    provider = Provider(int(sys.argv[2]))
     tracker = ConnectionTracker()
 
     async def serve() -> None:
         server = await loop.create_server(
-            lambda: ServerProtocol(provider.handle, max_body=PROVIDER_MAX_BODY, tracker=tracker),
+            lambda: ServerProtocol(
+                provider.handle, limits=ServerLimits.internal(PROVIDER_MAX_BODY), tracker=tracker
+            ),
             sock=listener,
         )
         async with server:

@@ -19,6 +19,7 @@ value, ``(body, status)``, ``(body, status, headers)`` or ``{"statusCode", "body
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import json
@@ -62,6 +63,7 @@ class InstanceSpec:
     cgroup_joined: bool = False
     runtime_dirs: tuple[str, ...] = ()
     host_support: dict[str, Any] | None = None
+    max_response: int = 64 * 1024 * 1024
 
     def to_json(self) -> bytes:
         return json.dumps(self.__dict__).encode()
@@ -181,16 +183,18 @@ def _to_response(result: Any) -> ResultTriple:
     status = 200
     headers: list[tuple[str, str]] = []
     if isinstance(result, dict) and "statusCode" in result:
-        status = int(result["statusCode"])
-        headers = [(str(k), str(v)) for k, v in (result.get("headers") or {}).items()]
+        status = result["statusCode"]
+        headers = _checked_headers(result.get("headers") or {})
         result = result.get("body", b"")
     elif isinstance(result, tuple):
         if not 2 <= len(result) <= 3:
             raise TypeError("a handler's tuple result must be (body, status) or (body, status, headers)")
-        status = int(result[1])
+        status = result[1]
         if len(result) == 3:
-            headers = [(str(k), str(v)) for k, v in dict(result[2]).items()]
+            headers = _checked_headers(result[2])
         result = result[0]
+    if not isinstance(status, int) or isinstance(status, bool) or not 200 <= status <= 599:
+        raise ValueError(f"the handler returned status {status!r}; a status must be an integer 200-599")
     has_type = any(name.lower() == "content-type" for name, _ in headers)
     if isinstance(result, bytes | bytearray | memoryview):
         body = bytes(result)
@@ -207,6 +211,24 @@ def _to_response(result: Any) -> ResultTriple:
     if default_type and not has_type:
         headers.append(("Content-Type", default_type))
     return status, headers, body
+
+
+def _checked_headers(given: Any) -> list[tuple[str, str]]:
+    """A handler's headers, refused with a message that names the culprit when a client could not be
+    sent them: names must be tokens, values visible ASCII without CR, LF or NUL."""
+    items = given.items() if isinstance(given, dict) else given
+    headers = []
+    for name, value in items:
+        text = str(value).strip(" \t")
+        if not isinstance(name, str) or not frames.HEADER_NAME.fullmatch(name):
+            raise ValueError(f"the handler returned a bad header name {name!r}")
+        if not frames.HEADER_TEXT.fullmatch(text):
+            raise ValueError(
+                f"the handler's header {name!r} has a value with control or non-ASCII characters: "
+                f"{text[:60]!r}"
+            )
+        headers.append((name, text))
+    return headers
 
 
 def _recv_exact(sock: socket.socket, size: int) -> bytes:
@@ -230,15 +252,10 @@ def read_frame(sock: socket.socket) -> tuple[int, int, bytes, bytes]:
     return request_id, kind, payload[:meta_size], payload[meta_size:]
 
 
-def parse_head(head: bytes, strip_prefix: str | None) -> tuple[str, str, dict[str, str]]:
-    """Method, target and lower-cased headers of an HTTP/1.1 request head."""
+def parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:
+    """Method, target and lower-cased headers of a request head the gateway wrote."""
     lines = head.split(b"\r\n")
     method, target, _ = lines[0].decode("latin-1").split(" ", 2)
-    if strip_prefix is not None and target.startswith(strip_prefix):
-        rest = target[len(strip_prefix) :]
-        target = rest if rest.startswith(("/", "?")) else "/" + rest
-        if target.startswith("?"):
-            target = "/" + target
     headers: dict[str, str] = {}
     for line in lines[1:]:
         name, _, value = line.decode("latin-1").partition(":")
@@ -247,60 +264,91 @@ def parse_head(head: bytes, strip_prefix: str | None) -> tuple[str, str, dict[st
     return method, target, headers
 
 
-def http_response(
-    status: int, headers: list[tuple[str, str]], body: bytes, *, internal: bool = False
-) -> bytes:
-    """A complete HTTP/1.1 response without hop-by-hop headers, and without the platform's own
-    ``X-Strato-*`` headers unless it travels ``internal``-ly (the faasd hops, whose gateway strips them)."""
-    head = [f"HTTP/1.1 {status} {frames.REASONS.get(status, 'Status')}"]
+def _header_block(headers: list[tuple[str, str]], *, internal: bool) -> bytes:
+    """Header lines without hop-by-hop headers and, unless the response travels ``internal``-ly (the faasd
+    hops, whose gateway strips them), without the platform's own ``X-Strato-*`` headers."""
+    lines = []
     for name, value in headers:
         lowered = name.lower()
         if lowered not in frames.HOP_BY_HOP and (internal or not lowered.startswith("x-strato-")):
-            head.append(f"{name}: {value}")
-    head.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+            lines.append(f"{name}: {value}\r\n")
+    return "".join(lines).encode("latin-1")
 
 
-def _result_frame(request_id: int, result: ResultTriple) -> tuple[bytes, bool]:
+def http_response(
+    status: int, headers: list[tuple[str, str]], body: bytes, *, internal: bool = False
+) -> bytes:
+    """A complete HTTP/1.1 response (the faasd function server's): 204 and 304 carry no body."""
+    block = _header_block(headers, internal=internal)
+    framing = b"" if status in (204, 304) else b"Content-Length: %d\r\n" % len(body)
+    reason = frames.REASONS.get(status, "Status").encode()
+    head = b"HTTP/1.1 %d %s\r\n%s%s\r\n" % (status, reason, block, framing)
+    return head if status in (204, 304) else head + body
+
+
+LARGE_BODY = 64 * 1024
+"""Above this a result's body is sent on its own instead of being copied into one buffer with its head."""
+
+
+def _send_result(sock: socket.socket, request_id: int, result: ResultTriple) -> bool:
+    """Send a RESULT frame; returns whether the instance must exit after it."""
     status, headers, out = result
     fatal = any(name == FATAL_HEADER for name, _ in headers)
-    meta = b"%d fatal" % status if fatal else b"%d" % status
-    return frames.encode(request_id, frames.RESULT, meta, http_response(status, headers, out)), fatal
+    meta = frames.result_meta(status, _header_block(headers, internal=False), fatal=fatal)
+    if len(out) < LARGE_BODY:
+        sock.sendall(frames.encode(request_id, frames.RESULT, meta, out))
+    else:
+        sock.sendall(frames.HEADER.pack(request_id, frames.RESULT, len(meta), len(out)) + meta)
+        sock.sendall(out)
+    return fatal
 
 
 def serve_lean(sock: socket.socket, function: LoadedFunction) -> None:
     """Answer invocation frames until the gateway closes the socket."""
-    prefix = f"/function/{function.spec.function}"
-
-    def invoke(kind: int, meta: bytes, body: bytes) -> ResultTriple:
-        return function.invoke(*parse_head(meta, prefix if kind == frames.INVOKE_RAW else None), body)
-
     if function.spec.concurrency <= 1:
         while True:
             try:
-                request_id, kind, meta, body = read_frame(sock)
+                request_id, _, meta, body = read_frame(sock)
             except EOFError:
                 return
-            payload, fatal = _result_frame(request_id, invoke(kind, meta, body))
-            sock.sendall(payload)
-            if fatal:
+            if _send_result(sock, request_id, function.invoke(*parse_head(meta), body)):
                 return
+            reap_orphans()
     send_lock = threading.Lock()
+    running = [0]
 
-    def run(request_id: int, kind: int, meta: bytes, body: bytes) -> None:
-        payload, fatal = _result_frame(request_id, invoke(kind, meta, body))
+    def run(request_id: int, meta: bytes, body: bytes) -> None:
+        result = function.invoke(*parse_head(meta), body)
         with send_lock:
-            sock.sendall(payload)
-        if fatal:
-            os._exit(1)
+            if _send_result(sock, request_id, result):
+                os._exit(1)
+            running[0] -= 1
+            if running[0] == 0:
+                reap_orphans()
 
     with ThreadPoolExecutor(function.spec.concurrency) as pool:
         while True:
             try:
-                request_id, kind, meta, body = read_frame(sock)
+                request_id, _, meta, body = read_frame(sock)
             except EOFError:
                 return
-            pool.submit(run, request_id, kind, meta, body)
+            with send_lock:
+                running[0] += 1
+            pool.submit(run, request_id, meta, body)
+
+
+def reap_orphans() -> None:
+    """As pid 1 of its namespace the instance inherits every orphaned process: collect the finished ones
+    while no invocation runs (so no handler's own wait() can lose its child's status to us)."""
+    if os.getpid() != 1:
+        return
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 def _serve_http_connection(sock: socket.socket, function: LoadedFunction) -> None:
@@ -326,7 +374,9 @@ def _serve_http_connection(sock: socket.socket, function: LoadedFunction) -> Non
             return
 
 
-def serve_faasd(control: socket.socket, listener: socket.socket, function: LoadedFunction) -> None:
+def serve_faasd(
+    control: socket.socket, listener: socket.socket, function: LoadedFunction, ready: dict[str, Any]
+) -> None:
     """Run the watchdog (this process) in front of a forked function process."""
     pairs = [socket.socketpair() for _ in range(max(1, function.spec.concurrency))]
     child = os.fork()
@@ -346,16 +396,72 @@ def serve_faasd(control: socket.socket, listener: socket.socket, function: Loade
         os._exit(0)
     for _, function_end in pairs:
         function_end.close()
+    # The gateway lets this process stay in the instance when it sweeps out stray ones.
+    ready["function_pid"] = child
+    control.sendall(frames.encode(0, frames.READY, json.dumps(ready).encode()))
     from strato.faas.live.watchdog import run_watchdog
 
-    status = run_watchdog(control, listener, [watchdog_end for watchdog_end, _ in pairs])
-    os.kill(child, signal.SIGKILL)
-    os.waitpid(child, 0)
+    status = run_watchdog(
+        control,
+        listener,
+        [watchdog_end for watchdog_end, _ in pairs],
+        max_response=function.spec.max_response,
+    )
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(child, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(child, 0)
     os._exit(status)
 
 
-def bootstrap(control: socket.socket) -> None:
-    """Run an instance on its control socket; never returns."""
+BASE_ENVIRONMENT = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+"""What every function sees besides its own ``envVars``, ``HOME`` and ``TMPDIR`` (docs/security.md)."""
+
+
+def helper_environment() -> dict[str, str]:
+    """The environment of the processes the server starts that will become instances: nothing of the
+    server's own (its token, its credentials), only what imports strato from where the server did."""
+    import strato
+
+    package_root = str(Path(strato.__file__).resolve().parents[1])
+    return {**BASE_ENVIRONMENT, "PYTHONPATH": package_root}
+
+
+def instance_environment(function_env: dict[str, str], tmpdir: str) -> dict[str, str]:
+    return {**BASE_ENVIRONMENT, "HOME": tmpdir, "TMPDIR": tmpdir, **function_env}
+
+
+def _adopt_stdio(log_fd: int | None, control_fd: int) -> None:
+    """Standard input from /dev/null, output to the function's log pipe, and no other descriptor than the
+    control socket: a function must not reach the server's log, listening sockets or anything the
+    template happened to hold."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    if log_fd is not None:
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+    for fd in {null, log_fd} - {None, 0, 1, 2}:
+        assert fd is not None
+        os.close(fd)
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd != control_fd:
+            with contextlib.suppress(OSError):  # the directory's own descriptor is already gone
+                os.close(fd)
+    os.set_inheritable(control_fd, False)
+    # A pipe, not a terminal: without this, prints would reach the log only when a buffer fills.
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+
+
+def bootstrap(control: socket.socket, log_fd: int | None) -> None:
+    """Run an instance on its control socket, its output going to ``log_fd`` (None: stdout and stderr
+    already are the log); never returns."""
+    _adopt_stdio(log_fd, control.fileno())
+    os.environ.clear()
     try:
         _, _, meta, _ = read_frame(control)
         spec = InstanceSpec.from_json(meta)
@@ -373,8 +479,9 @@ def bootstrap(control: socket.socket) -> None:
             listener.bind(("127.0.0.1", 0))
             listener.listen(64)
         warnings = _isolate(spec)
-        for name, value in spec.env.items():
-            os.environ[name] = value
+        tmpdir = os.environ.get("TMPDIR", "/tmp")
+        os.environ.clear()
+        os.environ.update(instance_environment(spec.env, tmpdir))
         os.chdir(spec.code_dir)
         function = LoadedFunction(spec)
         signal.signal(signal.SIGXCPU, _on_cpu_limit)
@@ -382,14 +489,14 @@ def bootstrap(control: socket.socket) -> None:
         detail = "".join(traceback.format_exception_only(error)).strip()
         control.sendall(frames.encode(0, frames.LOAD_FAILED, detail.encode(errors="replace")))
         os._exit(1)
-    ready = {
+    ready: dict[str, Any] = {
         "pid": os.getpid(),
         "port": listener.getsockname()[1] if listener else None,
         "warnings": warnings,
     }
-    control.sendall(frames.encode(0, frames.READY, json.dumps(ready).encode()))
     if listener is not None:
-        serve_faasd(control, listener, function)
+        serve_faasd(control, listener, function, ready)
+    control.sendall(frames.encode(0, frames.READY, json.dumps(ready).encode()))
     try:
         serve_lean(control, function)
     finally:
@@ -424,7 +531,7 @@ def _isolate(spec: InstanceSpec) -> list[str]:
 def main() -> None:
     """Entry point of a freshly spawned instance: ``python -m strato.faas.live.runtime FD``."""
     control = socket.socket(fileno=int(sys.argv[1]))
-    bootstrap(control)
+    bootstrap(control, None)
 
 
 if __name__ == "__main__":

@@ -15,11 +15,12 @@ from strato.faas.live.httpio import (
     ConnectionTracker,
     Request,
     Response,
+    ServerLimits,
     ServerProtocol,
     error_response,
 )
 from strato.faas.live.loop import new_event_loop
-from strato.faas.live.runtime import FATAL_HEADER
+from strato.faas.live.runtime import FATAL_HEADER, reap_orphans
 
 WATCHDOG_MAX_BODY = 1 << 30
 """The gateway enforces the real limit; the watchdog only has to carry what it was given."""
@@ -42,7 +43,11 @@ class _Upstreams:
 
 
 def run_watchdog(
-    control: socket.socket, listener: socket.socket, upstream_sockets: list[socket.socket]
+    control: socket.socket,
+    listener: socket.socket,
+    upstream_sockets: list[socket.socket],
+    *,
+    max_response: int,
 ) -> int:
     """Serve until the gateway closes the control socket or the function process dies."""
     loop = new_event_loop()
@@ -50,7 +55,12 @@ def run_watchdog(
     stopped = loop.create_future()
 
     async def connect_to(sock: socket.socket) -> tuple[asyncio.BaseTransport, ClientProtocol]:
-        return await loop.create_unix_connection(ClientProtocol, sock=sock)
+        return await loop.create_unix_connection(lambda: ClientProtocol(max_response), sock=sock)
+
+    def reap() -> None:
+        # As pid 1 of the instance's namespace the watchdog inherits the function's orphans.
+        reap_orphans()
+        loop.call_later(1.0, reap)
 
     pools = [ClientPool(lambda sock=sock: connect_to(sock)) for sock in upstream_sockets]  # type: ignore[misc]
     upstreams = _Upstreams(pools)
@@ -73,9 +83,11 @@ def run_watchdog(
                 stopped.set_result(0)
 
     async def main() -> int:
+        reap()
         tracker = ConnectionTracker()
         server = await loop.create_server(
-            lambda: ServerProtocol(handle, max_body=WATCHDOG_MAX_BODY, tracker=tracker), sock=listener
+            lambda: ServerProtocol(handle, limits=ServerLimits.internal(WATCHDOG_MAX_BODY), tracker=tracker),
+            sock=listener,
         )
         await loop.connect_accepted_socket(ControlWatch, sock=control)
         status: int = await stopped
