@@ -78,8 +78,11 @@ Server = ServerProcess
 
 
 @contextmanager
-def running_server(state_dir: Path, *args: str) -> Iterator[ServerProcess]:
+def running_server(
+    state_dir: Path, *args: str, env: dict[str, str] | None = None, wrapper: list[str] | None = None
+) -> Iterator[ServerProcess]:
     """A real server whose state lives in ``state_dir`` (named "state"), stopped at the end."""
     assert state_dir.name == "state"
-    with serverproc.running_server(ServerProcess(state_dir.parent, args=list(args))) as server:
-        yield server
+    server = ServerProcess(state_dir.parent, args=list(args), env=env, wrapper=wrapper)
+    with serverproc.running_server(server) as running:
+        yield running

@@ -21,11 +21,12 @@ from typing import Any
 
 import pytest
 
+import strato
 from strato.faas.live.isolation import (
     CONTROLS,
     FUNCTION_UID_BASE,
     HostSupport,
-    MemoryCgroup,
+    InstanceCgroup,
     SandboxError,
     SandboxSpec,
     cleanup_cgroup_base,
@@ -34,6 +35,7 @@ from strato.faas.live.isolation import (
     prepare_code_dir,
     probe_host,
     remove_private_tmp,
+    runtime_dirs,
 )
 
 SUPPORT = probe_host()
@@ -173,11 +175,11 @@ def sandboxes() -> Iterator[Sandboxes]:
 
 
 @pytest.fixture(scope="module")
-def cgroups() -> Iterator[Callable[[str, float], MemoryCgroup]]:
-    created: list[MemoryCgroup] = []
+def cgroups() -> Iterator[Callable[[str, float], InstanceCgroup]]:
+    created: list[InstanceCgroup] = []
 
-    def make(name: str, memory_mb: float) -> MemoryCgroup:
-        cgroup = MemoryCgroup.create(SUPPORT, name, memory_mb)
+    def make(name: str, memory_mb: float) -> InstanceCgroup:
+        cgroup = InstanceCgroup.create(SUPPORT, name, memory_mb)
         assert cgroup is not None
         created.append(cgroup)
         return cgroup
@@ -241,7 +243,7 @@ def test_nothing_supported_warns_for_every_control_except_the_process_group() ->
     for control in CONTROLS[1:]:
         assert rows[control].startswith("not enforced: ")
         assert any(warning.startswith(control) for warning in NOTHING.warnings)
-    assert MemoryCgroup.create(NOTHING, "x", 64) is None
+    assert InstanceCgroup.create(NOTHING, "x", 64) is None
 
 
 def test_degraded_sandbox_still_isolates_tmp_and_limits_address_space(
@@ -425,7 +427,7 @@ def outside_tmp() -> Iterator[Path]:
 
 
 @pytest.mark.parametrize("layout", ["under-tmp", "outside-tmp"])
-def test_hidden_dirs_keep_only_the_own_code_read_only(
+def test_the_server_state_shows_only_the_own_code_read_only(
     sandboxes: Sandboxes, request: pytest.FixtureRequest, layout: str
 ) -> None:
     needs("mount")
@@ -443,8 +445,7 @@ def test_hidden_dirs_keep_only_the_own_code_read_only(
             "cwd": os.getcwd(),
         }
 
-    # The nested hidden directory is already covered by its parent and must not make the mount fail.
-    run = sandboxes.run(spec_for(code, hidden_dirs=(state / "functions", state)), probe)
+    run = sandboxes.run(spec_for(code), probe)
     assert run.facts["state"] == ["functions"]
     assert run.facts["functions"] == ["a"]
     assert run.facts["other"] is False
@@ -456,9 +457,7 @@ def test_hidden_dirs_keep_only_the_own_code_read_only(
     assert not (code / "new.py").exists()
 
 
-def test_code_outside_the_hidden_dirs_is_bound_read_only_in_place(
-    sandboxes: Sandboxes, outside_tmp: Path
-) -> None:
+def test_only_the_code_of_the_host_tree_is_in_the_root(sandboxes: Sandboxes, outside_tmp: Path) -> None:
     needs("mount")
     state, _ = make_state(outside_tmp)
     code = outside_tmp / "code"
@@ -470,14 +469,29 @@ def test_code_outside_the_hidden_dirs_is_bound_read_only_in_place(
             "code": (code / "handler.py").read_text(),
             "write_code": attempt(lambda: (code / "new.py").write_text("x")),
             "base": sorted(os.listdir(outside_tmp)),
-            "state": sorted(os.listdir(state)),
+            "state": attempt(lambda: os.listdir(state)),
+            "root": sorted(os.listdir("/")),
+            "checkout": sorted(os.listdir(Path(strato.__file__).resolve().parents[2])),
+            "write_root": attempt(lambda: Path("/planted").write_text("x")),
+            "var_tmp": attempt(lambda: Path("/var/tmp/mark").write_text("x")),
+            "etc": sorted(os.listdir("/etc")),
+            "dev_null": attempt(lambda: Path("/dev/null").write_text("x")),
+            "urandom": len(Path("/dev/urandom").open("rb").read(8)),
         }
 
-    run = sandboxes.run(spec_for(code, hidden_dirs=(state,)), probe)
+    run = sandboxes.run(spec_for(code), probe)
     assert run.facts["code"] == "X = 1\n"
     assert run.facts["write_code"] == "OSError"
-    assert run.facts["base"] == ["code", "state"]
-    assert run.facts["state"] == []
+    assert run.facts["base"] == ["code"]  # the server's state next to it does not exist in there
+    assert run.facts["state"] == "FileNotFoundError"
+    skeleton = {"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc", "dev", "proc", "tmp", "var", "run"}
+    holders = {Path(path).parts[1] for path in (*runtime_dirs(), str(outside_tmp))}
+    assert set(run.facts["root"]) <= skeleton | holders
+    assert ".git" not in run.facts["checkout"]  # only strato's own source directory was bound
+    assert run.facts["write_root"] == "OSError"  # the root itself is read-only
+    assert run.facts["var_tmp"] == "ok" and not Path("/var/tmp/mark").exists()
+    assert "shadow" not in run.facts["etc"] and "passwd" in run.facts["etc"]
+    assert run.facts["dev_null"] == "ok" and run.facts["urandom"] == 8
     assert not (code / "new.py").exists()
 
 
@@ -505,7 +519,7 @@ def test_dropped_uid_cannot_read_root_files(sandboxes: Sandboxes, tmp_path: Path
             "tmp_write": attempt(lambda: Path("/tmp/mine").write_text("x")),
         }
 
-    run = sandboxes.run(spec_for(code, hidden_dirs=(state,), uid=uid), probe)
+    run = sandboxes.run(spec_for(code, uid=uid), probe)
     assert run.facts["ids"] == [uid, uid, uid, uid]
     assert run.facts["groups"] == []
     assert run.facts["no_new_privs"] is True
@@ -535,7 +549,7 @@ def test_permissions_hide_the_token_without_a_mount_namespace(sandboxes: Sandbox
         }
 
     try:
-        run = sandboxes.run(spec_for(code, name="noms", hidden_dirs=(state,), uid=uid), probe, support)
+        run = sandboxes.run(spec_for(code, name="noms", uid=uid), probe, support)
         assert run.facts["token"] == "PermissionError"
         assert run.facts["code"] == "NAME = 'a'\n"
         assert run.facts["tmp_owner"] == uid
@@ -589,7 +603,7 @@ def test_inherited_descriptors_keep_working(sandboxes: Sandboxes, code_dir: Path
 
 
 def test_memory_cgroup_kills_an_instance_over_its_limit(
-    sandboxes: Sandboxes, code_dir: Path, cgroups: Callable[[str, float], MemoryCgroup]
+    sandboxes: Sandboxes, code_dir: Path, cgroups: Callable[[str, float], InstanceCgroup]
 ) -> None:
     needs(cgroup=True)
     small = cgroups("small-ok", 64)
@@ -602,14 +616,14 @@ def test_memory_cgroup_kills_an_instance_over_its_limit(
 
         return probe
 
-    run = sandboxes.run(spec_for(code_dir, name="small-ok", cgroup_procs=small.procs_file), use(10))
+    run = sandboxes.run(spec_for(code_dir, name="small-ok", cgroup_procs=small.procs_files), use(10))
     assert run.exit_code == 0
     assert run.facts["kept"] == 10 * 2**20
     assert small.path.name in run.facts["cgroup"]
     assert small.usage_bytes() >= 0
     assert not small.oom_killed()
 
-    pid, report = sandboxes.start(spec_for(code_dir, name="hog", cgroup_procs=hog.procs_file), use(256))
+    pid, report = sandboxes.start(spec_for(code_dir, name="hog", cgroup_procs=hog.procs_files), use(256))
     with open(report, "rb") as pipe:
         assert pipe.read() == b""  # killed before it could report
     code = sandboxes.wait(pid)
@@ -618,13 +632,13 @@ def test_memory_cgroup_kills_an_instance_over_its_limit(
 
 
 def test_memory_cgroup_remove_kills_leftovers_and_is_idempotent(
-    sandboxes: Sandboxes, code_dir: Path, cgroups: Callable[[str, float], MemoryCgroup]
+    sandboxes: Sandboxes, code_dir: Path, cgroups: Callable[[str, float], InstanceCgroup]
 ) -> None:
     needs(cgroup=True)
     cgroup = cgroups("leftover", 64)
     assert (cgroup.path / "memory.limit_in_bytes").exists() or (cgroup.path / "memory.max").exists()
     pid, report = sandboxes.start(
-        spec_for(code_dir, name="leftover", cgroup_procs=cgroup.procs_file),
+        spec_for(code_dir, name="leftover", cgroup_procs=cgroup.procs_files),
         lambda: {"ok": True},
         after=lambda: time.sleep(30),
     )
@@ -637,7 +651,7 @@ def test_memory_cgroup_remove_kills_leftovers_and_is_idempotent(
 
 
 def test_a_step_that_should_work_but_fails_raises_sandbox_error(tmp_path: Path) -> None:
-    spec = SandboxSpec(name="bad", code_dir=tmp_path, cgroup_procs=tmp_path / "no" / "cgroup.procs")
+    spec = SandboxSpec(name="bad", code_dir=tmp_path, cgroup_procs=(tmp_path / "no" / "cgroup.procs",))
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
@@ -653,7 +667,7 @@ def test_a_step_that_should_work_but_fails_raises_sandbox_error(tmp_path: Path) 
     with open(read_fd, "rb") as pipe:
         message = pipe.read().decode()
     os.waitpid(pid, 0)
-    assert "join memory cgroup" in message
+    assert "join cgroup" in message
     assert "No such file or directory" in message
 
 
@@ -683,8 +697,6 @@ def test_spec_and_uid_validation() -> None:
         SandboxSpec(name="bad name", code_dir=Path("/"))
     with pytest.raises(SandboxError):
         SandboxSpec(name="x" * 64, code_dir=Path("/"))
-    with pytest.raises(SandboxError):
-        SandboxSpec(name="ok", code_dir=Path("/srv"), hidden_dirs=(Path("/"),))
     assert function_uid(0) == FUNCTION_UID_BASE
     assert function_uid(12) == FUNCTION_UID_BASE + 12
     with pytest.raises(SandboxError):

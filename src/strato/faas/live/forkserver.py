@@ -26,7 +26,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from strato.faas.live import runtime
-from strato.faas.live.isolation import HostSupport, MemoryCgroup, probe_host
+from strato.faas.live.isolation import HostSupport, InstanceCgroup, probe_host
 from strato.faas.live.loop import die_with_parent
 
 ZYGOTE_HEADROOM_MB = 1 << 20
@@ -37,7 +37,7 @@ ZYGOTE_HEADROOM_MB = 1 << 20
 class Zygote:
     pid: int
     channel: socket.socket
-    cgroup: MemoryCgroup
+    cgroup: InstanceCgroup
 
 
 class Template:
@@ -50,7 +50,7 @@ class Template:
     def fill(self, gateway: socket.socket) -> None:
         while len(self.zygotes) < self.pool_size:
             # Capital letters keep these names apart from every instance name (function names are lower case).
-            cgroup = MemoryCgroup.create(
+            cgroup = InstanceCgroup.create(
                 self.support, f"Zygote-{os.getpid()}-{next(self.names)}", ZYGOTE_HEADROOM_MB
             )
             assert cgroup is not None
@@ -76,7 +76,8 @@ class Template:
                 continue
             finally:
                 zygote.channel.close()
-            return {"pid": zygote.pid, "cgroup": str(zygote.cgroup.path)}
+            pids = zygote.cgroup.pids_path
+            return {"pid": zygote.pid, "cgroup": str(zygote.cgroup.path), "pids": str(pids) if pids else None}
         pid = os.fork()
         if pid == 0:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -84,17 +85,18 @@ class Template:
             for zygote in self.zygotes:
                 zygote.channel.close()
             runtime.bootstrap(*_adopt(fds))
-        return {"pid": pid, "cgroup": None}
+        return {"pid": pid, "cgroup": None, "pids": None}
 
 
-def _become_zygote(channel: socket.socket, cgroup: MemoryCgroup) -> None:
+def _become_zygote(channel: socket.socket, cgroup: InstanceCgroup) -> None:
     """In the forked zygote: do the function-independent slow steps, then wait to become an instance."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     die_with_parent()
     with contextlib.suppress(PermissionError):
         os.setsid()
     try:
-        cgroup.procs_file.write_text(str(os.getpid()))
+        for procs in cgroup.procs_files:
+            procs.write_text(str(os.getpid()))
         _, fds, _, _ = socket.recv_fds(channel, 16, 2)
     except OSError:
         os._exit(1)
@@ -138,6 +140,8 @@ class Forked:
     pid: int
     cgroup: str | None
     """A zygote's cgroup, already joined by the instance; None when the gateway must make one."""
+    pids: str | None
+    """The zygote's pids cgroup (another directory on cgroup v1), also joined."""
 
 
 class ForkServerClient:
@@ -179,7 +183,7 @@ class ForkServerClient:
         if not reply:
             raise ConnectionError("the fork-server exited")
         data = json.loads(reply)
-        return Forked(int(data["pid"]), data["cgroup"])
+        return Forked(int(data["pid"]), data["cgroup"], data["pids"])
 
     async def stop(self) -> None:
         self.channel.close()

@@ -220,6 +220,28 @@ def _unauthorised() -> Response:
     return response
 
 
+def _connection_metrics(node: Node, tracker: ConnectionTracker) -> None:
+    metrics = node.metrics
+    metrics.gauge(
+        "strato_faas_connections", "Open client connections", lambda: [((), float(len(tracker.connections)))]
+    )
+    metrics.gauge(
+        "strato_faas_connections_refused",
+        "Client connections turned away at --max-connections (a running total)",
+        lambda: [((), float(tracker.refused))],
+    )
+    metrics.gauge(
+        "strato_faas_connections_timed_out",
+        "Client connections closed by a header, body, idle or write timeout (a running total)",
+        lambda: [((), float(tracker.timed_out))],
+    )
+    metrics.gauge(
+        "strato_faas_gateway_buffered_bytes",
+        "Response bytes the gateway holds: instances' unfinished frames and what clients have not read",
+        lambda: [((), float(tracker.buffered_bytes() + node.buffered_bytes()))],
+    )
+
+
 async def serve(
     config: GatewayConfig,
     *,
@@ -235,6 +257,8 @@ async def serve(
     gateway.load_deployed()
     loop = asyncio.get_running_loop()
     tracker = ConnectionTracker()
+    tracker.start_sweeping()
+    _connection_metrics(node, tracker)
     server = await loop.create_server(
         lambda: ServerProtocol(gateway.handle, limits=config.limits, tracker=tracker),
         config.host,

@@ -1,4 +1,4 @@
-"""Isolation of one live function instance: namespaces, a memory cgroup, a private /tmp, a dropped uid.
+"""Isolation of one live function instance: namespaces, an own root, cgroups, private /tmp, a dropped uid.
 
 :func:`enter_sandbox` runs inside the freshly forked instance process, before the handler is imported.
 Every control is applied only where :func:`probe_host` found that it works; everything else is reported
@@ -17,10 +17,12 @@ network namespace         own namespace with only loopback (unless   not enforce
 uts namespace             hostname = instance id                     not enforced: host hostname
 memory limit              per-instance cgroup: v1 limit + memsw, or  RLIMIT_AS = memory + headroom
                           v2 memory.max + swap.max 0; OOM detected   (address space, not memory)
+process limit             per-instance pids cgroup (pids.max)        not enforced
 unprivileged user         per-function uid/gid, no groups,           not enforced: server's user
                           no_new_privs                               (no_new_privs still set)
-other functions' files /  empty tmpfs over the server's state dirs,  file permissions only (root can
-server token hidden       own code bound back read-only              drop uid), else not enforced
+host files hidden         an own read-only root: the runtime, a few  file permissions only (root can
+                          /etc files, safe devices, private /tmp,    drop uid), else not enforced
+                          /var/tmp, /dev/shm, own code read-only
 ========================  =========================================  ==================================
 
 Core dumps are always disabled (RLIMIT_CORE 0) and the instance gets SIGKILL when its parent dies
@@ -35,6 +37,7 @@ import errno
 import fcntl
 import functools
 import os
+import platform
 import re
 import resource
 import select
@@ -42,6 +45,7 @@ import shutil
 import signal
 import socket
 import struct
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -69,7 +73,8 @@ CONTROLS = (
     "uts namespace",
     "memory limit",
     "unprivileged user",
-    "other functions' files / server token hidden",
+    "process limit",
+    "host files hidden",
 )
 
 THREAD_RESERVE_MB = 72
@@ -111,7 +116,7 @@ _NAME_RE = re.compile(r"[A-Za-z0-9-]{1,63}")
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _libc_function(name: str, argtypes: list[Any]) -> Any:
+def _libc_function(name: str, argtypes: list[Any] | None) -> Any:
     function = getattr(_libc, name, None)
     if function is not None:
         function.argtypes = argtypes
@@ -172,8 +177,10 @@ class HostSupport:
     cgroup: str | None
     """``"v1"``, ``"v2"`` or None (no usable memory controller)."""
     cgroup_base: Path | None
-    """Directory under which per-instance memory cgroups are created (lazily, by MemoryCgroup.create)."""
+    """Directory under which per-instance memory cgroups are created (lazily, by InstanceCgroup.create)."""
     setuid: bool
+    pids_base: Path | None = None
+    """Directory for per-instance pids cgroups (on v2 the same as ``cgroup_base``); None: no task limit."""
     warnings: tuple[str, ...] = ()
     """One sentence per control that is not enforced. Left empty, it is filled from the other fields, so a
     HostSupport never hides a missing control."""
@@ -195,6 +202,7 @@ class HostSupport:
             "cgroup": self.cgroup,
             "cgroup_base": str(self.cgroup_base) if self.cgroup_base else None,
             "setuid": self.setuid,
+            "pids_base": str(self.pids_base) if self.pids_base else None,
             "warnings": list(self.warnings),
             "reasons": [list(pair) for pair in self.reasons],
         }
@@ -207,6 +215,7 @@ class HostSupport:
             cgroup=data["cgroup"],
             cgroup_base=Path(data["cgroup_base"]) if data["cgroup_base"] else None,
             setuid=bool(data["setuid"]),
+            pids_base=Path(data["pids_base"]) if data.get("pids_base") else None,
             warnings=tuple(data["warnings"]),
             reasons=tuple((str(a), str(b)) for a, b in data["reasons"]),
         )
@@ -237,7 +246,9 @@ class HostSupport:
             memory = ""
         if "mount" in ns:
             hidden = (
-                "an empty tmpfs covers the server's state directories; the own code is bound back read-only"
+                "an own root: a read-only tmpfs holding only the runtime (the interpreter's and the system's "
+                "directories, read-only), a few /etc files, the safe devices, private /tmp, /var/tmp and "
+                "/dev/shm, and the function's own code, read-only"
             )
             if self.setuid:
                 hidden += "; file permissions (per-function uid, root-only token) apply as well"
@@ -287,7 +298,16 @@ class HostSupport:
                 "instances run as the server's own user (no_new_privs is still set)",
             ),
             row(
-                "other functions' files / server token hidden",
+                "process limit",
+                self.cgroup is not None and self.pids_base is not None,
+                "a per-instance pids cgroup (pids.max): processes and threads beyond the limit fail to "
+                "start; orphans are reaped by the instance (pid 1) and the gateway kills processes that "
+                "outlive their invocation",
+                "a function can start processes until the host's limits",
+                why=reasons.get("process limit", "no cgroup pids controller is usable here"),
+            ),
+            row(
+                "host files hidden",
                 "mount" in ns or self.setuid,
                 hidden,
                 "instances can read other functions' code and the server token",
@@ -427,6 +447,28 @@ def _probe_cgroup() -> tuple[str | None, Path | None, str]:
     return None, None, why
 
 
+def _probe_pids(version: str | None, memory_base: Path | None) -> tuple[Path | None, str]:
+    """(base directory, why not) for per-instance pids cgroups, which go with the memory cgroups."""
+    if version is None or memory_base is None:
+        return None, "there is no memory cgroup, and the task limit goes with it"
+    try:
+        if version == "v2":
+            available = (memory_base.parent / "cgroup.controllers").read_text().split()
+            if "pids" in available:
+                return memory_base, ""
+            return None, f"the cgroup v2 pids controller is not available in {memory_base.parent}"
+        mounts = _mounts()
+        pids_path = _own_cgroups()[0].get("pids")
+    except OSError as exc:
+        return None, f"cannot read the cgroup setup ({exc.strerror})"
+    for root, point, fstype, options in mounts:
+        if fstype == "cgroup" and "pids" in options.split(",") and pids_path is not None:
+            own = _inside_mount(root, point, pids_path)
+            if own is not None and own.is_dir() and os.access(own, os.W_OK):
+                return own / f"strato-{os.getpid()}", ""
+    return None, "no writable cgroup v1 pids hierarchy is mounted"
+
+
 def _v2_base_parent(own: Path, mount_point: Path) -> Path | str:
     """The cgroup v2 directory to create strato-<pid> in, or why there is none.
 
@@ -476,12 +518,16 @@ def probe_host() -> HostSupport:
     version, base, why = _probe_cgroup()
     if version is None:
         reasons.append(("memory limit", why))
+    pids_base, why_not_pids = _probe_pids(version, base)
+    if pids_base is None:
+        reasons.append(("process limit", why_not_pids))
     return HostSupport(
         root=root,
         namespaces=frozenset(working),
         cgroup=version,
         cgroup_base=base,
         setuid=root and not setuid_failure,
+        pids_base=pids_base,
         reasons=tuple(reasons),
     )
 
@@ -511,19 +557,25 @@ def _read_keyed(path: Path) -> dict[str, int]:
     return values
 
 
-class MemoryCgroup:
-    """Parent side: a per-instance memory cgroup."""
+class InstanceCgroup:
+    """Parent side: a per-instance cgroup for memory and, where the host has the controller, for the
+    number of tasks (``pids.max``: a fork bomb stops at the limit instead of filling the host)."""
 
-    def __init__(self, path: Path, version: str) -> None:
+    def __init__(self, path: Path, version: str, pids_path: Path | None = None) -> None:
         self.path = path
         self.version = version
+        self.pids_path = pids_path
+        """The pids controller's directory: the same as ``path`` on v2, another hierarchy on v1."""
 
     def __repr__(self) -> str:
-        return f"MemoryCgroup({str(self.path)!r}, {self.version!r})"
+        return f"InstanceCgroup({str(self.path)!r}, {self.version!r}, {self.pids_path!r})"
 
     @classmethod
-    def create(cls, support: HostSupport, name: str, memory_mb: float) -> MemoryCgroup | None:
-        """Create the cgroup ``name`` limited to ``memory_mb``; None when the host has no memory cgroup."""
+    def create(
+        cls, support: HostSupport, name: str, memory_mb: float, *, pids_max: int | None = None
+    ) -> InstanceCgroup | None:
+        """Create the cgroup ``name`` limited to ``memory_mb`` (and ``pids_max`` tasks); None when the host
+        has no memory cgroup."""
         if support.cgroup is None or support.cgroup_base is None:
             return None
         if not _NAME_RE.fullmatch(name):
@@ -531,20 +583,41 @@ class MemoryCgroup:
         if memory_mb <= 0:
             raise SandboxError(f"memory limit must be positive, got {memory_mb} MB")
         base = support.cgroup_base
-        with _step(f"create memory cgroup {base / name}"):
+        with _step(f"create cgroup {base / name}"):
             base.mkdir(exist_ok=True)  # instances may be created concurrently
             if support.cgroup == "v2":
-                _enable_v2_memory(base)
-            cgroup = cls(base / name, support.cgroup)
-            if cgroup.path.exists():  # left over by an instance of the same name
-                cgroup.remove()
+                _enable_v2(base, ["memory", "pids"] if support.pids_base else ["memory"])
+            pids_path = None
+            if support.pids_base is not None:
+                pids_path = support.pids_base / name
+                if support.pids_base != base:
+                    support.pids_base.mkdir(exist_ok=True)
+            cgroup = cls(base / name, support.cgroup, pids_path)
+            cgroup.remove()  # left over by an instance of the same name
             cgroup.path.mkdir()
+            if pids_path is not None and pids_path != cgroup.path:
+                pids_path.mkdir()
         try:
             cgroup.set_limit(memory_mb)
+            if pids_max is not None:
+                cgroup.set_pids(pids_max)
         except BaseException:
             cgroup.remove()
             raise
         return cgroup
+
+    def set_pids(self, tasks: int) -> None:
+        """At most ``tasks`` processes and threads, the instance's own included."""
+        if self.pids_path is not None:
+            with _step(f"set the task limit of {self.pids_path}"):
+                (self.pids_path / "pids.max").write_text(str(tasks))
+
+    @property
+    def procs_files(self) -> tuple[Path, ...]:
+        """Where a process writes its pid to join every hierarchy of this cgroup."""
+        if self.pids_path is None or self.pids_path == self.path:
+            return (self.procs_file,)
+        return (self.procs_file, self.pids_path / "cgroup.procs")
 
     def set_limit(self, memory_mb: float) -> None:
         """(Re)set the limit; a pre-created cgroup (the fork-server's zygotes) gets its function's here."""
@@ -599,40 +672,49 @@ class MemoryCgroup:
 
     def remove(self) -> None:
         """Kill whatever is left in the cgroup and delete it; does nothing when it is already gone."""
-        deadline = time.monotonic() + 5.0
-        while True:
-            for pid in self.pids():
+        for path in dict.fromkeys(p for p in (self.path, self.pids_path) if p is not None):
+            _remove_cgroup_dir(path)
+
+
+def _remove_cgroup_dir(path: Path) -> None:
+    deadline = time.monotonic() + 5.0
+    while True:
+        with contextlib.suppress(FileNotFoundError):
+            for line in (path / "cgroup.procs").read_text().split():
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            try:
-                os.rmdir(self.path)
-                return
-            except FileNotFoundError:
-                return
-            except OSError as exc:
-                # Killed processes leave the cgroup asynchronously; rmdir says EBUSY until they have.
-                if exc.errno != errno.EBUSY or time.monotonic() > deadline:
-                    raise SandboxError(f"cannot remove memory cgroup {self.path}: {exc.strerror}") from exc
-                time.sleep(0.01)
+                    os.kill(int(line), signal.SIGKILL)
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            # Killed processes leave the cgroup asynchronously; rmdir says EBUSY until they have.
+            if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                raise SandboxError(f"cannot remove cgroup {path}: {exc.strerror}") from exc
+            time.sleep(0.01)
 
 
-def _enable_v2_memory(base: Path) -> None:
+def _enable_v2(base: Path, controllers: list[str]) -> None:
     for directory in (base.parent, base):
         subtree = directory / "cgroup.subtree_control"
-        if "memory" not in subtree.read_text().split():
-            # For the parent this only happens at the root cgroup (see _v2_base_parent).
-            subtree.write_text("+memory")
+        enabled = subtree.read_text().split()
+        for controller in controllers:
+            if controller not in enabled:
+                # For the parent this only happens at the root cgroup (see _v2_base_parent).
+                subtree.write_text(f"+{controller}")
 
 
 def cleanup_cgroup_base(support: HostSupport) -> None:
-    """Remove the server's strato-<pid> cgroup directory (and any instance cgroup still in it)."""
-    base = support.cgroup_base
-    if support.cgroup is None or base is None or not base.is_dir():
+    """Remove the server's strato-<pid> cgroup directories (and any instance cgroup still in them)."""
+    if support.cgroup is None:
         return
-    for child in base.iterdir():
-        if child.is_dir():
-            MemoryCgroup(child, support.cgroup).remove()
-    MemoryCgroup(base, support.cgroup).remove()
+    for base in dict.fromkeys(b for b in (support.cgroup_base, support.pids_base) if b is not None):
+        if base.is_dir():
+            for child in base.iterdir():
+                if child.is_dir():
+                    _remove_cgroup_dir(child)
+            _remove_cgroup_dir(base)
 
 
 def reap_stale_cgroup_bases(support: HostSupport) -> list[Path]:
@@ -641,17 +723,17 @@ def reap_stale_cgroup_bases(support: HostSupport) -> list[Path]:
     Their instances died with them (parent-death signals), so the directories are empty shells or hold
     only leftovers; a directory whose server still runs is left alone.
     """
-    base = support.cgroup_base
-    if support.cgroup is None or base is None or not base.parent.is_dir():
-        return []
     removed = []
-    for sibling in base.parent.glob("strato-*"):
-        pid_text = sibling.name.removeprefix("strato-")
-        if sibling == base or not pid_text.isdigit() or Path(f"/proc/{pid_text}").exists():
+    for base in dict.fromkeys(b for b in (support.cgroup_base, support.pids_base) if b is not None):
+        if support.cgroup is None or not base.parent.is_dir():
             continue
-        with contextlib.suppress(SandboxError, OSError):
-            cleanup_cgroup_base(replace(support, cgroup_base=sibling))
-            removed.append(sibling)
+        for sibling in base.parent.glob("strato-*"):
+            pid_text = sibling.name.removeprefix("strato-")
+            if sibling == base or not pid_text.isdigit() or Path(f"/proc/{pid_text}").exists():
+                continue
+            with contextlib.suppress(SandboxError, OSError):
+                cleanup_cgroup_base(replace(support, cgroup_base=sibling, pids_base=None))
+                removed.append(sibling)
     return removed
 
 
@@ -704,8 +786,6 @@ class SandboxSpec:
     """Instance id (letters, digits, '-'); the hostname inside the uts namespace."""
     code_dir: Path
     """The function's own code: stays readable (read-only bind when the mount namespace works)."""
-    hidden_dirs: tuple[Path, ...] = ()
-    """Server state directories (other functions' code, the token) to hide."""
     uid: int | None = None
     """Drop to this uid and gid (same number) when root; None keeps the current user."""
     network: bool = False
@@ -713,16 +793,12 @@ class SandboxSpec:
     tmp_size_mb: int = 64
     memory_mb: float | None = None
     """Used only for the RLIMIT_AS fallback when the instance joins no cgroup."""
-    cgroup_procs: Path | None = None
-    """Join this cgroup (write the own pid) before dropping privileges."""
+    cgroup_procs: tuple[Path, ...] = ()
+    """Join these cgroups (memory, pids: write the own pid) before dropping privileges."""
     cgroup_joined: bool = False
     """The process already sits in its memory cgroup (a fork-server zygote joined it ahead of time)."""
     threads: int = 1
     """Threads the instance will run; each reserves address space, which the RLIMIT_AS fallback allows."""
-    runtime_dirs: tuple[Path, ...] = ()
-    """Directories the instance must still read after dropping privileges: the interpreter, its packages.
-    Any ancestor the function's uid could not traverse (a 0700 home holding the interpreter) is hidden
-    behind an empty tmpfs and only these directories are bound back into it, read-only."""
 
     def __post_init__(self) -> None:
         if not _NAME_RE.fullmatch(self.name):
@@ -731,8 +807,6 @@ class SandboxSpec:
             raise SandboxError(f"tmp_size_mb must be positive, got {self.tmp_size_mb}")
         if self.uid is not None and self.uid < 0:
             raise SandboxError(f"bad uid {self.uid}")
-        if any(os.path.realpath(hidden) == "/" for hidden in self.hidden_dirs):
-            raise SandboxError("the root directory cannot be hidden")
 
 
 def enter_sandbox(spec: SandboxSpec, support: HostSupport) -> None:
@@ -746,9 +820,9 @@ def enter_sandbox(spec: SandboxSpec, support: HostSupport) -> None:
     parent = os.getppid()
     with contextlib.suppress(PermissionError):  # already a group leader: it has its own group anyway
         os.setsid()
-    if spec.cgroup_procs is not None:
-        with _step(f"join memory cgroup {spec.cgroup_procs}"):
-            spec.cgroup_procs.write_text(str(os.getpid()))
+    for procs in spec.cgroup_procs:
+        with _step(f"join cgroup {procs.parent}"):
+            procs.write_text(str(os.getpid()))
     kinds = [k for k in NAMESPACES if k in support.namespaces and not (k == "net" and spec.network)]
     if kinds:
         flags = 0
@@ -764,7 +838,9 @@ def enter_sandbox(spec: SandboxSpec, support: HostSupport) -> None:
         with _step("set the parent-death signal"):
             _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if "mount" in kinds:
-        _isolate_files(spec, new_proc="pid" in kinds)
+        dropping = _will_drop(spec, support)
+        uid = spec.uid if dropping and spec.uid is not None else 0
+        _isolate_files(spec, new_proc="pid" in kinds, network=spec.network, uid=uid)
     if "net" in kinds:
         with _step("bring up the loopback device"):
             _loopback_up()
@@ -774,7 +850,6 @@ def enter_sandbox(spec: SandboxSpec, support: HostSupport) -> None:
     _set_rlimits(spec)
     _set_tmpdir(spec, private_mounts="mount" in kinds, drop=_will_drop(spec, support))
     with _step(f"change directory to {spec.code_dir}"):
-        # A working directory inside a hidden directory would keep it reachable by relative paths.
         os.chdir(spec.code_dir)
     if _will_drop(spec, support):
         assert spec.uid is not None
@@ -856,65 +931,175 @@ def _run_waiter(child: int, grandparent: int, mask: set[int | signal.Signals]) -
         os._exit(code)
 
 
-def _isolate_files(spec: SandboxSpec, *, new_proc: bool) -> None:
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+"""The host's shared libraries and tools: part of every runtime (bound read-only, or symlinked as here)."""
+DEVICES = ("null", "zero", "full", "random", "urandom")
+ETC_FILES = (
+    "ld.so.cache",
+    "localtime",
+    "nsswitch.conf",
+    "host.conf",
+    "gai.conf",
+    "services",
+    "protocols",
+    "mime.types",
+)
+"""Copied into a function's /etc; with network also resolv.conf and the TLS roots (/etc/ssl)."""
+_MNT_DETACH = 2
+_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
+_umount2_call = _libc_function("umount2", [ctypes.c_char_p, ctypes.c_int])
+_syscall = _libc_function("syscall", None)
+
+
+def runtime_dirs() -> tuple[str, ...]:
+    """Where the interpreter, the standard library and installed packages (strato among them) live; the
+    working directory of the server is not one of them, even when it is on ``sys.path``."""
+    import strato
+
+    candidates = {sys.base_prefix, sys.prefix, str(Path(strato.__file__).resolve().parents[1])}
+    candidates.update(
+        path
+        for path in sys.path
+        if path
+        and os.path.isabs(path)
+        and os.path.isdir(path)
+        and os.path.realpath(path) != os.path.realpath(os.getcwd())
+    )
+    real = sorted({os.path.realpath(path) for path in candidates})
+    return tuple(path for path in real if not any(path != other and _within(path, other) for other in real))
+
+
+@functools.cache
+def etc_snapshot() -> dict[str, tuple[str, bytes]]:
+    """The /etc files a function gets, read once (the fork-server reads them before forking):
+    name -> ("file", content) or ("link", target)."""
+    found: dict[str, tuple[str, bytes]] = {}
+    for name in (*ETC_FILES, "resolv.conf"):
+        path = os.path.join("/etc", name)
+        with contextlib.suppress(OSError):
+            if os.path.islink(path):
+                found[name] = ("link", os.fsencode(os.readlink(path)))
+            elif os.path.isfile(path):
+                with open(path, "rb") as file:
+                    found[name] = ("file", file.read(1 << 20))
+    return found
+
+
+def _isolate_files(spec: SandboxSpec, *, new_proc: bool, network: bool, uid: int) -> None:
+    """Give the instance a root of its own: an empty read-only tmpfs holding only the runtime (read-only
+    binds of the interpreter's and the system's directories), a few /etc files, the safe devices, private
+    /tmp, /var/tmp and /dev/shm, and its own code, read-only, at its usual path. Nothing else of the host's
+    tree (the server's state, other functions, the checkout, home directories) exists in it."""
     with _step("make all mounts private"):
         # Otherwise the mounts below would propagate back to the host.
         _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
     code_dir = os.path.realpath(spec.code_dir)
-    runtime_dirs = [os.path.realpath(d) for d in spec.runtime_dirs if os.path.isdir(d)]
+    runtime = [d for d in runtime_dirs() if os.path.isdir(d)]
+    links: dict[str, str] = {}
     binds: dict[str, int] = {}
+    opened: list[int] = []
+
+    def hold(path: str, flags: int = os.O_DIRECTORY) -> int:
+        # Opened before anything is covered: the staging tmpfs below may hide the path itself.
+        with _step(f"open {path}"):
+            descriptor = os.open(path, os.O_PATH | os.O_CLOEXEC | flags)
+        opened.append(descriptor)
+        return descriptor
+
     try:
-        for path in [code_dir, *runtime_dirs]:
-            if path not in binds:
-                with _step(f"open directory {path}"):
-                    binds[path] = os.open(path, os.O_PATH | os.O_DIRECTORY)
-        covers: list[tuple[str, str]] = [
-            ("/tmp", f"size={spec.tmp_size_mb}m,mode=1777"),
-        ]
-        if os.path.isdir("/dev/shm"):
-            covers.append(("/dev/shm", f"size={spec.tmp_size_mb}m,mode=1777"))
-        covers += [(os.path.realpath(h), "size=64k,mode=0755") for h in spec.hidden_dirs]
-        if spec.uid is not None:
-            covers += [
-                (blocking, "size=64k,mode=0755") for blocking in _untraversable_ancestors(runtime_dirs)
-            ]
-        covered: list[str] = []
-        for target, options in sorted(covers, key=lambda item: item[0].count("/")):
-            if any(_within(target, done) for done in covered) or not os.path.isdir(target):
-                continue  # already invisible, or nothing there to hide
-            with _step(f"mount an empty tmpfs over {target}"):
-                _mount("tmpfs", target, "tmpfs", _MS_NOSUID | _MS_NODEV, options)
-            covered.append(target)
-        for path, descriptor in binds.items():
-            inside_cover = any(_within(path, done) for done in covered)
-            if path != code_dir and not inside_cover:
-                continue  # a runtime directory the function can already read where it is
-            if inside_cover:
-                with _step(f"recreate {path} inside the tmpfs"):
-                    _make_path(path)
+        for path in SYSTEM_DIRS:
+            if os.path.islink(path):
+                links[path] = os.readlink(path)
+            elif os.path.isdir(path):
+                binds[path] = hold(path)
+        for path in (*runtime, code_dir):
+            if not any(_within(path, done) for done in binds if done in SYSTEM_DIRS):
+                binds[path] = hold(path)
+        if network and os.path.isdir("/etc/ssl"):
+            binds["/etc/ssl"] = hold("/etc/ssl")
+        devices = {name: hold(f"/dev/{name}", 0) for name in DEVICES if os.path.exists(f"/dev/{name}")}
+        host_proc = None if new_proc else hold("/proc")
+        root = "/tmp"  # any existing directory will do: the old root is detached below
+        with _step("mount the instance's root tmpfs"):
+            _mount("tmpfs", root, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=4m,mode=0755")
+        _make_skeleton(root, spec, links, network=network, uid=uid)
+        for name, descriptor in devices.items():
+            target = f"{root}/dev/{name}"
+            with _step(f"bind /dev/{name}"):
+                os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o666))
+                _mount(f"/proc/self/fd/{descriptor}", target, None, _MS_BIND)
+        for path, descriptor in sorted(binds.items(), key=lambda item: item[0].count("/")):
+            target = root + path
             with _step(f"bind {path} read-only"):
+                _make_path(target)
                 # Through the descriptor opened before hiding: the path itself may now lead into a tmpfs.
-                _mount(f"/proc/self/fd/{descriptor}", path, None, _MS_BIND | _MS_REC)
-                _mount(None, path, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
+                _mount(f"/proc/self/fd/{descriptor}", target, None, _MS_BIND | _MS_REC)
+                _mount(None, target, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
+        if host_proc is not None:
+            with _step("bind the host's /proc (no pid namespace)"):
+                _mount(f"/proc/self/fd/{host_proc}", f"{root}/proc", None, _MS_BIND | _MS_REC)
     finally:
-        for descriptor in binds.values():
+        for descriptor in opened:
             os.close(descriptor)
+    _pivot_into(root)
     if new_proc:
         with _step("mount /proc for the new pid namespace"):
-            # Last, because the binds above resolve /proc/self/fd through the old /proc.
             _mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
+    with _step("make the root read-only"):
+        _mount(None, "/", None, _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
 
 
-def _untraversable_ancestors(paths: list[str]) -> list[str]:
-    """Ancestors of ``paths`` that other users cannot traverse (e.g. /root, mode 0700)."""
-    blocking = set()
-    for path in paths:
-        current = os.path.dirname(path)
-        while current != "/":
-            if not os.stat(current).st_mode & 0o001:
-                blocking.add(current)
-            current = os.path.dirname(current)
-    return sorted(blocking)
+def _make_skeleton(root: str, spec: SandboxSpec, links: dict[str, str], *, network: bool, uid: int) -> None:
+    """The directories, links and small files of the new root; private /tmp, /var/tmp and /dev/shm."""
+    with _step("build the instance's root"):
+        for directory in ("etc", "dev", "proc", "tmp", "var", "run"):
+            os.mkdir(f"{root}/{directory}", 0o755)
+        for path, target in links.items():
+            os.symlink(target, root + path)
+        for name, (kind, content) in etc_snapshot().items():
+            if name == "resolv.conf" and not network:
+                continue
+            if kind == "link":
+                os.symlink(os.fsdecode(content), f"{root}/etc/{name}")
+            else:
+                with open(f"{root}/etc/{name}", "wb") as file:
+                    file.write(content)
+        accounts = {"passwd": "root:x:0:0:root:/:/usr/sbin/nologin\n", "group": "root:x:0:\n"}
+        if uid:
+            accounts["passwd"] += f"function:x:{uid}:{uid}:function:/tmp:/usr/sbin/nologin\n"
+            accounts["group"] += f"function:x:{uid}:\n"
+        accounts["hosts"] = f"127.0.0.1 localhost {spec.name}\n::1 localhost ip6-localhost\n"
+        accounts["hostname"] = spec.name + "\n"
+        for name, text in accounts.items():
+            Path(f"{root}/etc/{name}").write_text(text)
+        for index, name in enumerate(("stdin", "stdout", "stderr")):
+            os.symlink(f"/proc/self/fd/{index}", f"{root}/dev/{name}")
+        os.symlink("/proc/self/fd", f"{root}/dev/fd")
+        os.mkdir(f"{root}/dev/shm")
+        os.mkdir(f"{root}/var/tmp")
+    private = f"size={spec.tmp_size_mb}m,mode=1777"
+    for target in ("/tmp", "/dev/shm"):
+        with _step(f"mount a private tmpfs on {target}"):
+            _mount("tmpfs", root + target, "tmpfs", _MS_NOSUID | _MS_NODEV, private)
+    with _step("make /var/tmp the private /tmp"):
+        # One tmpfs for both: nothing written there outlives the instance or is seen by another one.
+        _mount(f"{root}/tmp", f"{root}/var/tmp", None, _MS_BIND)
+
+
+def _pivot_into(root: str) -> None:
+    number = _PIVOT_ROOT.get(platform.machine())
+    with _step(f"pivot into the instance's root {root}"):
+        if number is None or _syscall is None or _umount2_call is None:
+            raise OSError(errno.ENOSYS, f"pivot_root is not known on {platform.machine()}")
+        os.chdir(root)
+        # pivot_root(".", "."): the old root ends up stacked under the new one, and is detached at once.
+        if _syscall(number, b".", b".") != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
+        if _umount2_call(b".", _MNT_DETACH) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
+        os.chdir("/")
 
 
 def _within(path: str, directory: str) -> bool:
@@ -944,7 +1129,7 @@ def _loopback_up() -> None:
 def _set_rlimits(spec: SandboxSpec) -> None:
     with _step("disable core dumps"):
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if spec.cgroup_procs is None and not spec.cgroup_joined and spec.memory_mb is not None:
+    if not spec.cgroup_procs and not spec.cgroup_joined and spec.memory_mb is not None:
         # Each thread reserves a stack and may get its own malloc arena: address space, not memory.
         headroom_mb = AS_HEADROOM_MB + max(spec.threads - 1, 0) * THREAD_RESERVE_MB
         limit = _mapped_bytes() + int((spec.memory_mb + headroom_mb) * 1024 * 1024)
@@ -980,7 +1165,7 @@ __all__ = [
     "CONTROLS",
     "FUNCTION_UID_BASE",
     "HostSupport",
-    "MemoryCgroup",
+    "InstanceCgroup",
     "SandboxError",
     "SandboxSpec",
     "cleanup_cgroup_base",

@@ -48,7 +48,7 @@ from strato.faas.live.httpio import (
 )
 from strato.faas.live.isolation import (
     HostSupport,
-    MemoryCgroup,
+    InstanceCgroup,
     SandboxError,
     cleanup_cgroup_base,
     function_uid,
@@ -102,30 +102,6 @@ class NodeConfig:
             raise ConfigError("the response, pids and log limits must be positive")
 
 
-def _runtime_dirs() -> tuple[str, ...]:
-    """Where the interpreter, the standard library and installed packages (strato among them) live."""
-    import strato
-
-    candidates = {sys.base_prefix, sys.prefix, str(Path(strato.__file__).resolve().parents[1])}
-    candidates.update(
-        path
-        for path in sys.path
-        if path
-        and os.path.isabs(path)
-        and os.path.isdir(path)
-        and os.path.realpath(path) != os.path.realpath(os.getcwd())
-    )
-    real = sorted({os.path.realpath(path) for path in candidates})
-    return tuple(
-        path
-        for path in real
-        if not any(path != other and path.startswith(other.rstrip("/") + "/") for other in real)
-    )
-
-
-RUNTIME_DIRS = _runtime_dirs()
-
-
 Invocation = tuple[str, str, dict[str, str], bytes]
 """method, target as the function sees it, headers (checked by the gateway's parser), body."""
 
@@ -175,7 +151,7 @@ class Instance:
         self.pid: int | None = None
         self.port: int | None = None
         self.channel: InstanceChannel | None = None
-        self.cgroup: MemoryCgroup | None = None
+        self.cgroup: InstanceCgroup | None = None
         self.cgroup_joined = False
         self.fatal = False
         """The instance said it exits after its current answer (e.g. its CPU-time limit was hit)."""
@@ -393,8 +369,10 @@ class InstanceChannel(asyncio.Protocol):
 
     def _result(self, request_id: int, meta: bytes, body: bytes) -> None:
         checked = self._checked_result(meta)
+        if checked is None:
+            return  # the instance is being killed; its requests fail when its socket closes
         future = self.pending.pop(request_id, None)
-        if checked is not None and future is not None and not future.done():
+        if future is not None and not future.done():
             future.set_result(RawResponse(checked[0], checked[1], body))
 
     def _start_stream(self, request_id: int, meta: bytes, length: int) -> None:
@@ -512,6 +490,14 @@ class Node:
             lambda: (
                 [((), self.config.memory_budget_mb)] if math.isfinite(self.config.memory_budget_mb) else []
             ),
+        )
+
+    def buffered_bytes(self) -> int:
+        return sum(
+            instance.channel.buffered_bytes()
+            for function in self.functions.values()
+            for instance in function.instances
+            if instance.channel is not None
         )
 
     def _instance_gauge(self) -> list[tuple[tuple[tuple[str, str], ...], float]]:
@@ -726,6 +712,7 @@ class Node:
                 504,
                 f"function {name!r} timed out after {instance.spec.timeout_s:g} s; its instance was killed",
             )
+            self.log_for(name).event(instance.id, str(failure))
             return self._failure_response(function, failure)
         error = done.exception()
         if error is not None:
@@ -733,7 +720,9 @@ class Node:
                 failure = InvokeFailed(500, f"internal error: {type(error).__name__}: {error}")
                 return self._failure_response(function, failure)
             self._stop_instance(instance)
-            return self._failure_response(function, InvokeFailed(502, self._death_message(instance, error)))
+            message = self._death_message(instance, error)
+            self.log_for(name).event(instance.id, message)
+            return self._failure_response(function, InvokeFailed(502, message))
         response: AnyResponse = done.result()
         if isinstance(response, StreamedResponse):
             return response
@@ -940,9 +929,11 @@ class Node:
                     forked = await self.forkserver.fork(theirs, log_write)
                     instance.pid = forked.pid
                     if forked.cgroup is not None and self.support is not None:
-                        # A zygote already joined this cgroup; it only needs the function's limit.
-                        instance.cgroup = MemoryCgroup(Path(forked.cgroup), str(self.support.cgroup))
+                        # A zygote already joined this cgroup; it only needs the function's limits.
+                        pids = Path(forked.pids) if forked.pids else None
+                        instance.cgroup = InstanceCgroup(Path(forked.cgroup), str(self.support.cgroup), pids)
                         instance.cgroup.set_limit(spec.memory_mb)
+                        instance.cgroup.set_pids(self._tasks_allowed(spec))
                         instance.cgroup_joined = True
                 else:
                     instance.process = await asyncio.create_subprocess_exec(
@@ -963,7 +954,9 @@ class Node:
                 # The instance holds the only write end now: the pipe ends when the instance does.
                 os.close(log_write)
             if instance.cgroup is None and self.support is not None:
-                instance.cgroup = MemoryCgroup.create(self.support, instance.id, spec.memory_mb)
+                instance.cgroup = InstanceCgroup.create(
+                    self.support, instance.id, spec.memory_mb, pids_max=self._tasks_allowed(spec)
+                )
             _, channel = await loop.connect_accepted_socket(
                 lambda: InstanceChannel(self, instance), sock=ours
             )
@@ -1000,6 +993,11 @@ class Node:
             self.start_samples.append(instance.ready_at - instance.started_at)
         return instance
 
+    def _tasks_allowed(self, spec: FunctionSpec) -> int:
+        """pids.max: the function's own allowance plus what the platform runs in the instance (the
+        waiter, the instance, its worker threads, the faasd watchdog and function process)."""
+        return self.config.pids_limit + spec.concurrency + 8
+
     def _instance_spec(self, instance: Instance) -> InstanceSpec:
         spec = instance.spec
         root = os.geteuid() == 0
@@ -1016,13 +1014,11 @@ class Node:
             uid=function_uid(spec.uid_index) if root and spec.uid_index else None,
             network=spec.network,
             sandbox=self.config.sandbox,
-            hidden_dirs=(str(self.config.state_dir.resolve()),),
-            cgroup_procs=str(instance.cgroup.procs_file)
+            cgroup_procs=tuple(str(path) for path in instance.cgroup.procs_files)
             if instance.cgroup and not instance.cgroup_joined
-            else None,
+            else (),
             tmp_size_mb=self.config.tmp_size_mb,
             cgroup_joined=instance.cgroup_joined,
-            runtime_dirs=RUNTIME_DIRS,
             host_support=self.support.to_json() if self.support else None,
             max_response=self.config.max_response,
         )

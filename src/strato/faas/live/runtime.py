@@ -57,11 +57,9 @@ class InstanceSpec:
     uid: int | None = None
     network: bool = False
     sandbox: bool = True
-    hidden_dirs: tuple[str, ...] = ()
-    cgroup_procs: str | None = None
+    cgroup_procs: tuple[str, ...] = ()
     tmp_size_mb: int = 64
     cgroup_joined: bool = False
-    runtime_dirs: tuple[str, ...] = ()
     host_support: dict[str, Any] | None = None
     max_response: int = 64 * 1024 * 1024
 
@@ -71,8 +69,7 @@ class InstanceSpec:
     @classmethod
     def from_json(cls, payload: bytes) -> InstanceSpec:
         data = json.loads(payload)
-        data["hidden_dirs"] = tuple(data.get("hidden_dirs", ()))
-        data["runtime_dirs"] = tuple(data.get("runtime_dirs", ()))
+        data["cgroup_procs"] = tuple(data.get("cgroup_procs", ()))
         return cls(**data)
 
 
@@ -290,9 +287,14 @@ LARGE_BODY = 64 * 1024
 """Above this a result's body is sent on its own instead of being copied into one buffer with its head."""
 
 
-def _send_result(sock: socket.socket, request_id: int, result: ResultTriple) -> bool:
+def _send_result(sock: socket.socket, request_id: int, result: ResultTriple, limit: int) -> bool:
     """Send a RESULT frame; returns whether the instance must exit after it."""
     status, headers, out = result
+    if len(out) > limit:
+        # The gateway would kill an instance that sent it; say why instead, and live on.
+        status, headers, out = _error(
+            502, f"the function's response of {len(out)} bytes exceeds the platform's limit of {limit} bytes"
+        )
     fatal = any(name == FATAL_HEADER for name, _ in headers)
     meta = frames.result_meta(status, _header_block(headers, internal=False), fatal=fatal)
     if len(out) < LARGE_BODY:
@@ -305,13 +307,14 @@ def _send_result(sock: socket.socket, request_id: int, result: ResultTriple) -> 
 
 def serve_lean(sock: socket.socket, function: LoadedFunction) -> None:
     """Answer invocation frames until the gateway closes the socket."""
+    limit = function.spec.max_response
     if function.spec.concurrency <= 1:
         while True:
             try:
                 request_id, _, meta, body = read_frame(sock)
             except EOFError:
                 return
-            if _send_result(sock, request_id, function.invoke(*parse_head(meta), body)):
+            if _send_result(sock, request_id, function.invoke(*parse_head(meta), body), limit):
                 return
             reap_orphans()
     send_lock = threading.Lock()
@@ -320,7 +323,7 @@ def serve_lean(sock: socket.socket, function: LoadedFunction) -> None:
     def run(request_id: int, meta: bytes, body: bytes) -> None:
         result = function.invoke(*parse_head(meta), body)
         with send_lock:
-            if _send_result(sock, request_id, result):
+            if _send_result(sock, request_id, result, limit):
                 os._exit(1)
             running[0] -= 1
             if running[0] == 0:
@@ -513,13 +516,11 @@ def _isolate(spec: InstanceSpec) -> list[str]:
         SandboxSpec(
             name=spec.instance_id,
             code_dir=Path(spec.code_dir),
-            hidden_dirs=tuple(Path(path) for path in spec.hidden_dirs),
             uid=spec.uid,
             network=spec.network,
             tmp_size_mb=spec.tmp_size_mb,
             memory_mb=spec.memory_mb,
-            cgroup_procs=Path(spec.cgroup_procs) if spec.cgroup_procs else None,
-            runtime_dirs=tuple(Path(path) for path in spec.runtime_dirs),
+            cgroup_procs=tuple(Path(path) for path in spec.cgroup_procs),
             cgroup_joined=spec.cgroup_joined,
             threads=max(spec.concurrency, 1),
         ),

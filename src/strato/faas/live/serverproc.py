@@ -19,8 +19,19 @@ from strato.faas.live.client import FaasClient
 class ServerProcess:
     """A ``strato faas serve`` child with its own state directory, stopped for sure by :meth:`stop`."""
 
-    def __init__(self, root: Path, *, args: list[str], describe: str = "strato faas server") -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        args: list[str],
+        describe: str = "strato faas server",
+        env: dict[str, str] | None = None,
+        wrapper: list[str] | None = None,
+    ) -> None:
         self.root = root
+        self.extra_env = dict(env or {})
+        self.wrapper = list(wrapper or [])
+        """A command the server runs under (e.g. ``unshare --mount ...``); its pid is then the wrapper's."""
         self.state_dir = root / "state"
         self.log_path = root / "server.log"
         self.args = ["--host", "127.0.0.1", "--port", "0", "--state-dir", str(self.state_dir), *args]
@@ -49,7 +60,7 @@ class ServerProcess:
 
     def start(self, timeout_s: float) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.extra_env)
         # The server must import this very package even from a source checkout that is not installed.
         src_root = str(Path(__file__).resolve().parents[3])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (src_root, env.get("PYTHONPATH")) if p)
@@ -57,7 +68,7 @@ class ServerProcess:
         # stall it in the middle of a measurement.
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "strato", "faas", "serve", *self.args],
+                [*self.wrapper, sys.executable, "-m", "strato", "faas", "serve", *self.args],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
