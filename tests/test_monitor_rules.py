@@ -9,11 +9,12 @@ import pickle
 from collections.abc import Callable
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from strato.errors import ConfigError
 from strato.monitor.model import Host, Metric
+from strato.monitor.patterns import compile_glob
 from strato.monitor.rules import (
     MAX_DEPTH,
     MAX_LIST_ITEMS,
@@ -473,6 +474,32 @@ def test_metrics_exclude_host_attributes() -> None:
 def test_glob(pattern: str, name: str, expected: bool) -> None:
     assert verdict(f'name matches "{pattern}"', host(name)) is expected
     assert verdict(f'name not matches "{pattern}"', host(name)) is (not expected)
+
+
+# Glob characters and their neighbours: the translation to RE2 must read them as fnmatch does.
+_GLOB_ALPHABET = list("ab-!^]*?[\\&~|.:=$(){}+\n é")
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.text(st.sampled_from(_GLOB_ALPHABET), max_size=10),
+    st.text(st.sampled_from(_GLOB_ALPHABET), max_size=8),
+)
+def test_glob_means_what_fnmatch_means(pattern: str, name: str) -> None:
+    assert compile_glob([pattern]).matches(name) is fnmatch.fnmatchcase(name, pattern), compile_glob(
+        [pattern]
+    )
+
+
+def test_regexes_match_like_python_where_both_accept_them() -> None:
+    for regex, name, expected in [
+        ("^web-[0-9]{2,3}$", "web-123", True),
+        ("(?i)^WEB", "web-1", True),
+        ("^(?P<role>web|db)-\\d+$", "db-7", True),
+        ("a.c", "a\nc", False),  # '.' stops at a newline in both, unless (?s)
+        ("(?s)a.c", "a\nc", True),
+    ]:
+        assert verdict(f'name =~ "{regex}"', host(name)) is expected, regex
 
 
 def test_glob_list_matches_any() -> None:

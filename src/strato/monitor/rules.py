@@ -59,8 +59,11 @@ Operators.
 * ``+ - * /`` on numbers; division by zero is unknown.
 * ``x matches "web-*"`` is a shell glob over the whole string (``*``, ``?``, ``[abc]``), case-sensitive;
   ``x matches ["web-*", "api-*"]`` matches any of them.
-* ``x =~ "re"`` is a Python regular expression searched anywhere in the string (anchor it with ``^`` and
-  ``$``); it is checked when the rule is parsed and may be at most 256 characters.
+* ``x =~ "re"`` is a regular expression searched anywhere in the string (anchor it with ``^`` and
+  ``$``); it is checked when the rule is parsed and may be at most 256 characters. It is matched by RE2,
+  in time linear in the text, so no host name can make a rule slow: Python's syntax, minus what needs
+  backtracking (backreferences, lookaround, atomic groups, possessive quantifiers, conditionals, ``\\Z``),
+  which is refused with the column of the construct (see :mod:`strato.monitor.patterns`).
 * ``x in [...]`` is true when ``x`` equals an item (by the ``==`` rules above).
 * ``ip in "10.0.0.0/8"`` tests network membership (IPv4 or IPv6); the network is checked when the rule
   is parsed and must not have host bits set. ``ip in ["10.0.0.0/8", "192.168.1.7"]`` -- a list with a
@@ -77,14 +80,14 @@ about presence explicitly.
 
 Limits, so a hostile or mistaken rule cannot exhaust the monitor: at most 4096 characters, nesting
 (parentheses, ``not`` and unary ``-``) at most 64 deep, lists at most 1024 items, regular expressions at
-most 256 characters. Every mistake raises :class:`RuleSyntaxError` with its position; metric names can
-be checked against what Ganglia reports with :meth:`Rule.check_metrics`.
+most 256 characters and matched in linear time (globs too). Every mistake raises :class:`RuleSyntaxError`
+with its position; metric names can be checked against what Ganglia reports with
+:meth:`Rule.check_metrics`.
 """
 
 from __future__ import annotations
 
 import difflib
-import fnmatch
 import ipaddress
 import operator
 import re
@@ -95,6 +98,7 @@ from typing import Any, Final, NoReturn, TypeAlias
 
 from strato.errors import ConfigError
 from strato.monitor.model import Host
+from strato.monitor.patterns import PatternError, TextMatcher, compile_glob, compile_regex
 
 __all__ = [
     "HOST_ATTRIBUTES",
@@ -465,11 +469,10 @@ class _Compare:
 
 @dataclass(frozen=True, slots=True)
 class _Pattern:
-    """``matches`` (a glob translated to a regex, anchored) or ``=~`` (searched)."""
+    """``matches`` (globs, whole text) or ``=~`` (a regular expression, searched)."""
 
     left: _Value
-    regex: re.Pattern[str]
-    anchored: bool
+    matcher: TextMatcher
     pos: int
     end: int
 
@@ -746,13 +749,27 @@ class _Parser:
                 f"the limit is {MAX_REGEX_CHARS}",
             )
         try:
-            regex = re.compile(token.value)
-        except re.error as error:
-            at = f" (at offset {error.pos} of the pattern)" if error.pos is not None else ""
-            self.fail(token.pos, f"invalid regular expression at {self.where(token.pos)}: {error.msg}{at}")
-        except (OverflowError, RecursionError, ValueError) as error:
-            self.fail(token.pos, f"invalid regular expression at {self.where(token.pos)}: {error}")
-        return _Pattern(left, regex, False, left.pos, token.end)
+            matcher = compile_regex(token.value)
+        except PatternError as error:
+            if error.offset < 0:
+                self.fail(token.pos, f"invalid regular expression at {self.where(token.pos)}: {error.reason}")
+            self.fail(
+                self.string_position(token, error.offset),
+                f"regular expression at {self.where(token.pos)} refused: {error.reason}",
+            )
+        return _Pattern(left, matcher, left.pos, token.end)
+
+    def string_position(self, token: _Token, offset: int) -> int:
+        """The rule position of character ``offset`` of a string token's value (an escape is two)."""
+        position = token.pos + 1
+        for _ in range(offset):
+            escaped = self.text[position] == "\\" and self.text[position + 1 : position + 2] in (
+                '"',
+                "'",
+                "\\",
+            )
+            position += 2 if escaped else 1
+        return min(position, token.end - 1)
 
     def parse_glob(self, left: _Value, op_token: _Token) -> _Cond:
         self.require_text(left, op_token)
@@ -775,9 +792,11 @@ class _Parser:
                 f"{op_token.text!r} at {self.where(op_token.pos)} needs a quoted glob pattern such as "
                 f'"web-*" or a list of them, found {self.found(token)}',
             )
-        # One compiled alternation, so a list of patterns costs a single regex match per host.
-        source = "|".join(f"(?:{fnmatch.translate(pattern)})" for pattern in patterns) or "(?!)"
-        return _Pattern(left, re.compile(source), True, left.pos, end)
+        try:
+            matcher = compile_glob(patterns)
+        except PatternError as error:
+            self.fail(token.pos, f"invalid glob pattern at {self.where(token.pos)}: {error.reason}")
+        return _Pattern(left, matcher, left.pos, end)
 
     def require_text(self, left: _Value, op_token: _Token) -> None:
         if _kind(left) == "num":
@@ -1078,7 +1097,7 @@ def _compile(node: _Cond) -> _Test:
     if isinstance(node, _Compare):
         return _compile_compare(node)
     if isinstance(node, _Pattern):
-        return _compile_pattern(_compile_value(node.left), node.regex, node.anchored)
+        return _compile_pattern(_compile_value(node.left), node.matcher)
     if isinstance(node, _InList):
         return _compile_in_list(node)
     return _compile_in_networks(_compile_value(node.left), node.networks)
@@ -1210,13 +1229,13 @@ def _compare_with_constant(get: _Get, op: str, constant: float | str) -> _Test:
     return against_number
 
 
-def _compile_pattern(get: _Get, regex: re.Pattern[str], anchored: bool) -> _Test:
-    find = regex.match if anchored else regex.search
+def _compile_pattern(get: _Get, matcher: TextMatcher) -> _Test:
+    matches = matcher.matches
 
     def test(host: Host) -> _Truth:
         value = get(host)
         if isinstance(value, str):
-            return find(value) is not None
+            return matches(value)
         return None  # missing, or a number: globs and regexes describe text
 
     return test
