@@ -742,15 +742,18 @@ class ActionRunner:
             argv = [_substitute(element, resolved) for element in template.argv]
             commands = self._commands(targets, argv, executor)
         except ActionError as error:
-            self.audit.reject(
-                who=who, group=group, template=template.name, params=dict(values), members=members,
-                error=str(error),
+            # Audit writes run in a thread: one waiting for a lock held by another process must not stop
+            # the event loop (and with it every other request) for the busy timeout.
+            await asyncio.to_thread(
+                self.audit.reject, who=who, group=group, template=template.name, params=dict(values),
+                members=members, error=str(error),
             )  # fmt: skip
             raise
         timeout = self.timeout_s if self.timeout_s is not None else template.timeout_s
-        action_id = self.audit.start(
-            who=who, group=group, template=template.name, params=resolved, argv=argv, members=members
-        )
+        action_id = await asyncio.to_thread(
+            self.audit.start,
+            who=who, group=group, template=template.name, params=resolved, argv=argv, members=members,
+        )  # fmt: skip
         if on_start is not None:
             try:
                 on_start(action_id)
@@ -762,7 +765,7 @@ class ActionRunner:
         async def one(target: HostTarget, command: list[str]) -> HostResult:
             async with semaphore:
                 result = await _run_host(target, command, timeout, is_ssh)
-            self.audit.record(action_id, result)
+            await asyncio.to_thread(self.audit.record, action_id, result)
             if on_result is not None:
                 try:
                     on_result(result)

@@ -18,7 +18,9 @@ Ordering guarantees, which :class:`~strato.monitor.actions.ActionRunner` relies 
   the error, status ``rejected``: refused attempts are audited too.
 
 A single :class:`AuditLog` is safe to share between threads (one connection behind a lock); several
-processes may open the same file (SQLite's own locking, with a busy timeout).
+processes may open the same file (SQLite's own locking, with a short busy timeout: a write that cannot
+get the lock in time raises :class:`~strato.monitor.dbfile.DatabaseBusyError`). The file is private
+(see :mod:`strato.monitor.dbfile`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from types import TracebackType
 from typing import Any
 
 from strato.errors import ConfigError
+from strato.monitor.dbfile import BUSY_TIMEOUT_S, busy_error, connect, is_busy
 
 FINAL_STATUSES = frozenset({"ok", "failed", "interrupted"})
 STATUSES = FINAL_STATUSES | {"running", "rejected"}
@@ -139,15 +142,14 @@ def _cap(value: str) -> str:
 class AuditLog:
     """Append-mostly audit of group actions in a SQLite file (see the module docstring for guarantees)."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
         self.path = Path(path) if str(path) != ":memory:" else path
+        self.busy_timeout_s = busy_timeout_s
         self._lock = threading.Lock()
         try:
-            # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a write never starts as a reader
-            # and then fails to upgrade when another process writes the shared file.
-            self._conn = sqlite3.connect(
-                str(path), timeout=10.0, check_same_thread=False, isolation_level=None
-            )
+            # Autocommit: we issue BEGIN IMMEDIATE ourselves, so a write never starts as a reader and then
+            # fails to upgrade when another process writes the shared file.
+            self._conn = connect(path, busy_timeout_s=busy_timeout_s)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA foreign_keys=ON")
@@ -174,12 +176,15 @@ class AuditLog:
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
                     cursor = self._conn.execute(sql, args)
+                    self._conn.execute("COMMIT")
                 except BaseException:
-                    self._conn.execute("ROLLBACK")
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
                     raise
-                self._conn.execute("COMMIT")
                 return cursor
             except sqlite3.Error as error:
+                if is_busy(error):
+                    raise busy_error(self.path, self.busy_timeout_s) from error
                 raise ConfigError(f"audit log {self.path}: write failed: {error}") from error
 
     # -- writes -----------------------------------------------------------------------------------------

@@ -8,16 +8,19 @@ audit (:mod:`strato.monitor.audit`) can share the same file: tables are prefixed
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from strato.errors import ConfigError
+from strato.monitor.dbfile import BUSY_TIMEOUT_S, busy_error, connect, is_busy
 from strato.monitor.rules import parse_rule
 
 GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -77,35 +80,59 @@ def _check_hosts(hosts: Iterable[str]) -> list[str]:
     return checked
 
 
-class GroupStore:
-    """CRUD on group definitions; safe to share between the poller thread and request handlers."""
+class GroupNotFoundError(ConfigError):
+    """No group has that name (any more)."""
 
-    def __init__(self, path: str | Path) -> None:
+
+class GroupExistsError(ConfigError):
+    """A group of that name already exists."""
+
+
+class GroupStore:
+    """CRUD on group definitions; safe to share between the poller thread and request handlers.
+
+    Every change is one ``BEGIN IMMEDIATE`` transaction that checks, writes and reads the result back, so
+    two clients editing the same group at once (threads here, or other processes on the same file) are
+    serialised: each sees the other's change whole, or a clear :class:`GroupExistsError` /
+    :class:`GroupNotFoundError`. A write that waits longer than ``busy_timeout_s`` for another process's
+    lock raises :class:`~strato.monitor.dbfile.DatabaseBusyError`.
+    """
+
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
         self.path = Path(path)
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.busy_timeout_s = busy_timeout_s
         try:
-            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10)
+            self._db = connect(path, busy_timeout_s=busy_timeout_s)
             self._db.execute("PRAGMA foreign_keys = ON")
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as error:
+            if is_busy(error):
+                raise busy_error(path, busy_timeout_s) from None
             raise ConfigError(f"{path}: not a usable strato monitor database ({error})") from None
         self._lock = threading.Lock()
 
     def close(self) -> None:
         self._db.close()
 
-    def _write(self, statements: list[tuple[str, tuple[object, ...]]]) -> None:
+    @contextlib.contextmanager
+    def _transaction(self, *, write: bool) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                for sql, args in statements:
-                    self._db.execute(sql, args)
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            except sqlite3.OperationalError as error:
+                if is_busy(error):
+                    raise busy_error(self.path, self.busy_timeout_s) from None
                 raise
-            self._db.execute("COMMIT")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException as error:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                if isinstance(error, sqlite3.OperationalError) and is_busy(error):
+                    raise busy_error(self.path, self.busy_timeout_s) from None
+                raise
 
     def create(
         self, name: str, *, rule: str | None = None, members: Iterable[str] = (), description: str = ""
@@ -114,84 +141,73 @@ class GroupStore:
         if rule is not None:
             parse_rule(rule)
         hosts = _check_hosts(members)
-        if self.exists(name):
-            raise ConfigError(f"group {name!r} already exists")
         now = time.time()
-        self._write(
-            [
-                (
-                    "INSERT INTO group_defs (name, rule, description, created_at, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (name, rule, description, now, now),
-                )
-            ]
-            + [("INSERT OR IGNORE INTO group_members VALUES (?, ?)", (name, host)) for host in hosts]
-        )
-        return self.get(name)
+        with self._transaction(write=True) as db:
+            if _row(db, name) is not None:
+                raise GroupExistsError(f"group {name!r} already exists")
+            db.execute(
+                "INSERT INTO group_defs (name, rule, description, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (name, rule, description, now, now),
+            )
+            db.executemany("INSERT OR IGNORE INTO group_members VALUES (?, ?)", [(name, h) for h in hosts])
+            return _read(db, name)
 
     def exists(self, name: str) -> bool:
-        with self._lock:
-            return self._db.execute("SELECT 1 FROM group_defs WHERE name = ?", (name,)).fetchone() is not None
-
-    def _require(self, name: str) -> None:
-        if not self.exists(name):
-            known = ", ".join(group.name for group in self.list()) or "none yet"
-            raise ConfigError(f"no group named {name!r} (groups: {known})")
+        with self._transaction(write=False) as db:
+            return _row(db, name) is not None
 
     def set_rule(self, name: str, rule: str | None) -> GroupDef:
-        self._require(name)
         if rule is not None:
             parse_rule(rule)
-        self._write(
-            [("UPDATE group_defs SET rule = ?, updated_at = ? WHERE name = ?", (rule, time.time(), name))]
-        )
-        return self.get(name)
+        with self._transaction(write=True) as db:
+            _require(db, name)
+            db.execute(
+                "UPDATE group_defs SET rule = ?, updated_at = ? WHERE name = ?", (rule, time.time(), name)
+            )
+            return _read(db, name)
 
     def add_members(self, name: str, hosts: Iterable[str]) -> GroupDef:
-        self._require(name)
         checked = _check_hosts(hosts)
-        self._write(
-            [("INSERT OR IGNORE INTO group_members VALUES (?, ?)", (name, host)) for host in checked]
-            + [("UPDATE group_defs SET updated_at = ? WHERE name = ?", (time.time(), name))]
-        )
-        return self.get(name)
+        with self._transaction(write=True) as db:
+            _require(db, name)
+            db.executemany("INSERT OR IGNORE INTO group_members VALUES (?, ?)", [(name, h) for h in checked])
+            db.execute("UPDATE group_defs SET updated_at = ? WHERE name = ?", (time.time(), name))
+            return _read(db, name)
 
     def remove_members(self, name: str, hosts: Iterable[str]) -> GroupDef:
-        self._require(name)
-        group = self.get(name)
         checked = _check_hosts(hosts)
-        missing = sorted(set(checked) - set(group.members))
-        if missing:
-            raise ConfigError(
-                f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not listed in group {name!r} "
-                "(hosts that join by its rule leave when the rule stops matching)"
+        with self._transaction(write=True) as db:
+            _require(db, name)
+            missing = sorted(set(checked) - set(_read(db, name).members))
+            if missing:
+                raise ConfigError(
+                    f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not listed in group "
+                    f"{name!r} (hosts that join by its rule leave when the rule stops matching)"
+                )
+            db.executemany(
+                "DELETE FROM group_members WHERE group_name = ? AND host = ?", [(name, h) for h in checked]
             )
-        self._write(
-            [
-                ("DELETE FROM group_members WHERE group_name = ? AND host = ?", (name, host))
-                for host in checked
-            ]
-            + [("UPDATE group_defs SET updated_at = ? WHERE name = ?", (time.time(), name))]
-        )
-        return self.get(name)
+            db.execute("UPDATE group_defs SET updated_at = ? WHERE name = ?", (time.time(), name))
+            return _read(db, name)
 
     def delete(self, name: str) -> None:
-        self._require(name)
-        self._write([("DELETE FROM group_defs WHERE name = ?", (name,))])
+        with self._transaction(write=True) as db:
+            _require(db, name)
+            db.execute("DELETE FROM group_defs WHERE name = ?", (name,))
 
     def get(self, name: str) -> GroupDef:
-        for group in self.list():
-            if group.name == name:
-                return group
-        self._require(name)
-        raise AssertionError  # unreachable: _require raised
+        with self._transaction(write=False) as db:
+            _require(db, name)
+            return _read(db, name)
 
     def list(self) -> list[GroupDef]:
-        with self._lock:
-            rows = self._db.execute(
+        # One read transaction: the definitions and their members come from the same moment.
+        with self._transaction(write=False) as db:
+            rows = db.execute(
                 "SELECT name, rule, description, created_at, updated_at FROM group_defs ORDER BY name"
             ).fetchall()
-            member_rows = self._db.execute(
+            member_rows = db.execute(
                 "SELECT group_name, host FROM group_members ORDER BY group_name, host"
             ).fetchall()
         members: dict[str, list[str]] = {}
@@ -201,3 +217,29 @@ class GroupStore:
             GroupDef(name, rule, tuple(members.get(name, ())), description, created, updated)
             for name, rule, description, created, updated in rows
         ]
+
+
+def _row(db: sqlite3.Connection, name: str) -> tuple[Any, ...] | None:
+    row: tuple[Any, ...] | None = db.execute(
+        "SELECT name, rule, description, created_at, updated_at FROM group_defs WHERE name = ?", (name,)
+    ).fetchone()
+    return row
+
+
+def _require(db: sqlite3.Connection, name: str) -> None:
+    if _row(db, name) is None:
+        names = [row[0] for row in db.execute("SELECT name FROM group_defs ORDER BY name")]
+        raise GroupNotFoundError(f"no group named {name!r} (groups: {', '.join(names) or 'none yet'})")
+
+
+def _read(db: sqlite3.Connection, name: str) -> GroupDef:
+    row = _row(db, name)
+    assert row is not None  # callers hold the transaction in which they checked it
+    _, rule, description, created, updated = row
+    hosts = [
+        host
+        for (host,) in db.execute(
+            "SELECT host FROM group_members WHERE group_name = ? ORDER BY host", (name,)
+        )
+    ]
+    return GroupDef(name, rule, tuple(hosts), str(description), float(created), float(updated))
