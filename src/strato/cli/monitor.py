@@ -534,6 +534,10 @@ def serve(
     stale_after: Annotated[
         float | None, typer.Option(help="Seconds of silence before a host is down")
     ] = None,
+    poll_deadline: Annotated[
+        float | None,
+        typer.Option(help="Seconds after a poll begins before unevaluated rules are errors (default 10)"),
+    ] = None,
     token_file: Annotated[
         Path | None, typer.Option(help="Admin token file (created 0600 if missing)")
     ] = None,
@@ -556,6 +560,7 @@ def serve(
         interval_s=interval,
         query=query,
         stale_after_s=stale_after,
+        poll_deadline_s=poll_deadline,
         token_file=token_file,
     )
     token = ensure_token_file(settings.token_path)

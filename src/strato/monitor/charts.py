@@ -18,6 +18,14 @@ def _ticks(low: float, high: float, count: int = 4) -> list[float]:
     return [first + i * step for i in range(count + 2) if first + i * step <= high + 1e-12]
 
 
+# Beyond this the axis span (high - low) could overflow to infinity; no real metric is this large.
+_LIMIT = 1e300
+
+
+def _plottable(value: float) -> bool:
+    return math.isfinite(value) and abs(value) <= _LIMIT
+
+
 def _fmt(value: float) -> str:
     if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-2):
         return f"{value:.2g}"
@@ -43,7 +51,10 @@ def line_chart(
     width: int = 560,
     height: int = 180,
 ) -> str:
-    """Mean as a line, [low, high] as a band; x is seconds before the last point."""
+    """Mean as a line, [low, high] as a band; x is seconds before the last point.
+
+    Values that are not finite are left out: a host can report ``inf`` (anyone who can send to gmond can
+    choose a value), and an infinite axis has no ticks."""
     left, right, top, bottom = 56, 12, 22, 28
     plot_w, plot_h = width - left - right, height - top - bottom
     head = (
@@ -52,12 +63,12 @@ def line_chart(
         f'<text x="{left}" y="14" class="chart-title">'
         f"{escape(title)}{escape(f' ({units})' if units else '')}</text>"
     )
-    points = [(t, m) for t, m in zip(times, mean, strict=True) if not math.isnan(m)]
+    points = [(t, m) for t, m in zip(times, mean, strict=True) if _plottable(m)]
     if len(points) < 1:
         return head + f'<text x="{left}" y="{top + plot_h / 2}">no data yet</text></svg>'
     values = [m for _, m in points]
     if low is not None and high is not None:
-        values += [v for v in low if not math.isnan(v)] + [v for v in high if not math.isnan(v)]
+        values += [v for v in low if _plottable(v)] + [v for v in high if _plottable(v)]
     y_low, y_high = min(values), max(values)
     if y_high == y_low:
         y_low, y_high = y_low - 1, y_high + 1
@@ -85,7 +96,11 @@ def line_chart(
         f"{time.strftime('%H:%M:%S', time.localtime(t_end))}</text>"
     )
     if low is not None and high is not None:
-        band = [(t, lo, hi) for t, lo, hi in zip(times, low, high, strict=True) if not math.isnan(lo)]
+        band = [
+            (t, lo, hi)
+            for t, lo, hi in zip(times, low, high, strict=True)
+            if _plottable(lo) and _plottable(hi)
+        ]
         if len(band) > 1:
             upper = " ".join(f"{x(t):.1f},{y(hi):.1f}" for t, _, hi in band)
             lower = " ".join(f"{x(t):.1f},{y(lo):.1f}" for t, lo, _ in reversed(band))

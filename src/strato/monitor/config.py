@@ -6,6 +6,7 @@ source = "127.0.0.1:8649"   # a gmond (8649) or gmetad (8651 XML, 8652 with `que
 query = ""                  # gmetad query-port path, e.g. "/?filter=summary" (empty: whole dump)
 interval_s = 15
 stale_after_s = 0           # 0: Ganglia's rule, silent for 4 x the host's TMAX
+poll_deadline_s = 10        # rules unevaluated this long after a poll began: that group shows an error
 [store]
 path = "~/.local/share/strato/monitor.db"
 [server]
@@ -48,6 +49,7 @@ from strato.monitor.actions import (
     templates_from_config,
 )
 from strato.monitor.gmetric import parse_address
+from strato.monitor.groups import DEFAULT_DEADLINE_S
 from strato.monitor.model import Host
 from strato.monitor.store import default_db_path
 
@@ -58,6 +60,8 @@ class MonitorConfig:
     query: str | None = None
     interval_s: float = 15.0
     stale_after_s: float | None = None
+    poll_deadline_s: float = DEFAULT_DEADLINE_S
+    """How long after a poll begins its rules may still be evaluated (see :mod:`strato.monitor.groups`)."""
     db_path: Path = field(default_factory=default_db_path)
     listen: str = "127.0.0.1:8700"
     token_file: Path | None = None
@@ -74,6 +78,8 @@ class MonitorConfig:
         parse_address(self.listen)
         if self.interval_s <= 0:
             raise ConfigError(f"the poll interval must be positive, not {self.interval_s:g} s")
+        if not self.poll_deadline_s > 0:
+            raise ConfigError(f"the poll deadline must be positive, not {self.poll_deadline_s:g} s")
         if self.parallelism < 1:
             raise ConfigError("action parallelism must be at least 1")
         if self.action_timeout_s is not None and self.action_timeout_s <= 0:
@@ -129,6 +135,8 @@ def load_config(path: Path | None = None, **overrides: Any) -> MonitorConfig:
                 values["interval_s"] = float(ganglia["interval_s"])
             if ganglia.get("stale_after_s"):
                 values["stale_after_s"] = float(ganglia["stale_after_s"])
+            if "poll_deadline_s" in ganglia:
+                values["poll_deadline_s"] = float(ganglia["poll_deadline_s"])
             if "path" in store:
                 values["db_path"] = Path(str(store["path"])).expanduser()
             if "listen" in server:

@@ -35,7 +35,7 @@ def _int(value: str | None, default: int = 0) -> int:
         return default
     try:
         return int(float(value))
-    except ValueError:
+    except (ValueError, OverflowError):  # not a number, NaN, or infinite ("inf" from a hostile source)
         return default
 
 
