@@ -9,6 +9,7 @@ stops the process by PID at the end. :func:`spoof_hosts` publishes a small fleet
 from __future__ import annotations
 
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -131,15 +132,20 @@ def monitor_server(
     *,
     interval: float = 0.3,
     config_toml: str | None = None,
+    db: Path | None = None,
+    extra_args: Sequence[str] = (),
 ) -> Iterator[MonitorServer]:
-    """Start ``strato monitor serve`` on a free 127.0.0.1 port, polling ``source`` every ``interval`` s."""
+    """Start ``strato monitor serve`` on a free 127.0.0.1 port, polling ``source`` every ``interval`` s.
+
+    ``db`` defaults to ``m.db`` in the server's work directory (``tmp_path/server``)."""
     workdir = tmp_path / "server"
     workdir.mkdir(parents=True, exist_ok=True)
     port = daemons.free_port()
-    db, ready, token_file, log = (workdir / name for name in ("m.db", "ready", "token", "server.log"))
+    ready, token_file, log = (workdir / name for name in ("ready", "token", "server.log"))
+    db = db or workdir / "m.db"
     args: list[str | Path] = [
         "--source", source, "--db", db, "--listen", f"127.0.0.1:{port}", "--interval", str(interval),
-        "--ready-file", ready, "--token-file", token_file,
+        "--ready-file", ready, "--token-file", token_file, *extra_args,
     ]  # fmt: skip
     if config_toml is not None:
         config = workdir / "monitor.toml"
@@ -244,3 +250,61 @@ def wait_for_hosts(server: MonitorServer, hosts: Iterable[FakeHost], timeout_s: 
             f"hosts {sorted(expected)} in /api/hosts (shown: {[h['name'] for h in server.get('/api/hosts')]})"
         ),
     )
+
+
+# ---- Prometheus ----------------------------------------------------------------------------------------
+
+_SAMPLE = re.compile(r"(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)")
+_LABEL = re.compile(r'(?P<key>[a-zA-Z_][a-zA-Z0-9_]*)="(?P<value>(?:[^"\\]|\\.)*)"(?:,|$)')
+
+
+@dataclass
+class Sample:
+    name: str
+    labels: dict[str, str]
+    value: float
+
+
+def parse_exposition(text: str) -> list[Sample]:
+    """A strict reader of the text format: HELP and TYPE once per family, before its samples."""
+    helps: set[str] = set()
+    types: dict[str, str] = {}
+    samples: list[Sample] = []
+    assert text.endswith("\n"), "the exposition must end with a newline"
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.startswith("#"):
+            parts = line.split(" ", 3)
+            assert len(parts) >= 3 and parts[1] in ("HELP", "TYPE"), f"line {number}: {line!r}"
+            name = parts[2]
+            if parts[1] == "HELP":
+                assert name not in helps, f"line {number}: second HELP for {name}"
+                helps.add(name)
+            else:
+                assert name not in types, f"line {number}: second TYPE for {name}"
+                assert parts[3] in ("counter", "gauge", "histogram", "summary", "untyped"), line
+                types[name] = parts[3]
+            continue
+        match = _SAMPLE.fullmatch(line)
+        assert match, f"line {number} is not a sample: {line!r}"
+        name = match["name"]
+        assert name in helps and name in types, f"line {number}: {name} has no HELP/TYPE before it"
+        labels: dict[str, str] = {}
+        raw = match["labels"] or ""
+        position = 0
+        while position < len(raw):
+            label = _LABEL.match(raw, position)
+            assert label, f"line {number}: bad labels at {raw[position:]!r}"
+            key = label["key"]
+            assert key not in labels, f"line {number}: label {key} twice"
+            labels[key] = re.sub(r"\\(.)", lambda m: "\n" if m[1] == "n" else m[1], label["value"])
+            position = label.end()
+        value = float(match["value"])  # NaN and +Inf parse too
+        samples.append(Sample(name, labels, value))
+    assert helps == set(types), f"families with HELP but no TYPE or back: {helps ^ set(types)}"
+    return samples
+
+
+def one(samples: list[Sample], name: str, **labels: str) -> Sample:
+    found = [s for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
+    assert len(found) == 1, f"{name}{labels}: {len(found)} samples"
+    return found[0]

@@ -27,6 +27,8 @@ from monitor_server_helpers import (
     FakeHost,
     MonitorServer,
     monitor_server,
+    one,
+    parse_exposition,
     send_load,
     serve_command,
     spoof_hosts,
@@ -225,7 +227,10 @@ def test_admin_endpoints_need_the_token_and_edit_groups(tmp_path: Path) -> None:
             assert login.status_code == 303 and login.headers["location"] == "/groups/busy"
             cookie = login.headers["set-cookie"].lower()
             assert "httponly" in cookie and "samesite=strict" in cookie
-            assert browser.patch("/api/groups/busy", json={"rule": "load_one > 3"}).status_code == 200
+            # With the server's own Origin, as a browser on the dashboard sends it; without one, refused.
+            change, own = {"rule": "load_one > 3"}, {"Origin": server.url}
+            assert browser.patch("/api/groups/busy", json=change, headers=own).status_code == 200
+            assert browser.patch("/api/groups/busy", json=change).status_code == 403
 
         patched = admin.patch("/api/groups/busy", json={"rule": 'load_one > 1 and role == "frontend"'})
         assert patched.status_code == 200 and patched.json()["members"] == ["web-1", "web-2"]
@@ -256,7 +261,7 @@ def test_admin_endpoints_need_the_token_and_edit_groups(tmp_path: Path) -> None:
         bad_name = admin.post("/api/groups", json={"name": "bad name!"})
         assert bad_name.status_code == 400 and "group name 'bad name!'" in detail(bad_name)
         twice = admin.post("/api/groups", json=busy)
-        assert twice.status_code == 400 and "already exists" in detail(twice)
+        assert twice.status_code == 409 and "already exists" in detail(twice)
         bad_host = admin.post("/api/groups/busy/members", json={"hosts": ["has space"]})
         assert bad_host.status_code == 400 and "host name 'has space'" in detail(bad_host)
         assert [g["name"] for g in server.get("/api/groups")] == ["busy"]
@@ -423,61 +428,6 @@ def test_stopping_the_server_interrupts_running_actions(tmp_path: Path) -> None:
 
 
 # ---- Prometheus ----------------------------------------------------------------------------------------
-
-_SAMPLE = re.compile(r"(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)")
-_LABEL = re.compile(r'(?P<key>[a-zA-Z_][a-zA-Z0-9_]*)="(?P<value>(?:[^"\\]|\\.)*)"(?:,|$)')
-
-
-@dataclass
-class Sample:
-    name: str
-    labels: dict[str, str]
-    value: float
-
-
-def parse_exposition(text: str) -> list[Sample]:
-    """A strict reader of the text format: HELP and TYPE once per family, before its samples."""
-    helps: set[str] = set()
-    types: dict[str, str] = {}
-    samples: list[Sample] = []
-    assert text.endswith("\n"), "the exposition must end with a newline"
-    for number, line in enumerate(text.splitlines(), 1):
-        if line.startswith("#"):
-            parts = line.split(" ", 3)
-            assert len(parts) >= 3 and parts[1] in ("HELP", "TYPE"), f"line {number}: {line!r}"
-            name = parts[2]
-            if parts[1] == "HELP":
-                assert name not in helps, f"line {number}: second HELP for {name}"
-                helps.add(name)
-            else:
-                assert name not in types, f"line {number}: second TYPE for {name}"
-                assert parts[3] in ("counter", "gauge", "histogram", "summary", "untyped"), line
-                types[name] = parts[3]
-            continue
-        match = _SAMPLE.fullmatch(line)
-        assert match, f"line {number} is not a sample: {line!r}"
-        name = match["name"]
-        assert name in helps and name in types, f"line {number}: {name} has no HELP/TYPE before it"
-        labels: dict[str, str] = {}
-        raw = match["labels"] or ""
-        position = 0
-        while position < len(raw):
-            label = _LABEL.match(raw, position)
-            assert label, f"line {number}: bad labels at {raw[position:]!r}"
-            key = label["key"]
-            assert key not in labels, f"line {number}: label {key} twice"
-            labels[key] = re.sub(r"\\(.)", lambda m: "\n" if m[1] == "n" else m[1], label["value"])
-            position = label.end()
-        value = float(match["value"])  # NaN and +Inf parse too
-        samples.append(Sample(name, labels, value))
-    assert helps == set(types), f"families with HELP but no TYPE or back: {helps ^ set(types)}"
-    return samples
-
-
-def one(samples: list[Sample], name: str, **labels: str) -> Sample:
-    found = [s for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
-    assert len(found) == 1, f"{name}{labels}: {len(found)} samples"
-    return found[0]
 
 
 def test_prometheus_metrics(tmp_path: Path) -> None:

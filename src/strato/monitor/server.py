@@ -2,9 +2,16 @@
 
 Reads are open (the server binds 127.0.0.1 by default); everything that changes state (groups, actions)
 needs the admin token: ``Authorization: Bearer TOKEN`` for the API, or the HttpOnly, SameSite=Strict
-cookie that ``/login`` sets for the dashboard's forms (SameSite=Strict keeps other sites from posting
-them). Actions started from the web use only the configured, typed templates; the runner audits every
-attempt, refused ones included. The poller runs in a thread; handlers read its latest result.
+cookie that ``/login`` sets for the dashboard's forms. SameSite keeps other *sites* from using the
+cookie, but a page on another port of the same host is the same site, so every state-changing request
+that authenticates with the cookie must also come from this server's own origin: its ``Origin`` (else
+``Referer``) must name the host and port the request was sent to, or it is refused with 403. A browser
+cannot forge either header; a Bearer token is never sent by a browser on its own, so it needs no check.
+
+Request bodies are bounded before anything parses them (1 MiB, JSON nested at most 32 deep); a locked
+database answers 503 with the reason, a conflicting edit 409. Actions started from the web use only the
+configured, typed templates; the runner audits every attempt, refused ones included. The poller runs in a
+thread, started once the socket listens; handlers read its latest result.
 """
 
 from __future__ import annotations
@@ -16,13 +23,14 @@ import hmac
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import Body, Depends, FastAPI, Form, HTTPException, Request
-from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import BaseModel, Field
 
@@ -31,14 +39,115 @@ from strato.monitor import prometheus
 from strato.monitor.actions import ActionError, ActionRunner, Template
 from strato.monitor.audit import ActionRecord, AuditLog
 from strato.monitor.charts import line_chart
+from strato.monitor.dbfile import DatabaseBusyError
 from strato.monitor.groups import GroupState
 from strato.monitor.model import Host
 from strato.monitor.service import Monitor
-from strato.monitor.store import GroupDef
+from strato.monitor.store import GroupDef, GroupExistsError, GroupNotFoundError
 
 COOKIE = "strato_monitor_token"
 OPERATOR = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 SUMMARY_METRICS = ("load_one", "cpu_user", "mem_free", "bytes_in", "kv_util", "queued_prompts")
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+MAX_BODY_BYTES = 1 << 20
+MAX_JSON_DEPTH = 32
+
+_Scope = MutableMapping[str, Any]
+_Message = MutableMapping[str, Any]
+_Receive = Callable[[], Awaitable[_Message]]
+_Send = Callable[[_Message], Awaitable[None]]
+_App = Callable[[_Scope, _Receive, _Send], Awaitable[None]]
+
+
+class BodyLimits:
+    """ASGI middleware: refuse a body over ``MAX_BODY_BYTES`` (413) or JSON nested deeper than
+    ``MAX_JSON_DEPTH`` (400) before any handler, parser or validator sees it.
+
+    Nothing else bounds what a client sends, and the body is read before the token is checked, so
+    without this an anonymous client could make the server hold any amount of JSON, and a deep one
+    made FastAPI's validation errors recurse past Python's limit (a 500).
+    """
+
+    def __init__(self, app: _App) -> None:
+        self.app = app
+
+    async def __call__(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in UNSAFE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers", ()))
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            await _refuse(scope, send, 413, f"the request body is over {MAX_BODY_BYTES // 1024} KiB")
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            if len(body) > MAX_BODY_BYTES:
+                await _refuse(scope, send, 413, f"the request body is over {MAX_BODY_BYTES // 1024} KiB")
+                return
+            if not message.get("more_body", False):
+                break
+        if b"json" in headers.get(b"content-type", b"").lower() and _nested_deeper(body, MAX_JSON_DEPTH):
+            await _refuse(scope, send, 400, f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels")
+            return
+        replayed = False
+
+        async def replay() -> _Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+async def _refuse(scope: _Scope, send: _Send, status: int, detail: str) -> None:
+    # The connection stays open: uvicorn discards the rest of a refused upload, so the client gets to
+    # read this answer instead of a reset.
+    async def nothing() -> _Message:
+        return {"type": "http.disconnect"}
+
+    await JSONResponse({"detail": detail}, status_code=status)(scope, nothing, send)
+
+
+def _nested_deeper(body: bytes | bytearray, limit: int) -> bool:
+    """Whether the JSON text nests arrays and objects more than ``limit`` deep (strings skipped)."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False  # every ordinary request: no scan needed
+    depth = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return False
+
+
+def same_origin(request: Request) -> bool:
+    """Whether a request comes from this server's own pages: its ``Origin`` (else ``Referer``) names the
+    host and port it was sent to. Compared without the scheme, so a TLS-terminating proxy in front of
+    the server does not break the dashboard; one port serves one scheme, so that loses nothing."""
+    source = request.headers.get("origin") or request.headers.get("referer") or ""
+    host = request.headers.get("host", "").lower()
+    parts = urlsplit(source)
+    return bool(host) and parts.scheme in ("http", "https") and parts.netloc.lower() == host
 
 
 class GroupCreate(BaseModel):
@@ -154,13 +263,31 @@ def create_app(monitor: Monitor, token: str, *, audit: AuditLog | None = None) -
         version="1",
         lifespan=lifespan,
     )
+    app.add_middleware(BodyLimits)
+
+    @app.exception_handler(DatabaseBusyError)
+    async def database_busy(_: Request, error: DatabaseBusyError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=503, headers={"Retry-After": "2"})
 
     def authorised(request: Request) -> bool:
         given = request.headers.get("authorization", "")
         if given.lower().startswith("bearer "):
             return hmac.compare_digest(given[7:].strip().encode(), token.encode())
         cookie = request.cookies.get(COOKIE, "")
-        return bool(cookie) and hmac.compare_digest(cookie.encode(), token.encode())
+        if not cookie or not hmac.compare_digest(cookie.encode(), token.encode()):
+            return False
+        if request.method in UNSAFE_METHODS:
+            refuse_cross_origin(request)
+        return True
+
+    def refuse_cross_origin(request: Request) -> None:
+        if not same_origin(request):
+            shown = request.headers.get("origin") or request.headers.get("referer") or "neither"
+            raise HTTPException(
+                403,
+                "cross-origin request refused: a change made with the dashboard's cookie must come from its "
+                f"own pages (Origin/Referer: {shown[:100]!r}; this server: {request.headers.get('host')!r})",
+            )
 
     def require_admin(request: Request) -> None:
         if not authorised(request):
@@ -177,13 +304,20 @@ def create_app(monitor: Monitor, token: str, *, audit: AuditLog | None = None) -
     def definition(name: str) -> GroupDef:
         try:
             return monitor.store.get(name)
-        except ConfigError as error:
+        except GroupNotFoundError as error:
             raise HTTPException(404, str(error)) from None
 
     def edited(name: str, change: Callable[[], GroupDef]) -> dict[str, Any]:
-        """Apply a definition change (400 with the reason if refused), then recompute membership now."""
+        """Apply a definition change, then recompute membership now. Refusals: 404 for a group that is
+        not there (any more), 409 for one that already is, 400 with the reason for bad input."""
         try:
             changed = change()
+        except GroupNotFoundError as error:
+            raise HTTPException(404, str(error)) from None
+        except GroupExistsError as error:
+            raise HTTPException(409, str(error)) from None
+        except DatabaseBusyError:
+            raise
         except ConfigError as error:
             raise HTTPException(400, str(error)) from None
         monitor.refresh_groups()
@@ -295,7 +429,8 @@ def create_app(monitor: Monitor, token: str, *, audit: AuditLog | None = None) -
     @app.get("/api/groups/{name}/history", summary="A group's recent aggregates of one metric")
     def api_history(name: str, metric: str = "load_one") -> dict[str, Any]:
         definition(name)
-        series = monitor.engine.history.get(name, ())
+        # tuple() copies the deque in one step; iterating it while the poller appends would raise.
+        series = tuple(monitor.engine.history.get(name, ()))
         points = [
             {
                 "t": t,
@@ -337,7 +472,7 @@ def create_app(monitor: Monitor, token: str, *, audit: AuditLog | None = None) -
 
     @app.patch("/api/groups/{name}", dependencies=admin, summary="Change a group's rule")
     def api_patch(name: str, body: GroupPatch) -> dict[str, Any]:
-        definition(name)
+        definition(name)  # an unknown group is a 404 even when the new rule is also wrong
         return edited(name, lambda: monitor.store.set_rule(name, body.rule or None))
 
     @app.post("/api/groups/{name}/members", dependencies=admin, summary="List hosts in a group")
@@ -352,8 +487,10 @@ def create_app(monitor: Monitor, token: str, *, audit: AuditLog | None = None) -
 
     @app.delete("/api/groups/{name}", status_code=204, dependencies=admin, summary="Delete a group")
     def api_delete(name: str) -> Response:
-        definition(name)
-        monitor.store.delete(name)
+        try:
+            monitor.store.delete(name)
+        except GroupNotFoundError as error:
+            raise HTTPException(404, str(error)) from None
         monitor.refresh_groups()
         return Response(status_code=204)
 
@@ -412,7 +549,7 @@ def create_app(monitor: Monitor, token: str, *, audit: AuditLog | None = None) -
         shown = [m for m in SUMMARY_METRICS if m in metric_names] or metric_names[:6]
         chosen = metric if metric in metric_names else (shown[0] if shown else None)
         charts = []
-        series = list(monitor.engine.history.get(name, ()))
+        series = tuple(monitor.engine.history.get(name, ()))
         if chosen:
             points = [(t, stats[chosen]) for t, _, stats in series if chosen in stats]
             units = ""
@@ -503,7 +640,9 @@ def create_app(monitor: Monitor, token: str, *, audit: AuditLog | None = None) -
         return accepted
 
     @app.post("/logout", include_in_schema=False)
-    def logout() -> Response:
+    def logout(request: Request) -> Response:
+        if request.cookies.get(COOKIE):
+            refuse_cross_origin(request)
         response = RedirectResponse("/", status_code=303)
         response.delete_cookie(COOKIE)
         return response
@@ -535,11 +674,14 @@ def serve(monitor: Monitor, token: str, *, ready_file: Path | None = None) -> No
         serving = asyncio.create_task(server.serve())
         while not server.started and not serving.done():
             await asyncio.sleep(0.02)
-        if server.started and ready_file is not None:
-            ready_file.write_text(f"http://{host}:{port}\n")
+        if server.started:
+            # Polling starts once the socket listens: whatever the first poll meets, the dashboard
+            # and the API are up to say so.
+            monitor.start()
+            if ready_file is not None:
+                ready_file.write_text(f"http://{host}:{port}\n")
         await serving
 
-    monitor.start()
     try:
         asyncio.run(run())
     finally:
