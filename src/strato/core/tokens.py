@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -10,18 +11,32 @@ from strato.errors import StratoError
 
 
 def ensure_token_file(path: Path) -> str:
-    """Read the token at ``path``, creating it (random, 0600) when it does not exist yet."""
+    """Read the token at ``path``, creating it (random, 0600) when it does not exist yet.
+
+    The token is written to a temporary file, flushed, and linked into place only when complete, so a
+    crash or a full disk never leaves an empty token file behind (which would stop every later start)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        if path.stat().st_mode & 0o077:
-            raise StratoError(f"{path} is readable by other users; run chmod 600 {path}") from None
-        token = path.read_text().strip()
-        if not token:
-            raise StratoError(f"{path} is empty; delete it to generate a new token") from None
-        return token
-    token = secrets.token_urlsafe(32)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(token + "\n")
+    if not path.exists():
+        token = secrets.token_urlsafe(32)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            with os.fdopen(descriptor, "w") as file:
+                file.write(token + "\n")
+                file.flush()
+                os.fsync(file.fileno())
+            os.link(temporary, path)  # fails if another process created it meanwhile: theirs is read below
+            return token
+        except FileExistsError:
+            pass
+        except OSError as error:
+            raise StratoError(f"cannot create the token file {path}: {error.strerror or error}") from None
+        finally:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+    if path.stat().st_mode & 0o077:
+        raise StratoError(f"{path} is readable by other users; run chmod 600 {path}")
+    token = path.read_text().strip()
+    if not token:
+        raise StratoError(f"{path} is empty; delete it to generate a new token")
     return token

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from strato.errors import StratoError
-from strato.faas.live.registry import read_directory
+from strato.faas.live.codedir import CodeDirError, read_tree
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -132,7 +132,10 @@ class FaasClient:
         if directory is not None:
             if not directory.is_dir():
                 raise StratoError(f"{directory} is not a directory")
-            raw = read_directory(directory, limit_bytes=64 * 1024 * 1024)
+            try:
+                raw = read_tree(directory, limit_bytes=64 * 1024 * 1024, strict=False)
+            except CodeDirError as error:
+                raise StratoError(str(error)) from None
             try:
                 files = {path: content.decode() for path, content in raw.items()}
             except UnicodeDecodeError as error:

@@ -23,11 +23,13 @@ import hmac
 import json
 import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from strato.core.tokens import ensure_token_file
+from strato.faas.live.codedir import CodeDirError, read_unprivileged
 from strato.faas.live.httpio import (
     AnyResponse,
     ConnectionTracker,
@@ -43,9 +45,9 @@ from strato.faas.live.platform import InvokeFailed, Node, NodeConfig, spec_json_
 from strato.faas.live.registry import (
     DeployError,
     FunctionStore,
+    StorageError,
     check_syntax,
     parse_deploy_request,
-    read_directory,
 )
 
 
@@ -88,12 +90,15 @@ class Gateway:
         self.token = token
         self.store = FunctionStore(config.node.state_dir)
         self.deploy_lock = asyncio.Lock()
+        self.load_problems: list[str] = []
 
-    def load_deployed(self) -> int:
-        specs = self.store.load_all()
+    def load_deployed(self) -> list[str]:
+        """Install every deployed function; returns the problems with the ones that had to be skipped."""
+        specs, problems = self.store.load_all()
         for spec in specs:
             self.node.install(spec)
-        return len(specs)
+        self.load_problems = problems
+        return problems
 
     def _authorised(self, request: Request) -> bool:
         header = request.headers.get("authorization", "")
@@ -132,7 +137,7 @@ class Gateway:
         parts = request.path.strip("/").split("/")
         method = request.method
         if parts == ["system", "stats"] and method == "GET":
-            return json_response(200, self.node.stats())
+            return json_response(200, {**self.node.stats(), "skipped_at_start": self.load_problems})
         if parts[:2] == ["system", "logs"] and len(parts) == 3 and method == "GET":
             return self._logs(parts[2], request.query)
         if parts[:2] != ["system", "functions"] or len(parts) > 3:
@@ -150,7 +155,7 @@ class Gateway:
         if method == "DELETE":
             try:
                 name = json.loads(request.body or b"{}").get("functionName")
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):
                 name = None
             if not isinstance(name, str):
                 return error_response(400, 'DELETE /system/functions needs {"functionName": NAME}')
@@ -162,30 +167,43 @@ class Gateway:
             payload = json.loads(request.body)
         except ValueError as error:
             return error_response(400, f"the deploy body is not JSON: {error}")
+        except RecursionError:
+            return error_response(400, "the deploy body nests too deeply")
         async with self.deploy_lock:
             try:
                 spec, source = parse_deploy_request(payload)
-                files = (
-                    source
-                    if isinstance(source, dict)
-                    else read_directory(source, limit_bytes=self.config.max_body)
-                )
+                if isinstance(source, dict):
+                    files = source
+                elif self.config.code_root is None:
+                    return error_response(
+                        400, "directory deploys are off on this server (start it with --code-root DIR)"
+                    )
+                else:
+                    files = await read_unprivileged(
+                        self.config.code_root, source, limit_bytes=self.config.max_body
+                    )
                 check_syntax(files)
-            except DeployError as error:
+            except (DeployError, CodeDirError) as error:
                 return error_response(400, str(error))
             current = self.node.functions.get(spec.name)
             if current is not None and not update:
                 return error_response(409, f"function {spec.name!r} exists; use PUT to update it")
-            staged = self.store.stage(spec, files, current.spec if current else None)
+            try:
+                staged = self.store.stage(spec, files, current.spec if current else None)
+            except StorageError as error:
+                return error_response(error.status, str(error))
             try:
                 await self.node.trial_load(staged)
+                self.store.activate(staged)
             except InvokeFailed as failure:
                 self.store.discard(staged)
                 return error_response(400, f"function {spec.name!r} failed to load: {failure}")
+            except StorageError as error:
+                self.store.discard(staged)
+                return error_response(error.status, str(error))
             except BaseException:
                 self.store.discard(staged)
                 raise
-            self.store.activate(staged)
             self.node.install(staged)
         status = 200 if current is not None else 201
         return json_response(status, staged.to_public())
@@ -254,7 +272,8 @@ async def serve(
     node = Node(config.node)
     await node.start()
     gateway = Gateway(config, node, token)
-    gateway.load_deployed()
+    for problem in gateway.load_deployed():
+        print(f"warning: {problem}", file=sys.stderr, flush=True)
     loop = asyncio.get_running_loop()
     tracker = ConnectionTracker()
     tracker.start_sweeping()

@@ -19,6 +19,7 @@ import itertools
 import json
 import math
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -68,6 +69,7 @@ START_TIMEOUT_S = 30.0
 ZYGOTES = 2
 """Pre-forked children the fork-server keeps in their own memory cgroups (see forkserver)."""
 INTERNAL_HEADER_PREFIX = "x-strato-"
+SWEEP_INTERVAL_S = 1.0
 LOG_RATE = 1024 * 1024
 """Bytes a second an instance may write to its log before its writes block (logs.InstanceLog)."""
 
@@ -159,6 +161,7 @@ class Instance:
         self.ready_at = 0.0
         self.idle_since: float | None = None
         self.process: asyncio.subprocess.Process | None = None
+        self.hop_secret = secrets.token_urlsafe(16)
         self.function_pid: int | None = None
         """faasd: the function process's pid inside the instance's pid namespace (allowed to stay)."""
 
@@ -179,9 +182,11 @@ class ResultStream:
         self.abandoned = False
         self.ended = False
         self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.progressed_at = time.perf_counter()
 
     def feed(self, data: bytes) -> bytes:
         """Take this stream's part of ``data``; returns what follows the body."""
+        self.progressed_at = time.perf_counter()
         take, rest = (
             (data, b"") if len(data) <= self.remaining else (data[: self.remaining], data[self.remaining :])
         )
@@ -252,6 +257,8 @@ class InstanceChannel(asyncio.Protocol):
         self.closed = False
         self.stream: ResultStream | None = None
         self.violation: str | None = None
+        self.paused = False
+        """Reading is paused: a client takes a streamed body slowly, or has not taken it yet."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -294,10 +301,14 @@ class InstanceChannel(asyncio.Protocol):
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self.closed:
+            self.paused = True
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
         if self.transport is not None and not self.closed:
+            self.paused = False
+            if self.stream is not None:
+                self.stream.progressed_at = time.perf_counter()
             self.transport.resume_reading()
 
     def stream_done(self, stream: ResultStream) -> None:
@@ -318,10 +329,10 @@ class InstanceChannel(asyncio.Protocol):
         while len(buffer) >= header_size and self.violation is None:
             request_id, kind, meta_size, body_size = frames.HEADER.unpack_from(buffer)
             if kind not in (frames.RESULT, frames.READY, frames.LOAD_FAILED):
-                self._misbehaved(f"sent a frame of unknown kind {kind}")
+                self.misbehave(f"sent a frame of unknown kind {kind}")
                 return
             if meta_size > frames.MAX_META or body_size > self.max_response:
-                self._misbehaved(
+                self.misbehave(
                     f"sent a response of {body_size} bytes with {meta_size} bytes of headers; the limits "
                     f"are {self.max_response} and {frames.MAX_META} bytes (--max-response)"
                 )
@@ -349,14 +360,14 @@ class InstanceChannel(asyncio.Protocol):
                 try:
                     self.ready.set_result(_ready_info(meta))
                 except ValueError as error:
-                    self._misbehaved(f"sent an unreadable READY ({error})")
+                    self.misbehave(f"sent an unreadable READY ({error})")
             elif kind == frames.LOAD_FAILED and not self.ready.done():
                 self.ready.set_exception(InvokeFailed(500, meta.decode(errors="replace")))
 
     def _checked_result(self, meta: bytes) -> tuple[int, bytes] | None:
         parsed = frames.parse_result_meta(meta)
         if parsed is None:
-            self._misbehaved(f"sent a result with a malformed status line {meta[:40]!r}")
+            self.misbehave(f"sent a result with a malformed status line {meta[:40]!r}")
             return None
         status, fatal, block = parsed
         if fatal:
@@ -364,7 +375,7 @@ class InstanceChannel(asyncio.Protocol):
         try:
             return check_status(status), check_header_block(block)
         except InvalidResponse as error:
-            self._misbehaved(f"returned an invalid response: {error}")
+            self.misbehave(f"returned an invalid response: {error}")
             return None
 
     def _result(self, request_id: int, meta: bytes, body: bytes) -> None:
@@ -389,7 +400,7 @@ class InstanceChannel(asyncio.Protocol):
         self.pause_reading()
         future.set_result(StreamedResponse(checked[0], checked[1], length, stream))
 
-    def _misbehaved(self, what: str) -> None:
+    def misbehave(self, what: str) -> None:
         self.violation = f"the instance of {self.instance.spec.name!r} {what}; it was killed"
         self.buffer.clear()
         self.instance.kill()
@@ -399,6 +410,18 @@ class InstanceChannel(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+
+def _namespace_pid(pid: int) -> int | None:
+    """The pid of host process ``pid`` inside its own (innermost) pid namespace."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("NSpid:"):
+                    return int(line.split()[-1])
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 def _ready_info(meta: bytes) -> dict[str, Any]:
@@ -439,6 +462,7 @@ class FunctionState:
     rank: float | None = None
     stats: FunctionStats = field(default_factory=FunctionStats)
     retired: list[FunctionSpec] = field(default_factory=list)
+    removed: bool = False
 
     def live(self) -> list[Instance]:
         return [instance for instance in self.instances if instance.state != "stopping"]
@@ -452,6 +476,8 @@ class Node:
         self.policy = policy or parse_policy(config.policy)
         self.functions: dict[str, FunctionState] = {}
         self.logs: dict[str, FunctionLog] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        self.provider_secret = secrets.token_urlsafe(32)
         self.used_mb = 0.0
         self.clock = 0.0
         self.ids = itertools.count(1)
@@ -519,6 +545,56 @@ class Node:
             self.forkserver = await ForkServerClient.start(self.support, zygotes=zygotes)
         if self.config.backend == "faasd":
             await self._start_provider()
+        self._sweeper = asyncio.get_running_loop().call_later(SWEEP_INTERVAL_S, self._sweep)
+
+    def _sweep(self) -> None:
+        """Once a second, off the invocation path: processes that outlived their invocation in idle
+        instances are killed, and a response body that stopped coming ends its instance."""
+        now = self.now()
+        strays = self.support is not None and "pid" in self.support.namespaces
+        for function in list(self.functions.values()):
+            for instance in list(function.instances):
+                channel = instance.channel
+                if channel is not None and channel.stream is not None:
+                    stream = channel.stream
+                    if not channel.paused and now - stream.progressed_at > instance.spec.timeout_s:
+                        channel.misbehave(
+                            f"stopped sending its response body for {instance.spec.timeout_s:g} s"
+                        )
+                elif (
+                    strays
+                    and instance.state == "ready"
+                    and instance.inflight == 0
+                    and instance.idle_since is not None
+                    and now - instance.idle_since >= SWEEP_INTERVAL_S
+                ):
+                    killed = self._kill_strays(instance)
+                    if killed:
+                        self.log_for(function.spec.name).event(
+                            instance.id,
+                            f"killed {killed} process(es) still running after the invocations ended",
+                        )
+        self._sweeper = asyncio.get_running_loop().call_later(SWEEP_INTERVAL_S, self._sweep)
+
+    def _kill_strays(self, instance: Instance) -> int:
+        """Kill every process of an idle instance but its waiter, the instance itself (pid 1 of its
+        namespace) and the faasd function process. Returns how many were killed."""
+        cgroup = instance.cgroup
+        if cgroup is None:
+            return 0
+        pids = cgroup.pids()
+        expected = 2 + (instance.function_pid is not None)
+        if len(pids) <= expected:
+            return 0
+        killed = 0
+        keep = {1, instance.function_pid}
+        for pid in pids:
+            if pid == instance.pid or _namespace_pid(pid) in keep:
+                continue
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+        return killed
 
     async def _start_provider(self) -> None:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -533,11 +609,18 @@ class Node:
             str(listener.fileno()),
             str(self.config.max_response),
             pass_fds=(listener.fileno(),),
+            stdin=asyncio.subprocess.PIPE,
         )
         listener.close()
+        assert self.provider.stdin is not None
+        self.provider.stdin.write(self.provider_secret.encode() + b"\n")
+        await self.provider.stdin.drain()
+        self.provider.stdin.close()
         self.provider_pool = ClientPool.tcp("127.0.0.1", port, max_response=self.config.max_response)
 
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for function in self.functions.values():
             self._cancel_timers(function)
             for instance in list(function.instances):
@@ -598,6 +681,8 @@ class Node:
             log.delete()
         function = self.functions.pop(name, None)
         if function is not None:
+            function.removed = True
+            function.retired.clear()
             self._cancel_timers(function)
             for instance in list(function.instances):
                 instance.kill()
@@ -671,6 +756,7 @@ class Node:
                     key: value for key, value in headers.items() if not key.startswith(INTERNAL_HEADER_PREFIX)
                 }
                 forwarded["X-Strato-Instance"] = instance.id
+                forwarded["X-Strato-Hop"] = self.provider_secret
                 sent = asyncio.ensure_future(self.provider_pool.request(method, target, forwarded, body))
         except InstanceDied:
             sent = loop.create_future()
@@ -720,6 +806,10 @@ class Node:
                 failure = InvokeFailed(500, f"internal error: {type(error).__name__}: {error}")
                 return self._failure_response(function, failure)
             self._stop_instance(instance)
+            if function.removed:
+                return self._failure_response(
+                    function, InvokeFailed(404, f"function {name!r} was removed during the request")
+                )
             message = self._death_message(instance, error)
             self.log_for(name).event(instance.id, message)
             return self._failure_response(function, InvokeFailed(502, message))
@@ -802,6 +892,9 @@ class Node:
         self.policy.on_invocation(function.policy_state, cold=cold, clock=self.clock)
 
     async def _acquire(self, function: FunctionState) -> Instance:
+        if function.removed:
+            # Removed between the request's arrival and now: its code is gone, do not start it.
+            raise InvokeFailed(404, f"function {function.spec.name!r} was removed")
         instance = self._warm_instance(function)
         if instance is not None:
             self._occupy(instance)
@@ -861,6 +954,11 @@ class Node:
             await self._boot(instance, reason)
         except InvokeFailed as failure:
             function.stats.start_failures += 1
+            if instance.spec is not function.spec and function.waiters and not function.removed:
+                # The function was updated while this instance started (its old code may be gone):
+                # the requests waiting for it get an instance of the current code instead.
+                self._restart_for_waiters(function)
+                return
             # The requests waiting for this start have nowhere else to go unless another instance is
             # coming or already serving.
             if not any(
@@ -872,7 +970,23 @@ class Node:
                     if not waiter.done():
                         waiter.set_exception(failure)
             return
+        if instance.spec is not function.spec:
+            self._stop_instance(instance)
+            if function.waiters and not function.removed:
+                self._restart_for_waiters(function)
+            return
         self._hand_out(function)
+
+    def _restart_for_waiters(self, function: FunctionState) -> None:
+        if any(i.state == "starting" and i.spec is function.spec for i in function.instances):
+            return  # one is already coming for them
+        try:
+            self._start_for_waiters(function, "cold")
+        except InvokeFailed as failure:
+            while function.waiters:
+                waiter = function.waiters.popleft()
+                if not waiter.done():
+                    waiter.set_exception(failure)
 
     # ---- instances -------------------------------------------------------------------------------
 
@@ -982,8 +1096,8 @@ class Node:
             await self.provider_pool.request(
                 "PUT",
                 f"/system/instances/{instance.id}",
-                {"Content-Type": "application/json"},
-                json.dumps({"port": instance.port}).encode(),
+                {"Content-Type": "application/json", "X-Strato-Hop": self.provider_secret},
+                json.dumps({"port": instance.port, "secret": instance.hop_secret}).encode(),
             )
         instance.state = "ready"
         instance.ready_at = self.now()
@@ -1021,6 +1135,7 @@ class Node:
             cgroup_joined=instance.cgroup_joined,
             host_support=self.support.to_json() if self.support else None,
             max_response=self.config.max_response,
+            hop_secret=instance.hop_secret,
         )
 
     def _stop_instance(self, instance: Instance) -> None:
@@ -1046,7 +1161,9 @@ class Node:
     async def _unregister(self, instance_id: str) -> None:
         if self.provider_pool is not None:
             with contextlib.suppress(ConnectionError):
-                await self.provider_pool.request("DELETE", f"/system/instances/{instance_id}", {}, b"")
+                await self.provider_pool.request(
+                    "DELETE", f"/system/instances/{instance_id}", {"X-Strato-Hop": self.provider_secret}, b""
+                )
 
     def instance_gone(self, instance: Instance) -> None:
         """The instance's socket closed: it exited, crashed or was killed."""
@@ -1063,6 +1180,9 @@ class Node:
                             waiter.set_exception(failure)
 
     def _retire_old_code(self, function: FunctionState) -> None:
+        if function.removed:
+            # Its directory is gone, and a function deployed again under the name reuses version numbers.
+            return
         for old in list(function.retired):
             if not any(instance.spec is old for instance in function.instances):
                 function.retired.remove(old)

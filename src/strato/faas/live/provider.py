@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import socket
 import sys
@@ -30,31 +31,40 @@ PROVIDER_MAX_BODY = 1 << 30
 """The gateway enforces the real body limit before anything reaches the provider."""
 
 
+HOP_HEADER = "x-strato-hop"
+"""The secret that proves a request comes from the platform: the provider and the watchdogs listen on
+the host's loopback, which a function with network access shares."""
+
+
 class Provider:
-    def __init__(self, max_response: int) -> None:
-        self.instances: dict[str, ClientPool] = {}
+    def __init__(self, max_response: int, secret: str) -> None:
+        self.instances: dict[str, tuple[ClientPool, str]] = {}
         self.max_response = max_response
+        self.secret = secret
 
     async def handle(self, request: Request) -> Response:
+        if not hmac.compare_digest(request.headers.pop(HOP_HEADER, ""), self.secret):
+            return error_response(403, "only the platform's gateway may call the provider")
         path = request.path
         if path.startswith("/system/instances/"):
             instance_id = path.rsplit("/", 1)[1]
             if request.method == "PUT":
-                port = int(json.loads(request.body)["port"])
-                self.instances[instance_id] = ClientPool.tcp(
-                    "127.0.0.1", port, max_response=self.max_response
-                )
+                registration = json.loads(request.body)
+                pool = ClientPool.tcp("127.0.0.1", int(registration["port"]), max_response=self.max_response)
+                self.instances[instance_id] = (pool, str(registration["secret"]))
                 return Response(204)
             if request.method == "DELETE":
-                pool = self.instances.pop(instance_id, None)
-                if pool is not None:
-                    pool.close()
+                registered = self.instances.pop(instance_id, None)
+                if registered is not None:
+                    registered[0].close()
                 return Response(204)
             return error_response(405, "method not allowed")
         instance_id = request.headers.pop("x-strato-instance", "")
-        pool = self.instances.get(instance_id)
-        if pool is None:
+        registered = self.instances.get(instance_id)
+        if registered is None:
             return _instance_lost(f"instance {instance_id!r} is not registered with the provider")
+        pool, instance_secret = registered
+        request.headers[HOP_HEADER] = instance_secret
         try:
             return await pool.request(request.method, request.target, request.headers, request.body)
         except OSError:
@@ -73,7 +83,8 @@ def main() -> None:
     listener = socket.socket(fileno=int(sys.argv[1]))
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
-    provider = Provider(int(sys.argv[2]))
+    # The secret comes on standard input: an argument would show in every process listing.
+    provider = Provider(int(sys.argv[2]), sys.stdin.readline().strip())
     tracker = ConnectionTracker()
 
     async def serve() -> None:

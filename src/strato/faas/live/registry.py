@@ -14,6 +14,8 @@ version serving and no files behind.
 from __future__ import annotations
 
 import base64
+import contextlib
+import errno
 import io
 import json
 import os
@@ -26,7 +28,7 @@ from typing import Any
 
 from strato.core.units import parse_duration, parse_size_mb
 from strato.errors import ConfigError, StratoError
-from strato.faas.live.isolation import function_uid, prepare_code_dir
+from strato.faas.live.isolation import FUNCTION_UID_BASE, function_uid, prepare_code_dir
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 HANDLER_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -141,8 +143,8 @@ def _code_source(payload: dict[str, Any]) -> dict[str, bytes] | Path:
         )
     if directory is not None:
         path = Path(str(directory))
-        if not path.is_absolute() or not path.is_dir():
-            raise DeployError(f"directory {directory!r} is not an absolute path to a directory on the server")
+        if not path.is_absolute():
+            raise DeployError(f"directory {directory!r} must be an absolute path on the server")
         return path
     if archive is not None:
         return _unpack_archive(archive)
@@ -196,21 +198,33 @@ def check_syntax(files: dict[str, bytes]) -> None:
             raise DeployError(f"cannot compile {name}: {error}") from None
 
 
-def read_directory(path: Path, *, limit_bytes: int) -> dict[str, bytes]:
-    files: dict[str, bytes] = {}
-    total = 0
-    for file in sorted(path.rglob("*")):
-        if any(part in {"__pycache__", ".git"} for part in file.relative_to(path).parts):
-            continue
-        if file.is_file():
-            content = file.read_bytes()
-            total += len(content)
-            if total > limit_bytes:
-                raise DeployError(f"{path} holds more than {limit_bytes} bytes of code")
-            files[str(file.relative_to(path))] = content
-    if not files:
-        raise DeployError(f"{path} holds no files")
-    return files
+class StorageError(StratoError):
+    """The server could not write a deployment (507 when the disk is full); nothing was left behind."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @classmethod
+    def from_os(cls, what: str, error: OSError) -> StorageError:
+        full = error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        return cls(f"cannot write {what}: {error.strerror or error}", 507 if full else 500)
+
+
+def _write_atomically(path: Path, content: bytes, mode: int) -> None:
+    """Write a file whole or not at all: a temporary beside it, flushed to disk, renamed over it."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(content)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
 
 
 class FunctionStore:
@@ -222,39 +236,70 @@ class FunctionStore:
         # Functions may traverse to their own code but not list who else is deployed.
         os.chmod(self.root, 0o711)
 
-    def load_all(self) -> list[FunctionSpec]:
-        specs = []
+    def load_all(self) -> tuple[list[FunctionSpec], list[str]]:
+        """The deployed specs, and one line per spec.json that had to be skipped (truncated, edited by
+        hand, from another version): one bad file must not keep every other function down."""
+        specs: list[FunctionSpec] = []
+        problems: list[str] = []
         for spec_file in sorted(self.root.glob("*/spec.json")):
             try:
-                specs.append(FunctionSpec(**json.loads(spec_file.read_text())))
-            except (ValueError, TypeError) as error:
-                raise StratoError(f"{spec_file}: unreadable function spec ({error})") from None
-        return specs
+                specs.append(self._read_spec(spec_file))
+            except (ValueError, TypeError, OSError) as error:
+                problems.append(f"{spec_file}: unreadable function spec, skipped ({error})")
+        return specs, problems
+
+    def _read_spec(self, spec_file: Path) -> FunctionSpec:
+        data = json.loads(spec_file.read_text())
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        spec = FunctionSpec(**data)
+        function_dir = spec_file.parent
+        if spec.name != function_dir.name or not NAME_PATTERN.match(spec.name):
+            raise ValueError(f"name {spec.name!r} does not match its directory")
+        code = Path(spec.code_dir)
+        if code.parent.parent != function_dir or not code.is_dir():
+            raise ValueError(f"code directory {spec.code_dir!r} is not one of its versions")
+        if not isinstance(spec.uid_index, int) or spec.uid_index < 0:
+            raise ValueError(f"bad uid index {spec.uid_index!r}")
+        return spec
 
     def next_uid_index(self) -> int:
-        used = {spec.uid_index for spec in self.load_all()}
+        specs, _ = self.load_all()
+        used = {spec.uid_index for spec in specs}
+        # A function whose spec was skipped still owns its code directories: never hand its uid out.
+        for code in self.root.glob("*/v*/code"):
+            with contextlib.suppress(OSError):
+                used.add(code.stat().st_uid - FUNCTION_UID_BASE)
         return next(index for index in range(1, len(used) + 2) if index not in used)
 
     def stage(
         self, spec: FunctionSpec, files: dict[str, bytes], previous: FunctionSpec | None
     ) -> FunctionSpec:
-        """Write a new version's code; the spec returned points at it (not yet active)."""
+        """Write a new version's code; the spec returned points at it (not yet active). Raises StorageError
+        and leaves nothing behind when the disk cannot take it."""
         function_dir = self.root / spec.name
-        function_dir.mkdir(exist_ok=True)
-        os.chmod(function_dir, 0o711)
+        created = not function_dir.exists()
         version = (previous.version if previous else 0) + 1
         while (function_dir / f"v{version}").exists():
             version += 1
         code_dir = function_dir / f"v{version}" / "code"
-        code_dir.mkdir(parents=True)
-        os.chmod(code_dir.parent, 0o711)
-        for name, content in files.items():
-            target = code_dir / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(content)
-        uid_index = previous.uid_index if previous else self.next_uid_index()
-        staged = replace(spec, version=version, uid_index=uid_index, code_dir=str(code_dir))
-        prepare_code_dir(code_dir, function_uid(uid_index) if os.geteuid() == 0 else None)
+        try:
+            function_dir.mkdir(exist_ok=True)
+            os.chmod(function_dir, 0o711)
+            code_dir.mkdir(parents=True)
+            os.chmod(code_dir.parent, 0o711)
+            for name, content in files.items():
+                target = code_dir / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(content)
+            uid_index = previous.uid_index if previous else self.next_uid_index()
+            staged = replace(spec, version=version, uid_index=uid_index, code_dir=str(code_dir))
+            prepare_code_dir(code_dir, function_uid(uid_index) if os.geteuid() == 0 else None)
+        except OSError as error:
+            shutil.rmtree(code_dir.parent, ignore_errors=True)
+            if created:
+                shutil.rmtree(function_dir, ignore_errors=True)
+            raise StorageError.from_os(f"the code of {spec.name!r}", error) from None
         return staged
 
     def discard(self, staged: FunctionSpec) -> None:
@@ -265,10 +310,10 @@ class FunctionStore:
 
     def activate(self, staged: FunctionSpec) -> None:
         spec_file = self.root / staged.name / "spec.json"
-        temporary = spec_file.with_suffix(".tmp")
-        temporary.write_text(json.dumps(asdict(staged), indent=2))
-        os.chmod(temporary, 0o600)
-        temporary.replace(spec_file)
+        try:
+            _write_atomically(spec_file, json.dumps(asdict(staged), indent=2).encode(), 0o600)
+        except OSError as error:
+            raise StorageError.from_os(f"the spec of {staged.name!r}", error) from None
 
     def remove_version(self, spec: FunctionSpec) -> None:
         shutil.rmtree(Path(spec.code_dir).parent, ignore_errors=True)

@@ -62,6 +62,8 @@ class InstanceSpec:
     cgroup_joined: bool = False
     host_support: dict[str, Any] | None = None
     max_response: int = 64 * 1024 * 1024
+    hop_secret: str = ""
+    """faasd: what the provider must show the watchdog (it listens on the host's loopback)."""
 
     def to_json(self) -> bytes:
         return json.dumps(self.__dict__).encode()
@@ -314,6 +316,8 @@ def serve_lean(sock: socket.socket, function: LoadedFunction) -> None:
                 request_id, _, meta, body = read_frame(sock)
             except EOFError:
                 return
+            # Also before: what the gateway killed while the instance was idle is collected right away.
+            reap_orphans()
             if _send_result(sock, request_id, function.invoke(*parse_head(meta), body), limit):
                 return
             reap_orphans()
@@ -336,6 +340,8 @@ def serve_lean(sock: socket.socket, function: LoadedFunction) -> None:
             except EOFError:
                 return
             with send_lock:
+                if running[0] == 0:
+                    reap_orphans()
                 running[0] += 1
             pool.submit(run, request_id, meta, body)
 
@@ -357,24 +363,26 @@ def reap_orphans() -> None:
 def _serve_http_connection(sock: socket.socket, function: LoadedFunction) -> None:
     """The function process's own HTTP server on one connection from the watchdog (blocking)."""
     reader = sock.makefile("rb")
-    while True:
-        request_line = reader.readline()
-        if not request_line:
-            return
-        method, target, _ = request_line.decode("latin-1").split(" ", 2)
-        headers: dict[str, str] = {}
+    # The watchdog going away (shutdown, a killed instance) ends the connection, not with a traceback.
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
         while True:
-            line = reader.readline()
-            if line in (b"\r\n", b"\n", b""):
-                break
-            name, _, value = line.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
-        body = reader.read(int(headers.get("content-length", "0")))
-        status, out_headers, out = function.invoke(method, target, headers, body)
-        # The fatal marker reaches the gateway through the watchdog and the provider.
-        sock.sendall(http_response(status, out_headers, out, internal=True))
-        if any(name == FATAL_HEADER for name, _ in out_headers):
-            return
+            request_line = reader.readline()
+            if not request_line:
+                return
+            method, target, _ = request_line.decode("latin-1").split(" ", 2)
+            headers: dict[str, str] = {}
+            while True:
+                line = reader.readline()
+                if line in (b"\r\n", b"\n", b""):
+                    break
+                name, _, value = line.decode("latin-1").partition(":")
+                headers[name.strip().lower()] = value.strip()
+            body = reader.read(int(headers.get("content-length", "0")))
+            status, out_headers, out = function.invoke(method, target, headers, body)
+            # The fatal marker reaches the gateway through the watchdog and the provider.
+            sock.sendall(http_response(status, out_headers, out, internal=True))
+            if any(name == FATAL_HEADER for name, _ in out_headers):
+                return
 
 
 def serve_faasd(
@@ -409,6 +417,7 @@ def serve_faasd(
         listener,
         [watchdog_end for watchdog_end, _ in pairs],
         max_response=function.spec.max_response,
+        hop_secret=function.spec.hop_secret,
     )
     with contextlib.suppress(ProcessLookupError):
         os.kill(child, signal.SIGKILL)

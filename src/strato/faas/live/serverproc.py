@@ -92,7 +92,9 @@ class ServerProcess:
                     f"the {self.describe} did not start within {timeout_s:g} s:\n{self._tail()}"
                 )
             time.sleep(0.02)
-        self.token = (self.state_dir / "token").read_text().strip()
+        # Read where the server sees it: a wrapper may have given it a mount namespace of its own.
+        seen_from = Path(f"/proc/{self.process.pid}/root") if self.wrapper else Path("/")
+        self.token = (seen_from / self.state_dir.relative_to("/")).joinpath("token").read_text().strip()
 
     def log(self) -> str:
         try:

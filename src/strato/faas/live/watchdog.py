@@ -7,6 +7,7 @@ kept-alive HTTP connection to the function process, which runs the handler behin
 from __future__ import annotations
 
 import asyncio
+import hmac
 import socket
 
 from strato.faas.live.httpio import (
@@ -48,6 +49,7 @@ def run_watchdog(
     upstream_sockets: list[socket.socket],
     *,
     max_response: int,
+    hop_secret: str,
 ) -> int:
     """Serve until the gateway closes the control socket or the function process dies."""
     loop = new_event_loop()
@@ -66,6 +68,8 @@ def run_watchdog(
     upstreams = _Upstreams(pools)
 
     async def handle(request: Request) -> Response:
+        if not hmac.compare_digest(request.headers.pop("x-strato-hop", ""), hop_secret):
+            return error_response(403, "only the platform's provider may call this instance")
         if not stopped.done():
             try:
                 return await upstreams.forward(request)
