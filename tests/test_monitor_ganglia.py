@@ -79,6 +79,41 @@ def test_malformed_truncated_and_foreign_xml() -> None:
         ganglia.parse_xml([b"\x00\xff garbage"])
 
 
+# What gmond 3.7 writes for a spoofed host whose name and metric name carry XML's special characters: the
+# names raw, the string value escaped.
+UNESCAPED = b"""<?xml version="1.0" encoding="ISO-8859-1" standalone="yes"?>
+<GANGLIA_XML VERSION="3.7.2" SOURCE="gmond">
+<CLUSTER NAME="strato" LOCALTIME="1" OWNER="strato" LATLONG="unspecified" URL="unspecified">
+@HOST@
+<METRIC NAME="x"y<" VAL="a&quot;&lt;&amp;b" TYPE="string" UNITS="" TN="0" TMAX="20" DMAX="0" SLOPE="both">
+<EXTRA_DATA>
+<EXTRA_ELEMENT NAME="SPOOF_HOST" VAL="10.0.0.1:evil"<&1"/>
+</EXTRA_DATA>
+</METRIC>
+</HOST>
+<HOST NAME="odd" IP="10.0.0.2" REPORTED="1" TN="1" >
+</HOST>
+</CLUSTER>
+</GANGLIA_XML>
+""".replace(
+    b"@HOST@",
+    b'<HOST NAME="evil"<&1" IP="10.0.0.1" TAGS="" REPORTED="1" TN="1" TMAX="20" DMAX="0" '
+    b'LOCATION="unspecified" GMOND_STARTED="0">',
+)
+
+
+def test_repair_lines_escapes_what_gmond_leaves_raw() -> None:
+    with pytest.raises(ganglia.MalformedXmlError):
+        ganglia.parse_xml([UNESCAPED])
+    for size in (1, 7, len(UNESCAPED)):  # lines cut anywhere between chunks
+        chunks = [UNESCAPED[i : i + size] for i in range(0, len(UNESCAPED), size)]
+        snapshot = ganglia.parse_xml(ganglia.repair_lines(chunks))
+        assert sorted(snapshot.hosts) == ['evil"<&1', "odd"]  # 'odd' is not in gmond's shape: left alone
+        metric = snapshot.hosts['evil"<&1'].metrics['x"y<']
+        assert metric.value == 'a"<&b'  # escaped by gmond already: not escaped twice
+    assert b"".join(ganglia.repair_lines([SAMPLE])) == SAMPLE  # a well-formed dump is unchanged
+
+
 def test_parse_file_errors(tmp_path: Path) -> None:
     with pytest.raises(ganglia.GangliaError, match="cannot read it"):
         ganglia.parse_file(tmp_path / "missing.xml")

@@ -9,15 +9,26 @@ still there with a growing TN, which :meth:`strato.monitor.model.Host.alive` jud
 Every failure is a :class:`GangliaError` that says which daemon, what happened and what to check: refused
 or unreachable, slow (connect or total read deadline), malformed XML (line and column), truncated
 documents, oversized dumps.
+
+gmond 3.7 escapes metric values in its XML but writes host names, metric names and extra data as they
+came, and anyone who can send it UDP chooses those: one host named ``a"b`` makes every dump malformed,
+for every reader, until gmond forgets that host. When a dump is malformed, :func:`fetch` reads it once
+more through :func:`repair_lines`, which re-escapes the attribute values of gmond's ``HOST``, ``METRIC``
+and ``EXTRA_ELEMENT`` lines (their attributes come in a fixed order, so a value runs up to the next
+known attribute); a line in any other shape is left alone, and if the repaired dump is still malformed
+the first error stands.
 """
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 import xml.parsers.expat
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+import re2
 
 from strato.errors import StratoError
 from strato.monitor.gmetric import parse_address
@@ -28,6 +39,10 @@ MAX_DOCUMENT_BYTES = 512 * 2**20
 
 class GangliaError(StratoError):
     """Ganglia could not be read: unreachable, slow, or it sent something that is not Ganglia XML."""
+
+
+class MalformedXmlError(GangliaError):
+    """The answer is not well-formed XML (as opposed to cut short, or not Ganglia's)."""
 
 
 def _int(value: str | None, default: int = 0) -> int:
@@ -142,7 +157,7 @@ def parse_xml(chunks: Iterable[bytes], source: str = "xml") -> Snapshot:
             raise GangliaError(
                 f"{source}: the XML is truncated after {size} bytes (it ended inside {where})"
             ) from None
-        raise GangliaError(
+        raise MalformedXmlError(
             f"{source}: malformed XML at line {error.lineno}, column {error.offset + 1}: "
             f"{xml.parsers.expat.errors.messages[error.code]}"
         ) from None
@@ -178,8 +193,21 @@ def fetch(
 
     ``query`` is a gmetad query-port path (``/``, ``/cluster``, ``/cluster/host``, ``?filter=summary``);
     leave it None for gmond and gmetad's XML port, which send the whole state on connect.
-    ``read_timeout_s`` bounds the whole read, so a daemon that trickles bytes cannot stall a poll.
+    ``read_timeout_s`` bounds the whole read, so a daemon that trickles bytes cannot stall a poll. A
+    malformed dump is read a second time through :func:`repair_lines` (see the module docstring).
     """
+    try:
+        return _fetch(address, query, connect_timeout_s, read_timeout_s, repair=False)
+    except MalformedXmlError as malformed:
+        try:
+            return _fetch(address, query, connect_timeout_s, read_timeout_s, repair=True)
+        except GangliaError:
+            raise malformed from None
+
+
+def _fetch(
+    address: str, query: str | None, connect_timeout_s: float, read_timeout_s: float, *, repair: bool
+) -> Snapshot:
     host, port = parse_address(address)
     label = f"ganglia at {host}:{port}"
     try:
@@ -209,10 +237,72 @@ def fetch(
         try:
             if query is not None:
                 sock.sendall(query.strip().encode() + b"\n")
-            return parse_xml(chunks(), source=label)
+            return parse_xml(repair_lines(chunks()) if repair else chunks(), source=label)
         except TimeoutError:
             raise GangliaError(
                 f"{label} did not finish sending its XML within {read_timeout_s:g} s"
             ) from None
         except ConnectionResetError:
             raise GangliaError(f"{label} reset the connection mid-answer") from None
+
+
+# The attributes gmond 3.7 writes, in its order, for the elements whose values it does not escape.
+_GMOND_ATTRIBUTES = {
+    b"HOST": ("NAME", "IP", "TAGS", "REPORTED", "TN", "TMAX", "DMAX", "LOCATION", "GMOND_STARTED"),
+    b"METRIC": ("NAME", "VAL", "TYPE", "UNITS", "TN", "TMAX", "DMAX", "SLOPE"),
+    b"EXTRA_ELEMENT": ("NAME", "VAL"),
+}
+_LATIN1 = re2.Options()
+_LATIN1.encoding = re2.Options.Encoding.LATIN1  # bytes as they come: '.' is any byte
+_LATIN1.log_errors = False
+# RE2, not re: the greedy groups would make a backtracking matcher polynomial in a hostile line's length.
+_GMOND_LINES = {
+    tag: re2.compile(
+        b"^(\\s*<"
+        + tag
+        + b" )"
+        + b" ".join(name.encode() + b'="(.*)"' for name in names)
+        + b"(\\s*/?>\\s*)$",
+        _LATIN1,
+    )
+    for tag, names in _GMOND_ATTRIBUTES.items()
+}
+_BARE_AMPERSAND = re.compile(rb"&(?!(?:amp|lt|gt|quot|apos|#[0-9]+|#x[0-9A-Fa-f]+);)")
+
+
+def repair_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The same bytes, with the attribute values of gmond's HOST, METRIC and EXTRA_ELEMENT lines escaped.
+
+    Escaping is idempotent (an existing ``&amp;`` or ``&#34;`` stays), so values gmond did escape are
+    unchanged."""
+    pending = bytearray()
+    for chunk in chunks:
+        pending += chunk
+        cut = pending.rfind(b"\n") + 1
+        if cut:
+            yield b"".join(_repair_line(line) for line in bytes(pending[:cut]).splitlines(keepends=True))
+            del pending[:cut]
+    if pending:
+        yield _repair_line(bytes(pending))
+
+
+def _repair_line(line: bytes) -> bytes:
+    start = line.lstrip()[1:].split(b" ", 1)[0] if line.lstrip().startswith(b"<") else b""
+    pattern = _GMOND_LINES.get(start)
+    if pattern is None:
+        return line
+    found = pattern.fullmatch(line)
+    if found is None:
+        return line
+    names = _GMOND_ATTRIBUTES[start]
+    head, tail = bytes(found.group(1)), bytes(found.group(len(names) + 2))
+    values = [_escape(found.group(index + 2)) for index in range(len(names))]
+    return (
+        head
+        + b" ".join(name.encode() + b'="' + value + b'"' for name, value in zip(names, values, strict=True))
+        + tail
+    )
+
+
+def _escape(value: bytes) -> bytes:
+    return _BARE_AMPERSAND.sub(b"&amp;", value).replace(b"<", b"&lt;").replace(b'"', b"&quot;")
