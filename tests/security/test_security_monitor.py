@@ -44,7 +44,7 @@ from monitor_server_helpers import (
     wait_until,
 )
 from strato.monitor import daemons
-from strato.monitor.gmetric import GmetricSender, MetricSpec, spoof_id
+from strato.monitor.gmetric import GmetricSender, MetricSpec, encode, spoof_id
 from strato.monitor.groups import GroupEngine
 from strato.monitor.model import Host, Metric, Snapshot
 from strato.monitor.rules import RuleSyntaxError, parse_rule
@@ -535,6 +535,35 @@ def test_an_infinite_metric_value_does_not_break_the_group_page(tmp_path: Path) 
             page = anon.get("/groups/web", params={"metric": "load_one"})
             assert page.status_code == 200, page.text[:300]
             assert "<svg" in page.text
+
+
+def _raw_packets(name: str, value: float | str, kind: str, spoof: str) -> list[bytes]:
+    """Ganglia's wire format for a metric name and host that GmetricSender refuses, as an attacker sends."""
+    spec = MetricSpec("placeholder", kind, tmax=20)
+    object.__setattr__(spec, "name", name)
+    return encode(spec, value, spoof=spoof)
+
+
+def test_a_host_name_gmond_does_not_escape_does_not_blind_the_monitor(tmp_path: Path) -> None:
+    """gmond 3.7 writes host and metric names into its XML unescaped, so one UDP packet from a host named
+    'evil"<&1' made every dump malformed. Before: every poll failed from then on (until gmond forgot the
+    host) and the groups froze."""
+    hostile = 'evil"<&1'
+    with (
+        collector(tmp_path, metrics=()) as gmond,
+        monitor_server(tmp_path, gmond.xml_address) as server,
+        server.client() as admin,
+    ):
+        assert admin.post("/api/groups", json={"name": "web", "rule": WEB_RULE}).status_code == 201
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for packet in _raw_packets('x"<y', 2.5, "double", f"10.66.0.7:{hostile}"):
+                sender.sendto(packet, ("127.0.0.1", gmond.udp_port))
+        spoof_hosts(gmond.udp_address, server)  # waits until every fleet host shows in /api/hosts
+        server.wait_polls()
+        status = server.get("/api/status")
+        assert status["last_error"] is None and members(server, "web") == WEB_NAMES, status
+        evil = next(item for item in server.get("/api/hosts") if item["name"] == hostile)
+        assert evil["metrics"]['x"<y']["value"] == 2.5
 
 
 class _HostileGanglia:
