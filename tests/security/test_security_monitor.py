@@ -488,6 +488,9 @@ def test_deep_or_huge_json_bodies_are_refused_cleanly(tmp_path: Path) -> None:
             ]:
                 refused = client.post(path, content=body, headers=json_header)
                 assert refused.status_code == 400, (depth, path, refused.status_code, refused.text[:200])
+                # FastAPI reads a body without a Content-Type as JSON as well.
+                refused = client.post(path, content=body.encode())
+                assert refused.status_code == 400, (depth, path, refused.status_code, refused.text[:200])
                 assert detail(refused) == "the JSON body nests deeper than 32 levels"
         # Strings are data, not nesting.
         shallow = admin.post(

@@ -91,7 +91,9 @@ class BodyLimits:
                 return
             if not message.get("more_body", False):
                 break
-        if b"json" in headers.get(b"content-type", b"").lower() and _nested_deeper(body, MAX_JSON_DEPTH):
+        # FastAPI reads a body without a Content-Type as JSON too.
+        kind = headers.get(b"content-type", b"").lower()
+        if (not kind or b"json" in kind) and _nested_deeper(body, MAX_JSON_DEPTH):
             await _refuse(scope, send, 400, f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels")
             return
         replayed = False

@@ -68,6 +68,8 @@ class Monitor:
             raise
         read_s = time.perf_counter() - started
         result = self._recompute(snapshot, deadline_from)
+        if result.deadline_exceeded:
+            self.status.deadline_exceeded += 1
         self.status.last_success_at = snapshot.taken_at
         self.status.last_error = None
         self.status.last_read_s = read_s
@@ -86,8 +88,6 @@ class Monitor:
             self.snapshot = snapshot
             self.result = result
             self.status.group_errors = result.errors
-            if result.deadline_exceeded:
-                self.status.deadline_exceeded += 1
         return result
 
     def refresh_groups(self) -> None:
