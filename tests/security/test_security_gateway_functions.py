@@ -8,6 +8,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,6 +75,9 @@ def handle(event):
         chunk = b"z" * (1 << 20)
         for _ in range(400):
             os.write(fd, chunk)
+    elif kind == "/stall":
+        os.write(fd, frame(b"200\\r\\n", b"", declared=8 * 1024**2))
+        os.write(fd, b"z" * (1 << 20))
     time.sleep(30)
     return "not reached"
 """
@@ -127,6 +131,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         deploy(running, root, "forger", FORGER, timeout="20s")
         deploy(running, root, "bad-results", BAD_RESULTS)
         deploy(running, root, "big", BIG, memory="1Gi")
+        deploy(running, root, "headers", "def handle(event):\n    return event.headers\n")
         yield running
 
 
@@ -198,6 +203,16 @@ def test_logs_are_capped_and_readable_from_the_cli(server: Server) -> None:
         check=True,
     ).stdout.splitlines()
     assert len(printed) == 3 and all("descriptors-" in line for line in printed)
+
+
+def test_the_platform_token_and_platform_headers_never_reach_a_function(server: Server) -> None:
+    seen = json.loads(server.client().invoke("headers", headers={"X-Strato-Instance": "forged"}).body)
+    assert "authorization" not in seen and "x-strato-instance" not in seen
+    assert seen["host"].startswith("127.0.0.1:")
+    # An Authorization that is not the platform's belongs to the function (its own API keys).
+    mine = {"Authorization": "Basic dXNlcjpwYXNz"}
+    seen = json.loads(server.client(token=False).invoke("headers", headers=mine).body)
+    assert seen["authorization"] == "Basic dXNlcjpwYXNz"
 
 
 def pipeline_of_two(path: str, body: bytes = b"") -> bytes:
@@ -308,6 +323,19 @@ def test_large_responses_stream_through_without_being_buffered(tmp_path: Path) -
         assert head.startswith(b"HTTP/1.1 200") and f"Content-Length: {size}".encode() in head
         assert received == size and digest.hexdigest() == hashlib.sha256(b"x" * size).hexdigest()
         assert gateway_memory_kib(big_server, "VmHWM") - before < 48 * 1024
+
+
+def test_a_streamed_body_that_stops_coming_ends_its_instance(tmp_path: Path) -> None:
+    with running_server(tmp_path / "state") as stall_server:
+        deploy(stall_server, tmp_path, "forger", FORGER, timeout="2s")
+        started = time.monotonic()
+        result = exchange(
+            stall_server.url, request("POST", "/function/forger/stall", close=True), timeout_s=60
+        )
+        assert result.closed and time.monotonic() - started < 30
+        assert result.responses == []  # the head promised 8 MiB; the connection ended after 1 MiB
+        assert result.raw.startswith(b"HTTP/1.1 200") and len(result.raw) < 2 * 1024 * 1024
+        assert "stopped sending its response body" in stall_server.client().logs("forger")
 
 
 def test_a_memory_limit_kill_says_so(tmp_path: Path) -> None:

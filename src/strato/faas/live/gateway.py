@@ -101,9 +101,11 @@ class Gateway:
         return problems
 
     def _authorised(self, request: Request) -> bool:
-        header = request.headers.get("authorization", "")
-        scheme, _, credential = header.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(credential.strip(), self.token)
+        header = request.authorization
+        if header is None:
+            return False
+        scheme, _, credential = header.partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(credential.strip(), self.token.encode())
 
     def handle(self, request: Request) -> AnyResponse | Awaitable[AnyResponse]:
         path = request.path
@@ -111,12 +113,18 @@ class Gateway:
             if self.config.protect_invoke and not self._authorised(request):
                 return _unauthorised()
             name, _, rest = path[len("/function/") :].partition("/")
-            headers = request.headers
-            if "authorization" in headers and self._authorised(request):
-                # The platform's token never reaches function code.
-                headers = {key: value for key, value in headers.items() if key != "authorization"}
+            forward = request.forward
+            # The platform's token never reaches function code; another Authorization is the function's.
+            own_token = request.authorization is not None and self._authorised(request)
+            if request.authorization is not None and not own_token:
+                forward += (b"\r\n" if forward else b"") + b"authorization: " + request.authorization
+            headers = _NOT_NEEDED
+            if self.node.config.backend != "lean":
+                headers = {
+                    k: v for k, v in request.headers.items() if not (own_token and k == "authorization")
+                }
             target = "/" + rest + ("?" + request.query if request.query else "")
-            return self.node.invoke(name, request.method, target, headers, request.body)
+            return self.node.invoke(name, request.method, target, headers, request.body, forward)
         return self._handle_other(request)
 
     async def _handle_other(self, request: Request) -> Response:
@@ -228,6 +236,10 @@ class Gateway:
                 return error_response(404, f"no function named {name!r}")
             self.store.remove(name)
         return json_response(200, {"removed": name})
+
+
+_NOT_NEEDED: dict[str, str] = {}
+"""The lean backend passes the header lines the parser rendered (Request.forward), not a dict."""
 
 
 def _unauthorised() -> Response:

@@ -91,13 +91,44 @@ class ServerLimits:
         )
 
 
-@dataclass(slots=True)
 class Request:
-    method: str
-    target: str
-    headers: dict[str, str]
-    body: bytes
-    keep_alive: bool = True
+    """A request as llhttp parsed and checked it. ``headers`` (lower-case names, repeated fields joined
+    with ", ") is decoded only when asked for: a warm invocation never needs it."""
+
+    __slots__ = ("_fields", "_headers", "authorization", "body", "forward", "keep_alive", "method", "target")
+
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        fields: list[tuple[bytes, bytes]],
+        body: bytes,
+        keep_alive: bool = True,
+        forward: bytes = b"",
+        authorization: bytes | None = None,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self._fields = fields
+        self._headers: dict[str, str] | None = None
+        self.body = body
+        self.keep_alive = keep_alive
+        self.forward = forward
+        """The header lines to pass on to a function (lower-case names, values as received), without
+        framing, ``X-Strato-*`` and ``Authorization`` headers; rendered once while parsing."""
+        self.authorization = authorization
+        """The Authorization header as received (None: absent)."""
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self._headers is None:
+            headers: dict[str, str] = {}
+            for name, value in self._fields:
+                key = name.decode("latin-1").lower()
+                text = value.decode("latin-1")
+                headers[key] = f"{headers[key]}, {text}" if key in headers else text
+            self._headers = headers
+        return self._headers
 
     @property
     def path(self) -> str:
@@ -166,6 +197,7 @@ class StreamedResponse:
 
 
 AnyResponse = Response | RawResponse | StreamedResponse
+_IMMEDIATE = (Response, RawResponse, StreamedResponse)
 
 
 def json_response(status: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> Response:
@@ -185,6 +217,13 @@ _FRAMING_NAMES = "|".join(re.escape(name) for name in sorted(HOP_BY_HOP))
 _FRAMING_LINE = re.compile(
     rb"(?:^|\n)(?:" + _FRAMING_NAMES.encode() + rb"|x-strato-" + TOKEN_PATTERN + rb"):", re.IGNORECASE
 )
+
+
+_READ_BY_SERVER = frozenset({b"host", b"authorization", *(name.encode() for name in HOP_BY_HOP)})
+"""Fields the server reads itself and never passes on to a function (with ``X-Strato-*``)."""
+_METHODS = {
+    method.encode(): method for method in ("GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS")
+}
 
 
 def check_status(status: int) -> int:
@@ -238,8 +277,17 @@ def response_head(status: int, block: bytes, length: int | None, *, keep_alive: 
     framing = b"" if length is None else b"Content-Length: %d\r\n" % length
     if not keep_alive:
         framing += b"Connection: close\r\n"
-    reason = REASONS.get(status, "Status").encode()
-    return b"HTTP/1.1 %d %s\r\n%s%s\r\n" % (status, reason, block, framing)
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, "Status").encode())
+    return line + block + framing + b"\r\n"
+
+
+_LENGTH_LINES = [b"Content-Length: %d\r\n\r\n" % size for size in range(4096)]
+"""Most responses are small: their framing line is looked up rather than formatted."""
+_STATUS_LINES = {
+    status: b"HTTP/1.1 %d %s\r\n" % (status, reason.encode()) for status, reason in REASONS.items()
+}
 
 
 def encode_response(response: Response, *, keep_alive: bool, internal: bool = False) -> bytes:
@@ -312,13 +360,14 @@ class ServerProtocol(asyncio.Protocol):
         self.phase_since = time.monotonic()
         self.head_fed = 0
         """Bytes fed while a head stayed unfinished: llhttp buffers a partial header line itself."""
-        self.field_bytes = 0
         self.write_stalled_since: float | None = None
         self.write_buffered = 0
         # The message being parsed.
         self._url = b""
-        self._headers: dict[str, str] = {}
-        self._header_count = 0
+        self._fields: list[tuple[bytes, bytes]] = []
+        self._special: dict[bytes, bytes] = {}
+        self._large_read = False
+        self._forward = b""
         self._body: list[bytes] = []
         self._body_size = 0
         self._now = self.phase_since
@@ -362,6 +411,9 @@ class ServerProtocol(asyncio.Protocol):
             return
         self._now = now = time.monotonic()
         in_head = self.phase == _HEAD
+        # A head that starts and ends within this read is no larger than it: only a large read needs the
+        # fields counted (in _take_headers); a head spread over reads is bounded here.
+        self._large_read = len(data) > self.limits.max_head
         try:
             self.parser.feed_data(data)
             if in_head and self.phase == _HEAD:
@@ -390,10 +442,8 @@ class ServerProtocol(asyncio.Protocol):
         self.phase = _HEAD
         self.phase_since = self._now
         self.head_fed = 0
-        self.field_bytes = 0
         self._url = b""
-        self._headers = {}
-        self._header_count = 0
+        self._fields = []
         self._body = []
         self._body_size = 0
 
@@ -403,36 +453,53 @@ class ServerProtocol(asyncio.Protocol):
             raise HttpError(414, f"request target longer than {self.limits.max_head} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        self.field_bytes += len(name) + len(value) + 4
-        if self._header_count > self.limits.max_headers:
-            raise HttpError(431, f"more than {self.limits.max_headers} header fields")
-        if self.field_bytes + len(self._url) > self.limits.max_head:
-            raise HttpError(431, f"request head larger than {self.limits.max_head} bytes")
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        headers = self._headers
-        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        # Only collected here (this runs once per header on the hot path); checked and decoded below, once
+        # per head. A head that arrives whole is at most one read, so the list is bounded by it.
+        self._fields.append((name, value))
+
+    def _take_headers(self) -> dict[bytes, bytes]:
+        """The fields the server itself reads; renders the lines passed on to a function."""
+        fields = self._fields
+        limits = self.limits
+        if len(fields) > limits.max_headers:
+            raise HttpError(431, f"more than {limits.max_headers} header fields")
+        if (self._large_read or self.head_fed) and (
+            sum(len(name) + len(value) + 4 for name, value in fields) + len(self._url) > limits.max_head
+        ):
+            raise HttpError(431, f"request head larger than {limits.max_head} bytes")
+        special: dict[bytes, bytes] = {}
+        forward: list[bytes] = []
+        for name, value in fields:
+            lowered = name.lower()
+            if lowered in _READ_BY_SERVER:
+                special[lowered] = special[lowered] + b", " + value if lowered in special else value
+                if lowered == b"host":
+                    forward.append(b"host: " + value)
+            elif not lowered.startswith(b"x-strato-"):
+                forward.append(lowered + b": " + value)
+        self._forward = b"\r\n".join(forward)
+        return special
 
     def on_headers_complete(self) -> None:
+        self._special = headers = self._take_headers()
         parser = self.parser
         if parser.should_upgrade():
             raise HttpError(501, "protocol upgrades and CONNECT are not supported")
         version = parser.get_http_version()
         if version not in ("1.1", "1.0"):
             raise HttpError(505, f"HTTP/{version} is not supported; use HTTP/1.1")
-        headers = self._headers
-        if version == "1.1" and "host" not in headers:
+        if version == "1.1" and b"host" not in headers:
             raise HttpError(400, "an HTTP/1.1 request needs a Host header")
         if not self._url.startswith(b"/"):
             raise HttpError(400, "the request target must be a path (origin form)")
-        coding = headers.get("transfer-encoding")
-        if coding is not None and coding.strip().lower() != "chunked":
-            raise HttpError(501, f"transfer coding {coding[:40]!r} is not supported; only chunked is")
-        length = headers.get("content-length")
+        coding = headers.get(b"transfer-encoding")
+        if coding is not None and coding.strip().lower() != b"chunked":
+            shown = coding[:40].decode("latin-1")
+            raise HttpError(501, f"transfer coding {shown!r} is not supported; only chunked is")
+        length = headers.get(b"content-length")
         if length is not None and int(length) > self.limits.max_body:
             raise HttpError(
-                413, f"request body of {length} bytes exceeds the limit of {self.limits.max_body} bytes"
+                413, f"request body of {int(length)} bytes exceeds the limit of {self.limits.max_body} bytes"
             )
         self.phase = _BODY
         self.phase_since = self._now
@@ -445,12 +512,15 @@ class ServerProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        method = self.parser.get_method()
         request = Request(
-            self.parser.get_method().decode("ascii"),
+            _METHODS.get(method) or method.decode("ascii"),
             self._url.decode("latin-1"),
-            self._headers,
+            self._fields,
             body,
             self.parser.should_keep_alive(),
+            self._forward,
+            self._special.get(b"authorization"),
         )
         self.queue.append(request)
         self.queued_bytes += len(body)
@@ -489,7 +559,7 @@ class ServerProtocol(asyncio.Protocol):
                 result = self.handler(item)
             except Exception as error:  # the server must answer whatever a route does
                 result = _internal_error(error)
-            if isinstance(result, Response | RawResponse | StreamedResponse):
+            if isinstance(result, _IMMEDIATE):
                 self._finish(item, result)
                 continue
             # A future resolves through a callback: no task, which matters on the gateway's hot path.
@@ -519,7 +589,7 @@ class ServerProtocol(asyncio.Protocol):
         else:
             response = outcome.result()
         self._finish(request, response)
-        if not self.busy:
+        if not self.busy and (self.queue or self.reading_paused or self.closing):
             self._next()
 
     def _finish(self, request: Request, response: AnyResponse) -> None:
@@ -535,16 +605,23 @@ class ServerProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        try:
-            status = check_status(response.status)
-            if isinstance(response, RawResponse):
-                block, body = response.header_block, response.body
-            else:
+        if isinstance(response, RawResponse):
+            # Checked where it was read (InstanceChannel): status and header lines are safe to write.
+            status, block, body = response.status, response.header_block, response.body
+            if keep_alive and method != "HEAD" and status not in (204, 304) and len(body) < 65536:
+                line = _STATUS_LINES.get(status) or response_head(status, b"", None, keep_alive=True)[:-2]
+                size = len(body)
+                length = _LENGTH_LINES[size] if size < 4096 else b"Content-Length: %d\r\n\r\n" % size
+                transport.write(b"".join((line, block, length, body)))
+                return
+        else:
+            try:
+                status = check_status(response.status)
                 block = header_lines(response.headers, internal=self.limits.internal_hop)
                 body = response.body
-        except InvalidResponse as error:
-            status, body = 502, _bad_gateway_body(error)
-            block = b"Content-Type: application/json\r\n"
+            except InvalidResponse as error:
+                status, body = 502, _bad_gateway_body(error)
+                block = b"Content-Type: application/json\r\n"
         skip_body, skip_length = _no_body(method, status, internal=self.limits.internal_hop)
         head = response_head(status, block, None if skip_length else len(body), keep_alive=keep_alive)
         if skip_body or not body:

@@ -26,6 +26,11 @@ LATENCY_BUCKETS_S = (
 Labels = tuple[tuple[str, str], ...]
 
 
+def labels(**pairs: str) -> Labels:
+    """Labels in the canonical (sorted) form the metrics key their series by."""
+    return tuple(sorted(pairs.items()))
+
+
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
@@ -43,7 +48,10 @@ class Counter:
         self.values: dict[Labels, float] = {}
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
-        key = tuple(sorted(labels.items()))
+        self.inc_key(tuple(sorted(labels.items())), amount)
+
+    def inc_key(self, key: Labels, amount: float = 1.0) -> None:
+        """``inc`` with the labels already in canonical form (see :func:`labels`): the hot path."""
         self.values[key] = self.values.get(key, 0.0) + amount
 
     def render(self) -> Iterable[str]:
@@ -72,7 +80,9 @@ class Histogram:
         self.series: dict[Labels, tuple[list[int], list[float]]] = {}
 
     def observe(self, value: float, **labels: str) -> None:
-        key = tuple(sorted(labels.items()))
+        self.observe_key(tuple(sorted(labels.items())), value)
+
+    def observe_key(self, key: Labels, value: float) -> None:
         series = self.series.get(key)
         if series is None:
             series = self.series[key] = ([0] * (len(self.buckets) + 1), [0.0])

@@ -57,7 +57,7 @@ from strato.faas.live.isolation import (
     reap_stale_cgroup_bases,
 )
 from strato.faas.live.logs import FunctionLog, InstanceLog
-from strato.faas.live.metrics import Registry
+from strato.faas.live.metrics import Labels, Registry, labels
 from strato.faas.live.registry import FunctionSpec, FunctionStore
 from strato.faas.live.runtime import FATAL_HEADER, InstanceSpec, helper_environment
 from strato.faas.policies import parse_policy
@@ -104,21 +104,30 @@ class NodeConfig:
             raise ConfigError("the response, pids and log limits must be positive")
 
 
-Invocation = tuple[str, str, dict[str, str], bytes]
-"""method, target as the function sees it, headers (checked by the gateway's parser), body."""
+Invocation = tuple[str, str, dict[str, str], bytes, bytes | None]
+"""method, target as the function sees it, headers (checked by the gateway's parser), body, and the
+header lines to pass on as the parser rendered them (None: render them from ``headers``)."""
 
 
-def _request_head(method: str, target: str, headers: dict[str, str], length: int) -> bytes:
+def _request_head(
+    method: str, target: str, headers: dict[str, str], body: bytes, forward: bytes | None
+) -> bytes:
     """The head an instance gets: the gateway's own rendering of a request it parsed strictly, without
     framing headers (the body travels whole) or the platform's ``X-Strato-*`` headers."""
-    lines = [f"{method} {target} HTTP/1.1"]
-    lines.extend(
-        f"{name}: {value}"
-        for name, value in headers.items()
-        if name not in HOP_BY_HOP and not name.startswith(INTERNAL_HEADER_PREFIX)
+    if forward is None:
+        forward = "\r\n".join(
+            f"{name}: {value}"
+            for name, value in headers.items()
+            if name not in HOP_BY_HOP and not name.startswith(INTERNAL_HEADER_PREFIX)
+        ).encode("latin-1")
+    separator = b"\r\n" if forward else b""
+    return b"%s %s HTTP/1.1\r\n%s%scontent-length: %d" % (
+        method.encode("ascii"),
+        target.encode("latin-1"),
+        forward,
+        separator,
+        len(body),
     )
-    lines.append(f"content-length: {length}")
-    return "\r\n".join(lines).encode("latin-1")
 
 
 class InvokeFailed(Exception):
@@ -259,6 +268,8 @@ class InstanceChannel(asyncio.Protocol):
         self.violation: str | None = None
         self.paused = False
         """Reading is paused: a client takes a streamed body slowly, or has not taken it yet."""
+        self.checked_meta: tuple[bytes, tuple[int, bytes] | None] = (b"\x00", None)
+        """The last result status and header lines from this instance, and their checked form."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -365,6 +376,9 @@ class InstanceChannel(asyncio.Protocol):
                 self.ready.set_exception(InvokeFailed(500, meta.decode(errors="replace")))
 
     def _checked_result(self, meta: bytes) -> tuple[int, bytes] | None:
+        if meta == self.checked_meta[0]:
+            # A function answers with the same status and headers nearly every time: checked once.
+            return self.checked_meta[1]
         parsed = frames.parse_result_meta(meta)
         if parsed is None:
             self.misbehave(f"sent a result with a malformed status line {meta[:40]!r}")
@@ -373,10 +387,13 @@ class InstanceChannel(asyncio.Protocol):
         if fatal:
             self.instance.fatal = True
         try:
-            return check_status(status), check_header_block(block)
+            checked = (check_status(status), check_header_block(block))
         except InvalidResponse as error:
             self.misbehave(f"returned an invalid response: {error}")
             return None
+        if not fatal:
+            self.checked_meta = (meta, checked)
+        return checked
 
     def _result(self, request_id: int, meta: bytes, body: bytes) -> None:
         checked = self._checked_result(meta)
@@ -402,6 +419,7 @@ class InstanceChannel(asyncio.Protocol):
 
     def misbehave(self, what: str) -> None:
         self.violation = f"the instance of {self.instance.spec.name!r} {what}; it was killed"
+        self.node.log_for(self.instance.spec.name).event(self.instance.id, self.violation)
         self.buffer.clear()
         self.instance.kill()
         if self.transport is not None:
@@ -463,6 +481,7 @@ class FunctionState:
     stats: FunctionStats = field(default_factory=FunctionStats)
     retired: list[FunctionSpec] = field(default_factory=list)
     removed: bool = False
+    last_released: Instance | None = None
 
     def live(self) -> list[Instance]:
         return [instance for instance in self.instances if instance.state != "stopping"]
@@ -476,6 +495,7 @@ class Node:
         self.policy = policy or parse_policy(config.policy)
         self.functions: dict[str, FunctionState] = {}
         self.logs: dict[str, FunctionLog] = {}
+        self._metric_keys: dict[tuple[str, int], tuple[Labels, Labels]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self.provider_secret = secrets.token_urlsafe(32)
         self.used_mb = 0.0
@@ -695,7 +715,13 @@ class Node:
     # ---- invocation ------------------------------------------------------------------------------
 
     def invoke(
-        self, name: str, method: str, target: str, headers: dict[str, str], body: bytes
+        self,
+        name: str,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        body: bytes,
+        forward: bytes | None = None,
     ) -> AnyResponse | asyncio.Future[AnyResponse]:
         """Answer an invocation: a response at once (errors) or a future of it.
 
@@ -716,7 +742,7 @@ class Node:
         function.stats.invocations += 1
         self._on_arrival(function, started)
         function.inflight += 1
-        request = (method, target, headers, body)
+        request = (method, target, headers, body, forward)
         instance = self._warm_instance(function)
         if instance is not None:
             self._occupy(instance)
@@ -742,13 +768,13 @@ class Node:
         """Send to ``instance``; the returned future resolves once the bookkeeping is done."""
         loop = asyncio.get_running_loop()
         outcome: asyncio.Future[AnyResponse] = loop.create_future()
-        method, target, headers, body = request
+        method, target, headers, body, forward = request
         sent: asyncio.Future[Any]
         try:
             if self.config.backend == "lean":
                 assert instance.channel is not None
                 sent = instance.channel.invoke(
-                    frames.INVOKE, _request_head(method, target, headers, len(body)), body
+                    frames.INVOKE, _request_head(method, target, headers, body, forward), body
                 )
             else:
                 assert self.provider_pool is not None
@@ -860,13 +886,28 @@ class Node:
         name = function.spec.name
         if function.inflight == 0 and self.functions.get(name) is function:
             self._on_idle(function)
-        self.m_invocations.inc(function=name, code=str(response.status))
-        self.m_latency.observe(self.now() - started, function=name)
+        keys = self._metric_keys.get((name, response.status))
+        if keys is None:
+            keys = self._metric_keys[(name, response.status)] = (
+                labels(function=name, code=str(response.status)),
+                labels(function=name),
+            )
+        self.m_invocations.inc_key(keys[0])
+        self.m_latency.observe_key(keys[1], self.now() - started)
         return response
 
     def _warm_instance(self, function: FunctionState) -> Instance | None:
         if function.waiters:
             return None
+        # The instance released last is free nearly always under load: no scan over all instances.
+        last = function.last_released
+        if (
+            last is not None
+            and last.state == "ready"
+            and last.inflight < last.spec.concurrency
+            and last.spec is function.spec
+        ):
+            return last
         for instance in function.instances:
             if (
                 instance.state == "ready"
@@ -929,7 +970,9 @@ class Node:
             return
         if instance.inflight == 0:
             instance.idle_since = self.now()
-        self._hand_out(function)
+        function.last_released = instance
+        if function.waiters:
+            self._hand_out(function)
 
     def _hand_out(self, function: FunctionState) -> None:
         for instance in function.instances:
