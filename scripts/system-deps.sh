@@ -28,8 +28,11 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
 fi
 trap 'if [ $created_policy = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi' EXIT
 export DEBIAN_FRONTEND=noninteractive
+running_before=" $(pgrep -x 'gmond|gmetad' | tr '\n' ' ') "
 apt-get update -qq || true
 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-# A package's init script may still have started a daemon with its default (multicast) configuration.
-pkill -x gmond 2>/dev/null || true
-pkill -x gmetad 2>/dev/null || true
+# A package's init script may still have started a daemon with its default (multicast) configuration:
+# stop exactly the ones that appeared during this install, by PID, and nothing that ran before.
+for pid in $(pgrep -x 'gmond|gmetad' || true); do
+  case "$running_before" in *" $pid "*) ;; *) kill "$pid" 2>/dev/null || true ;; esac
+done

@@ -4,6 +4,7 @@ request past it, or hold its connections (issue 11, items 1, 9 and 10)."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import socket
 import time
 from collections.abc import Iterator
@@ -261,3 +262,79 @@ def test_fuzz_random_bytes_get_an_answer_or_a_close_and_never_a_hang(server: Ser
 def test_after_the_fuzzing_the_gateway_still_serves(server: Server) -> None:
     assert healthy(server)
     assert server.client().invoke("echo", b"still here").body == b"still here"
+
+
+class _Transport:
+    """Just enough of an asyncio transport to drive the server protocol in-process."""
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.closed = False
+        self.paused = False
+
+    def write(self, data: bytes) -> None:
+        self.out += data
+
+    def writelines(self, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            self.out += chunk
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    data=st.one_of(
+        st.binary(max_size=400),
+        st.builds(
+            lambda head, noise: head + noise,
+            st.sampled_from(
+                [
+                    b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+                    b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n",
+                    b"GET /x HTTP/1.1\r\nHost: a\r\n",
+                ]
+            ),
+            st.binary(max_size=300),
+        ),
+    ),
+    cuts=st.lists(st.integers(0, 700), max_size=8),
+)
+def test_fuzz_the_parser_in_process_never_raises_and_answers_in_order(data: bytes, cuts: list[int]) -> None:
+    from strato.faas.live.httpio import ConnectionTracker, Response, ServerLimits, ServerProtocol
+
+    seen: list[str] = []
+
+    def handler(request: object) -> Response:
+        seen.append(getattr(request, "target", ""))
+        return Response(200, b"ok")
+
+    protocol = ServerProtocol(
+        handler, limits=ServerLimits(max_body=256, max_head=512), tracker=ConnectionTracker()
+    )
+    transport = _Transport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    bounds = sorted({0, len(data), *(cut for cut in cuts if cut < len(data))})
+    for start, end in itertools.pairwise(bounds):
+        if transport.closed:
+            break
+        protocol.data_received(data[start:end])
+    answers = bytes(transport.out).count(b"HTTP/1.1 ")
+    assert answers >= len(seen)  # every dispatched request was answered, errors after them
+    assert all(target.startswith("/") for target in seen)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -18,7 +19,9 @@ from pathlib import Path
 import pytest
 
 from live_helpers import running_server, write_function
+from strato.errors import StratoError
 from strato.faas.live.client import ApiError, FaasClient
+from strato.faas.live.serverproc import ServerProcess
 
 HANDLER = "def handle(event):\n    return open(event.text, 'rb').read() if event.text else 'ok'\n"
 ROOT = os.geteuid() == 0
@@ -241,3 +244,43 @@ def test_racing_deploys_removes_and_invocations_get_clear_answers(tmp_path: Path
         assert statuses[("invoke", 200)] > 0 and statuses[("remove", 200)] > 0
         with pytest.raises(ApiError):
             server.client().describe("no-such-function")
+
+
+@pytest.mark.parametrize("backend", ["lean", "faasd"])
+def test_sigterm_under_load_drains_without_a_traceback(tmp_path: Path, backend: str) -> None:
+    # Reported on main: SIGTERM under load logged a BrokenPipeError traceback.
+    server = ServerProcess(tmp_path, args=["--backend", backend, "--drain-timeout", "5s"])
+    server.start(60)
+    try:
+        server.client().deploy("echo", files={"handler.py": "def handle(event):\n    return event.body\n"})
+        stop = threading.Event()
+        answered = Counter()
+
+        def load() -> None:
+            client = server.client(timeout_s=30)
+            while not stop.is_set():
+                try:
+                    answered[client.invoke("echo", b"x").status] += 1
+                except StratoError:
+                    return  # the server went away: expected at the end
+
+        threads = [threading.Thread(target=load) for _ in range(12)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while sum(answered.values()) < 300:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert server.process is not None
+        server.process.send_signal(signal.SIGTERM)
+        code = server.process.wait(60)
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        server.stop()
+    assert code == 0
+    assert "Traceback" not in server.log() and "Error" not in server.log()
+    log = server.state_dir / "logs" / "echo.log"
+    assert not log.exists() or "Traceback" not in log.read_text()
+    assert set(answered) <= {200, 503}
