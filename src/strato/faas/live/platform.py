@@ -430,6 +430,13 @@ class InstanceChannel(asyncio.Protocol):
             self.transport.close()
 
 
+def _fail_waiters(function: FunctionState, failure: InvokeFailed) -> None:
+    while function.waiters:
+        waiter = function.waiters.popleft()
+        if not waiter.done():
+            waiter.set_exception(failure)
+
+
 def _namespace_pid(pid: int) -> int | None:
     """The pid of host process ``pid`` inside its own (innermost) pid namespace."""
     try:
@@ -1008,10 +1015,7 @@ class Node:
                 other.state in ("starting", "ready") and other.spec is function.spec
                 for other in function.instances
             ):
-                while function.waiters:
-                    waiter = function.waiters.popleft()
-                    if not waiter.done():
-                        waiter.set_exception(failure)
+                _fail_waiters(function, failure)
             return
         if instance.spec is not function.spec:
             self._stop_instance(instance)
@@ -1026,10 +1030,7 @@ class Node:
         try:
             self._start_for_waiters(function, "cold")
         except InvokeFailed as failure:
-            while function.waiters:
-                waiter = function.waiters.popleft()
-                if not waiter.done():
-                    waiter.set_exception(failure)
+            _fail_waiters(function, failure)
 
     # ---- instances -------------------------------------------------------------------------------
 
@@ -1217,10 +1218,7 @@ class Node:
                 try:
                     self._start_for_waiters(function, "cold")
                 except InvokeFailed as failure:
-                    while function.waiters:
-                        waiter = function.waiters.popleft()
-                        if not waiter.done():
-                            waiter.set_exception(failure)
+                    _fail_waiters(function, failure)
 
     def _retire_old_code(self, function: FunctionState) -> None:
         if function.removed:

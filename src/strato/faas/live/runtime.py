@@ -346,11 +346,26 @@ def serve_lean(sock: socket.socket, function: LoadedFunction) -> None:
             pool.submit(run, request_id, meta, body)
 
 
-def reap_orphans() -> None:
+_child_exited = [False]
+"""Set by the SIGCHLD handler of an instance that is pid 1: there may be something to reap."""
+
+
+def _on_child_exit(signum: int, frame: object) -> None:
+    _child_exited[0] = True
+
+
+def watch_children() -> None:
+    """Let :func:`reap_orphans` know when a child ended, so a warm invocation costs no system call."""
+    if os.getpid() == 1:
+        signal.signal(signal.SIGCHLD, _on_child_exit)
+
+
+def reap_orphans(*, always: bool = False) -> None:
     """As pid 1 of its namespace the instance inherits every orphaned process: collect the finished ones
     while no invocation runs (so no handler's own wait() can lose its child's status to us)."""
-    if os.getpid() != 1:
+    if not (always or _child_exited[0]) or os.getpid() != 1:
         return
+    _child_exited[0] = False
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
@@ -497,6 +512,7 @@ def bootstrap(control: socket.socket, log_fd: int | None) -> None:
         os.chdir(spec.code_dir)
         function = LoadedFunction(spec)
         signal.signal(signal.SIGXCPU, _on_cpu_limit)
+        watch_children()
     except BaseException as error:
         detail = "".join(traceback.format_exception_only(error)).strip()
         control.sendall(frames.encode(0, frames.LOAD_FAILED, detail.encode(errors="replace")))

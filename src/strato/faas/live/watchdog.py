@@ -61,7 +61,7 @@ def run_watchdog(
 
     def reap() -> None:
         # As pid 1 of the instance's namespace the watchdog inherits the function's orphans.
-        reap_orphans()
+        reap_orphans(always=True)
         loop.call_later(1.0, reap)
 
     pools = [ClientPool(lambda sock=sock: connect_to(sock)) for sock in upstream_sockets]  # type: ignore[misc]
