@@ -26,7 +26,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from strato.faas.live import runtime
-from strato.faas.live.isolation import HostSupport, InstanceCgroup, probe_host
+from strato.faas.live.isolation import HostSupport, InstanceCgroup, etc_snapshot, probe_host, runtime_dirs
 from strato.faas.live.loop import die_with_parent
 
 ZYGOTE_HEADROOM_MB = 1 << 20
@@ -198,6 +198,9 @@ def main() -> None:
     die_with_parent()
     described = json.loads(sys.argv[3]) if len(sys.argv) > 3 else None
     support = HostSupport.from_json(described) if described else probe_host()
+    # Read once here, so that every instance forked from the template builds its root from memory.
+    runtime_dirs()
+    etc_snapshot()
     serve(socket.socket(fileno=int(sys.argv[1])), Template(support, int(sys.argv[2])))
 
 
