@@ -50,16 +50,21 @@ def reference_rate(workload: Workload, spec: str) -> tuple[float, float]:
     engine = EventSimulator(invocations, workload.app_memory_mb)
     _, reference_s = timed(lambda: engine.run(parse_policy(spec)))
     _, fast_s = timed(
-        lambda: simulate_fast(IdleProfile.from_invocations(invocations), parse_policy(spec),
-                              workload.app_memory_mb)
+        lambda: simulate_fast(
+            IdleProfile.from_invocations(invocations), parse_policy(spec), workload.app_memory_mb
+        )
     )
     return len(invocations) / reference_s, len(invocations) / fast_s
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full-scale-apps", type=int, default=15_200,
-                        help="apps in the synthetic full-scale day (default gives ~46k functions)")
+    parser.add_argument(
+        "--full-scale-apps",
+        type=int,
+        default=15_200,
+        help="apps in the synthetic full-scale day (default gives ~46k functions)",
+    )
     args = parser.parse_args()
     rows: list[tuple[str, str, str, str]] = []
 
@@ -67,12 +72,19 @@ def main() -> None:
     if sampled.exists():
         workload = read_azure2019(sampled)
         n, seconds = fast_run(workload, PAPER_POLICY_SET)
-        rows.append(("paper policy set (13) on sampled/1350, 1 day", f"{n:,}", f"{seconds:.2f} s",
-                     "target < 10 s"))
+        rows.append(
+            ("paper policy set (13) on sampled/1350, 1 day", f"{n:,}", f"{seconds:.2f} s", "target < 10 s")
+        )
         for spec in ("fixed:10m", "hybrid"):
             reference, fast = reference_rate(workload, spec)
-            rows.append((f"{spec} on sampled/1350: fast vs reference engine", f"{n:,}",
-                         f"{fast:,.0f} vs {reference:,.0f} inv/s", f"{fast / reference:.0f}x"))
+            rows.append(
+                (
+                    f"{spec} on sampled/1350: fast vs reference engine",
+                    f"{n:,}",
+                    f"{fast:,.0f} vs {reference:,.0f} inv/s",
+                    f"{fast / reference:.0f}x",
+                )
+            )
     else:
         print(f"note: {sampled} is absent; real-trace cases skipped")
 
@@ -80,8 +92,14 @@ def main() -> None:
     synthetic, gen_s = timed(lambda: generate(config))
     n, seconds = fast_run(synthetic, ("hybrid",))
     rows.append((f"generate synthetic day ({synthetic.n_functions:,} functions)", "-", f"{gen_s:.2f} s", ""))
-    rows.append(("hybrid:4h on that synthetic full-scale day", f"{n:,}", f"{seconds:.2f} s",
-                 f"{n / seconds:,.0f} inv/s; target < 60 s"))
+    rows.append(
+        (
+            "hybrid:4h on that synthetic full-scale day",
+            f"{n:,}",
+            f"{seconds:.2f} s",
+            f"{n / seconds:,.0f} inv/s; target < 60 s",
+        )
+    )
 
     widths = [max(len(r[i]) for r in [*rows, ("case", "invocations", "time", "note")]) for i in range(4)]
     header = ("case", "invocations", "time", "note")

@@ -13,19 +13,36 @@ import pytest
 
 
 def strato(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "strato", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "strato", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
 
 
 def test_simulate_json_on_synthetic_workload_has_the_promised_fields():
-    done = strato("faas", "simulate", "--trace", "synthetic:apps=150,minutes=360,seed=2",
-                  "--policy", "fixed:10m", "--policy", "hybrid", "--policy", "never-unload", "--json")
+    done = strato(
+        "faas",
+        "simulate",
+        "--trace",
+        "synthetic:apps=150,minutes=360,seed=2",
+        "--policy",
+        "fixed:10m",
+        "--policy",
+        "hybrid",
+        "--policy",
+        "never-unload",
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)
     assert [r["policy"] for r in rows] == ["fixed:10m", "hybrid:4h", "never-unload"]
     for row in rows:
-        for key in ("invocations", "cold_starts", "cold_start_pct_p75_app", "wasted_memory_gb_s",
-                    "wasted_memory_normalized"):
+        for key in (
+            "invocations",
+            "cold_starts",
+            "cold_start_pct_p75_app",
+            "wasted_memory_gb_s",
+            "wasted_memory_normalized",
+        ):
             assert key in row
     assert rows[0]["wasted_memory_normalized"] == pytest.approx(100.0)
     assert rows[2]["cold_starts"] <= rows[1]["cold_starts"] <= rows[0]["cold_starts"]
@@ -33,8 +50,21 @@ def test_simulate_json_on_synthetic_workload_has_the_promised_fields():
 
 def test_simulate_with_capacity_and_plot(tmp_path):
     plot = tmp_path / "tradeoff.png"
-    done = strato("faas", "simulate", "--trace", "synthetic:apps=80,minutes=240", "--policy", "greedy-dual",
-                  "--policy", "fixed:10m", "--memory-capacity", "2GiB", "--plot", str(plot), "--json")
+    done = strato(
+        "faas",
+        "simulate",
+        "--trace",
+        "synthetic:apps=80,minutes=240",
+        "--policy",
+        "greedy-dual",
+        "--policy",
+        "fixed:10m",
+        "--memory-capacity",
+        "2GiB",
+        "--plot",
+        str(plot),
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)
     assert rows[0]["evictions"] > 0

@@ -22,22 +22,33 @@ def fresh_handler_module() -> None:
 
 def load(tmp_path: Path, source: str, **spec: object) -> LoadedFunction:
     code = write_function(tmp_path, "custom", source)
-    return LoadedFunction(InstanceSpec(instance_id="t-1", function="custom", handler="handler:handle",
-                                       code_dir=str(code), **spec))  # type: ignore[arg-type]
+    return LoadedFunction(
+        InstanceSpec(
+            instance_id="t-1", function="custom", handler="handler:handle", code_dir=str(code), **spec
+        )
+    )  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("returned", "status", "content_type", "body"), [
-    ("b'raw'", 200, "application/octet-stream", b"raw"),
-    ("'text'", 200, "text/plain; charset=utf-8", b"text"),
-    ("{'a': 1}", 200, "application/json", b'{"a": 1}'),
-    ("('made', 201)", 201, "text/plain; charset=utf-8", b"made"),
-    ("('x', 202, {'Content-Type': 'text/x-mine'})", 202, "text/x-mine", b"x"),
-    ("{'statusCode': 418, 'body': 'teapot', 'headers': {'X-T': '1'}}", 418, "text/plain; charset=utf-8",
-     b"teapot"),
-    ("None", 200, None, b""),
-])
-def test_response_conventions(tmp_path: Path, returned: str, status: int, content_type: str | None,
-                              body: bytes) -> None:
+@pytest.mark.parametrize(
+    ("returned", "status", "content_type", "body"),
+    [
+        ("b'raw'", 200, "application/octet-stream", b"raw"),
+        ("'text'", 200, "text/plain; charset=utf-8", b"text"),
+        ("{'a': 1}", 200, "application/json", b'{"a": 1}'),
+        ("('made', 201)", 201, "text/plain; charset=utf-8", b"made"),
+        ("('x', 202, {'Content-Type': 'text/x-mine'})", 202, "text/x-mine", b"x"),
+        (
+            "{'statusCode': 418, 'body': 'teapot', 'headers': {'X-T': '1'}}",
+            418,
+            "text/plain; charset=utf-8",
+            b"teapot",
+        ),
+        ("None", 200, None, b""),
+    ],
+)
+def test_response_conventions(
+    tmp_path: Path, returned: str, status: int, content_type: str | None, body: bytes
+) -> None:
     function = load(tmp_path, f"def handle(event):\n    return {returned}\n")
     got_status, headers, got_body = function.invoke("POST", "/", {}, b"")
     assert got_status == status
@@ -46,8 +57,11 @@ def test_response_conventions(tmp_path: Path, returned: str, status: int, conten
 
 
 def test_handler_with_context_and_event_fields(tmp_path: Path) -> None:
-    function = load(tmp_path, "def handle(event, context):\n"
-                              "    return {'fn': context.function, 'q': event.query, 'j': event.json()}\n")
+    function = load(
+        tmp_path,
+        "def handle(event, context):\n"
+        "    return {'fn': context.function, 'q': event.query, 'j': event.json()}\n",
+    )
     status, _, body = function.invoke("POST", "/x?k=v", {}, b'{"n": 3}')
     assert status == 200
     assert json.loads(body) == {"fn": "custom", "q": "k=v", "j": {"n": 3}}
@@ -79,8 +93,11 @@ def test_http_response_drops_internal_and_hop_by_hop_headers() -> None:
 
 
 def _spin_with_cpu_limit(code_dir: str, queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    function = LoadedFunction(InstanceSpec(instance_id="t-2", function="spin", handler="handler:handle",
-                                           code_dir=code_dir, cpu_timeout_s=1.0))
+    function = LoadedFunction(
+        InstanceSpec(
+            instance_id="t-2", function="spin", handler="handler:handle", code_dir=code_dir, cpu_timeout_s=1.0
+        )
+    )
     from strato.faas.live.runtime import _on_cpu_limit
 
     signal.signal(signal.SIGXCPU, _on_cpu_limit)

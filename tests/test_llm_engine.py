@@ -71,7 +71,8 @@ def test_prompt_batches_respect_the_token_limit() -> None:
     design = make_design("splitwise-hh", prompt=1, token=1)
     requests = LlmRequests("burst", np.zeros(3), np.array([1500, 1500, 400]), np.array([2, 2, 2]))
     times = ClusterSimulator(design, MODEL, perf_models(design), SchedulerConfig(max_batch_tokens=2048)).run(
-        requests)
+        requests
+    )
     # 1500 + 1500 exceeds 2048: the second prompt waits for the first batch, the third rides with it.
     assert times.first_token_s[0] < times.first_token_s[1] == times.first_token_s[2]
 
@@ -87,8 +88,11 @@ def test_bad_designs_and_requests_are_refused() -> None:
     with pytest.raises(ConfigError, match="KV cache"):
         ClusterSimulator(design, MODEL, perf_models(design)).run(one(4000, 10_000_000))
     with pytest.raises(ConfigError, match="does not fit"):
-        ClusterSimulator(make_design("baseline-a100", machines=1), get_model("bloom-176b"),
-                         {"a100-80gb": AnalyticModel(get_model("bloom-176b"), design.pools[0].machine, 2)})
+        ClusterSimulator(
+            make_design("baseline-a100", machines=1),
+            get_model("bloom-176b"),
+            {"a100-80gb": AnalyticModel(get_model("bloom-176b"), design.pools[0].machine, 2)},
+        )
 
 
 def test_cli_simulate_json_has_the_promised_fields() -> None:
@@ -97,18 +101,51 @@ def test_cli_simulate_json_has_the_promised_fields() -> None:
     import sys
 
     result = subprocess.run(
-        [sys.executable, "-m", "strato", "llm", "simulate", "--design", "splitwise-hh", "--prompt", "4",
-         "--token", "2", "--rate", "5", "--duration", "60", "--json"],
-        capture_output=True, text=True, timeout=120, check=True)
+        [
+            sys.executable,
+            "-m",
+            "strato",
+            "llm",
+            "simulate",
+            "--design",
+            "splitwise-hh",
+            "--prompt",
+            "4",
+            "--token",
+            "2",
+            "--rate",
+            "5",
+            "--duration",
+            "60",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     data = json.loads(result.stdout)
-    for key in ("throughput_rps", "ttft_s", "tbt_s", "e2e_s", "slo_met", "slo_checks", "cost_per_hour",
-                "power_kw"):
+    for key in (
+        "throughput_rps",
+        "ttft_s",
+        "tbt_s",
+        "e2e_s",
+        "slo_met",
+        "slo_checks",
+        "cost_per_hour",
+        "power_kw",
+    ):
         assert key in data
     assert set(data["ttft_s"]) == {"p50", "p90", "p99"}
     assert len(data["slo_checks"]) == 9
     assert data["cost_per_hour"] == 6 * 38.0
-    bad = subprocess.run([sys.executable, "-m", "strato", "llm", "simulate", "--design", "splitwise-hh"],
-                         capture_output=True, text=True, timeout=60, check=False)
+    bad = subprocess.run(
+        [sys.executable, "-m", "strato", "llm", "simulate", "--design", "splitwise-hh"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert bad.returncode == 2 and "--prompt" in bad.stderr
 
 

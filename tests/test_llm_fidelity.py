@@ -24,24 +24,85 @@ TRACES = {kind: DATA / "azure-llm-2023" / f"AzureLLMInferenceTrace_{kind}.csv" f
 PUBLIC_SIMULATOR = {
     # trace, rate, design, sizes: TTFT p50/p90/p99, TBT p50/p90/p99, E2E p50/p90/p99 (seconds)
     ("conv", 80, "splitwise-hh", (("prompt", 25), ("token", 15))): (
-        0.0775, 0.2180, 0.3809, 0.0310, 0.0312, 0.0317, 4.1340, 13.2597, 18.8232, True),
+        0.0775,
+        0.2180,
+        0.3809,
+        0.0310,
+        0.0312,
+        0.0317,
+        4.1340,
+        13.2597,
+        18.8232,
+        True,
+    ),
     ("conv", 80, "splitwise-ha", (("prompt", 25), ("token", 26))): (
-        0.0775, 0.2180, 0.3809, 0.0426, 0.0428, 0.0433, 5.6482, 18.1776, 25.8327, True),
+        0.0775,
+        0.2180,
+        0.3809,
+        0.0426,
+        0.0428,
+        0.0433,
+        5.6482,
+        18.1776,
+        25.8327,
+        True,
+    ),
     ("conv", 80, "baseline-h100", (("machines", 40),)): (
-        0.1008, 0.2389, 0.4065, 0.0366, 0.0406, 0.0477, 4.9410, 16.0495, 22.5133, True),
+        0.1008,
+        0.2389,
+        0.4065,
+        0.0366,
+        0.0406,
+        0.0477,
+        4.9410,
+        16.0495,
+        22.5133,
+        True,
+    ),
     ("code", 130, "splitwise-hh", (("prompt", 23), ("token", 10))): (
-        0.1820, 0.5708, 0.8315, 0.0318, 0.0558, 0.1366, 0.7416, 2.4241, 9.9578, True),
+        0.1820,
+        0.5708,
+        0.8315,
+        0.0318,
+        0.0558,
+        0.1366,
+        0.7416,
+        2.4241,
+        9.9578,
+        True,
+    ),
     ("code", 130, "splitwise-ha", (("prompt", 23), ("token", 16))): (
-        0.1825, 0.5797, 1.5944, 0.0428, 0.0832, 0.2469, 0.8953, 3.4868, 14.0418, False),
+        0.1825,
+        0.5797,
+        1.5944,
+        0.0428,
+        0.0832,
+        0.2469,
+        0.8953,
+        3.4868,
+        14.0418,
+        False,
+    ),
     ("code", 130, "baseline-h100", (("machines", 40),)): (
-        0.1337, 0.5137, 0.7755, 0.0542, 0.1027, 0.1670, 1.0543, 3.8580, 16.7878, False),
+        0.1337,
+        0.5137,
+        0.7755,
+        0.0542,
+        0.1027,
+        0.1670,
+        1.0543,
+        3.8580,
+        16.7878,
+        False,
+    ),
 }
 
 
 @pytest.mark.shared_data
 @pytest.mark.parametrize(("kind", "rate", "design", "sizes"), list(PUBLIC_SIMULATOR))
 def test_designs_match_the_public_simulator_within_5_percent(
-        kind: str, rate: int, design: str, sizes: tuple[tuple[str, int], ...]) -> None:
+    kind: str, rate: int, design: str, sizes: tuple[tuple[str, int], ...]
+) -> None:
     if not PERF.exists() or not TRACES[kind].exists():
         pytest.skip(f"{PERF} or {TRACES[kind]} is absent (they live in ../shared/data beside the checkout)")
     model = get_model("llama2-70b")

@@ -25,8 +25,15 @@ def test_shapes_fill_the_budget() -> None:
 
 def test_plan_finds_sustainable_rates_and_ranks_them() -> None:
     base = synthetic("code", 20.0, 200.0, seed=0)
-    options = PlanOptions("power", 110.0, designs=("baseline-h100", "splitwise-hh"), duration_s=40,
-                          max_splits=3, steps=4, workers=1)
+    options = PlanOptions(
+        "power",
+        110.0,
+        designs=("baseline-h100", "splitwise-hh"),
+        duration_s=40,
+        max_splits=3,
+        steps=4,
+        workers=1,
+    )
     rows = plan(base, options)
     assert rows[0]["rate_rps"] > 1.0
     assert [row["rate_rps"] for row in rows] == sorted((row["rate_rps"] for row in rows), reverse=True)
@@ -52,20 +59,30 @@ def test_bad_budgets_and_objectives() -> None:
 def test_plan_on_a_real_dask_local_cluster_matches_the_local_pool() -> None:
     distributed = pytest.importorskip("distributed")
     base = synthetic("code", 20.0, 200.0, seed=0)
-    options = PlanOptions("cost", 160.0, designs=("baseline-h100", "splitwise-hh"), duration_s=30,
-                          max_splits=2, steps=3, workers=1)
+    options = PlanOptions(
+        "cost",
+        160.0,
+        designs=("baseline-h100", "splitwise-hh"),
+        duration_s=30,
+        max_splits=2,
+        steps=3,
+        workers=1,
+    )
     local = plan(base, options)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None) as cluster:
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
         remote = plan(base, PlanOptions(**{**options.__dict__, "dask_address": cluster.scheduler_address}))
     assert [(row["design"], row["rate_rps"]) for row in remote] == [
-        (row["design"], row["rate_rps"]) for row in local]
+        (row["design"], row["rate_rps"]) for row in local
+    ]
 
 
 def test_an_unreachable_dask_scheduler_is_a_clear_error() -> None:
     pytest.importorskip("distributed")
-    options = PlanOptions("cost", 160.0, designs=("baseline-h100",), duration_s=10, steps=1,
-                          dask_address="tcp://127.0.0.1:9")
+    options = PlanOptions(
+        "cost", 160.0, designs=("baseline-h100",), duration_s=10, steps=1, dask_address="tcp://127.0.0.1:9"
+    )
     with pytest.raises(ConfigError, match="cannot reach the Dask scheduler"):
         plan(synthetic("code", 5.0, 60.0, seed=0), options)
 
@@ -75,17 +92,48 @@ def test_cli_plan_and_simulate_write_plots(tmp_path: Path) -> None:
     import sys
 
     def strato(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "strato", "llm", *args], capture_output=True, text=True,
-                              timeout=120, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "strato", "llm", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
 
     plan_png = str(tmp_path / "plan.png")
-    planned = strato("plan", "--budget", "cost=200", "--design", "baseline-h100", "--design", "splitwise-hh",
-                     "--splits", "2", "--duration", "20", "--workers", "1", "--plot", plan_png)
+    planned = strato(
+        "plan",
+        "--budget",
+        "cost=200",
+        "--design",
+        "baseline-h100",
+        "--design",
+        "splitwise-hh",
+        "--splits",
+        "2",
+        "--duration",
+        "20",
+        "--workers",
+        "1",
+        "--plot",
+        plan_png,
+    )
     assert planned.returncode == 0, planned.stderr
     assert "sustained req/s" in planned.stdout
     cdf_png = str(tmp_path / "cdf.png")
-    simulated = strato("simulate", "--design", "baseline-a100", "--machines", "3", "--rate", "4",
-                       "--duration", "30", "--plot", cdf_png)
+    simulated = strato(
+        "simulate",
+        "--design",
+        "baseline-a100",
+        "--machines",
+        "3",
+        "--rate",
+        "4",
+        "--duration",
+        "30",
+        "--plot",
+        cdf_png,
+    )
     assert simulated.returncode == 0, simulated.stderr
     for name in ("plan.png", "cdf.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -96,11 +144,19 @@ def test_cli_plan_and_simulate_write_plots(tmp_path: Path) -> None:
 def test_fixed_shapes_are_evaluated_as_given() -> None:
     from strato.llm.plan import parse_shape
 
-    options = PlanOptions("cost", math.inf, fixed_shapes=("baseline-h100:3", "splitwise-aa:2+1"),
-                          duration_s=20, steps=2, workers=1)
+    options = PlanOptions(
+        "cost",
+        math.inf,
+        fixed_shapes=("baseline-h100:3", "splitwise-aa:2+1"),
+        duration_s=20,
+        steps=2,
+        workers=1,
+    )
     specs = shapes(options)
     assert [(s.design, s.machines, s.prompt, s.token) for s in specs] == [
-        ("baseline-h100", 3, None, None), ("splitwise-aa", None, 2, 1)]
+        ("baseline-h100", 3, None, None),
+        ("splitwise-aa", None, 2, 1),
+    ]
     rows = plan(synthetic("conv", 5.0, 60.0, seed=0), options)
     assert len(rows) == 2
     for bad in ("baseline-h100", "splitwise-aa:2+x", "splitwise-aa:0+3", "nope:3"):

@@ -50,14 +50,20 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("text", "message", "row"), [
-    ("when,a,b\n", "expected the header", 1),
-    ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.97,12,x\n", "not a whole number", 2),
-    ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.97,-4,3\n", "at least one", 2),
-    ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.97,5,3\n2023-11-16 18:17:04,5\n",
-     "expected 3 columns", 3),
-    ("TIMESTAMP,ContextTokens,GeneratedTokens\n", "no requests", None),
-])
+@pytest.mark.parametrize(
+    ("text", "message", "row"),
+    [
+        ("when,a,b\n", "expected the header", 1),
+        ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.97,12,x\n", "not a whole number", 2),
+        ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.97,-4,3\n", "at least one", 2),
+        (
+            "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.97,5,3\n2023-11-16 18:17:04,5\n",
+            "expected 3 columns",
+            3,
+        ),
+        ("TIMESTAMP,ContextTokens,GeneratedTokens\n", "no requests", None),
+    ],
+)
 def test_malformed_traces_name_the_row(tmp_path: Path, text: str, message: str, row: int | None) -> None:
     with pytest.raises(TraceFormatError, match=message) as error:
         read_azure_llm2023(write(tmp_path, text))
@@ -71,8 +77,11 @@ def test_unreadable_timestamp(tmp_path: Path) -> None:
 
 
 def test_reader_sorts_and_shifts_times(tmp_path: Path) -> None:
-    path = write(tmp_path, "TIMESTAMP,ContextTokens,GeneratedTokens\n"
-                           "2023-11-16 18:17:05.5000000,10,2\n2023-11-16 18:17:03.5000000,20,4\n")
+    path = write(
+        tmp_path,
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+        "2023-11-16 18:17:05.5000000,10,2\n2023-11-16 18:17:03.5000000,20,4\n",
+    )
     requests = read_azure_llm2023(path)
     assert requests.arrival_s.tolist() == [0.0, 2.0]
     assert requests.prompt_tokens.tolist() == [20, 10]
@@ -104,9 +113,10 @@ def test_load_requests_resolves_names(tmp_path: Path, monkeypatch: pytest.Monkey
     with pytest.raises(ConfigError, match="synthetic-code"):
         load_requests("azure-code")
     (tmp_path / "azure-llm-2023").mkdir()
-    write(tmp_path / "azure-llm-2023", "TIMESTAMP,ContextTokens,GeneratedTokens\n"
-          "2023-11-16 18:17:03.5,10,2\n2023-11-16 18:17:09.5,20,4\n").rename(
-        tmp_path / "azure-llm-2023" / "AzureLLMInferenceTrace_code.csv")
+    write(
+        tmp_path / "azure-llm-2023",
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.5,10,2\n2023-11-16 18:17:09.5,20,4\n",
+    ).rename(tmp_path / "azure-llm-2023" / "AzureLLMInferenceTrace_code.csv")
     assert len(load_requests("azure-code")) == 2
     assert len(load_requests("azure-code", duration_s=5)) == 1
     assert len(load_requests("azure-code", rate_rps=2, duration_s=50, seed=1)) > 50

@@ -38,24 +38,33 @@ def print_keepalive_table(comparison: KeepAliveComparison) -> None:
     columns = list(KEEPALIVE_COLUMNS)
     if any(row["evictions"] or row["capacity_overflows"] for row in comparison.rows):
         columns += [("evictions", "evictions"), ("capacity_overflows", "over capacity")]
-    print_table(comparison.rows, columns, title=f"keep-alive on {comparison.workload}",
-                formats=KEEPALIVE_FORMATS)
+    print_table(
+        comparison.rows, columns, title=f"keep-alive on {comparison.workload}", formats=KEEPALIVE_FORMATS
+    )
 
 
 @app.command()
 @friendly_errors
 def simulate(
-    trace: Annotated[str, typer.Option(
-        help="Trace directory/file (Azure 2019 either layout, or 2021 CSV), or synthetic[:k=v,...]"
-    )] = "synthetic",
-    policy: Annotated[list[str] | None, typer.Option(
-        "--policy", "-p",
-        help="Policy spec, repeatable: never-unload, fixed:10m, hybrid, hybrid:range=2h, greedy-dual. "
-        "Default: the paper's set.",
-    )] = None,
-    memory_capacity: Annotated[str | None, typer.Option(
-        help="Node memory capacity (e.g. 64GiB); idle apps are evicted in the policy's order"
-    )] = None,
+    trace: Annotated[
+        str,
+        typer.Option(
+            help="Trace directory/file (Azure 2019 either layout, or 2021 CSV), or synthetic[:k=v,...]"
+        ),
+    ] = "synthetic",
+    policy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--policy",
+            "-p",
+            help="Policy spec, repeatable: never-unload, fixed:10m, hybrid, hybrid:range=2h, greedy-dual. "
+            "Default: the paper's set.",
+        ),
+    ] = None,
+    memory_capacity: Annotated[
+        str | None,
+        typer.Option(help="Node memory capacity (e.g. 64GiB); idle apps are evicted in the policy's order"),
+    ] = None,
     cold_start: Annotated[str, typer.Option(help="Cold-start penalty Greedy-Dual weighs (e.g. 1s)")] = "1s",
     seed: Annotated[int, typer.Option(help="Seed for spreading minute counts and sampling durations")] = 0,
     durations: Annotated[str, typer.Option(help="sampled (from the percentiles) or mean")] = "sampled",

@@ -41,9 +41,9 @@ def synth(
     apps: Annotated[int, typer.Option(help="Number of applications")] = 500,
     minutes: Annotated[int, typer.Option(help="Length of the trace in minutes")] = 1440,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
-    param: Annotated[list[str] | None, typer.Option(
-        "--param", help="Any other generator knob as key=value (repeatable)"
-    )] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="Any other generator knob as key=value (repeatable)")
+    ] = None,
 ) -> None:
     """Generate an Azure-like workload in the Azure 2019 format."""
     from strato.traces.azure2019 import write_azure2019

@@ -51,8 +51,14 @@ def compare_policies(
     if BASELINE_POLICY not in names:
         policies.append(parse_policy(BASELINE_POLICY))
     invocations = workload.expand(seed=seed, durations=durations)
-    results = simulate(invocations, workload.app_memory_mb, policies, capacity_mb=capacity_mb,
-                       cold_start_s=cold_start_s, show_progress=show_progress)
+    results = simulate(
+        invocations,
+        workload.app_memory_mb,
+        policies,
+        capacity_mb=capacity_mb,
+        cold_start_s=cold_start_s,
+        show_progress=show_progress,
+    )
     baseline = next(r for r in results if r.policy == BASELINE_POLICY)
     asked = results[: len(names)]
     return KeepAliveComparison(workload=workload.name, results=asked, rows=summarise(asked, baseline))
@@ -69,11 +75,15 @@ def tradeoff_figure(comparison: KeepAliveComparison) -> Figure:
     for family, rows in families.items():
         xs = [r["cold_start_pct_p75_app"] for r in rows]
         ys = [r["wasted_memory_normalized"] or 0.0 for r in rows]
-        ax.plot(xs, ys, marker=markers.get(family, "x"), linestyle="-" if len(rows) > 1 else "",
-                label=family)
+        ax.plot(xs, ys, marker=markers.get(family, "x"), linestyle="-" if len(rows) > 1 else "", label=family)
         for r, x, y in zip(rows, xs, ys, strict=True):
-            ax.annotate(str(r["policy"]).split(":", 1)[-1].replace("range=", ""), (x, y),
-                        textcoords="offset points", xytext=(4, 3), fontsize=7)
+            ax.annotate(
+                str(r["policy"]).split(":", 1)[-1].replace("range=", ""),
+                (x, y),
+                textcoords="offset points",
+                xytext=(4, 3),
+                fontsize=7,
+            )
     ax.set_xlabel("cold-start % of the 3rd-quartile app")
     ax.set_ylabel("wasted memory time (fixed 10 min = 100)")
     ax.set_title(f"Keep-alive trade-off: {comparison.workload}")

@@ -65,8 +65,13 @@ class IdleProfile:
         app_invocations = np.bincount(app, minlength=n_apps).astype(np.int64)
         if arrival.size == 0:
             empty = np.zeros(0, dtype=np.int64)
-            return cls(n_apps, app_invocations, empty, np.zeros(n_apps + 1, dtype=np.int64),
-                       np.zeros(n_apps, dtype=np.int64))
+            return cls(
+                n_apps,
+                app_invocations,
+                empty,
+                np.zeros(n_apps + 1, dtype=np.int64),
+                np.zeros(n_apps, dtype=np.int64),
+            )
         # Shift each app into its own time band so one running maximum never crosses apps.
         band = int(max(int(end.max()), invocations.horizon_us)) + 1
         offset = app * band
@@ -119,9 +124,9 @@ def simulate_fast(
     cold_gap = (gaps < prewarm) | (gaps >= unload)
     cold = (profile.app_invocations > 0).astype(np.int64)
     cold += np.bincount(gap_app[cold_gap], minlength=profile.n_apps)
-    wasted = np.bincount(
-        gap_app, weights=_loaded_us(gaps, prewarm, unload), minlength=profile.n_apps
-    ).astype(np.int64)
+    wasted = np.bincount(gap_app, weights=_loaded_us(gaps, prewarm, unload), minlength=profile.n_apps).astype(
+        np.int64
+    )
     # bincount sums in float64; exact while an app's total stays below 2**53 µs (285 years).
     wasted += _loaded_us(profile.tail_us, tail_prewarm, tail_unload)
     return PolicyResult(
@@ -188,8 +193,11 @@ class EventSimulator:
         inv = self.invocations
         kernel = Kernel()
         apps = [
-            _App(a, float(self.app_memory_mb[a]),
-                 policy.new_state(AppInfo(float(self.app_memory_mb[a]), self.cold_start_us)))
+            _App(
+                a,
+                float(self.app_memory_mb[a]),
+                policy.new_state(AppInfo(float(self.app_memory_mb[a]), self.cold_start_us)),
+            )
             for a in range(inv.n_apps)
         ]
         self._used = 0.0
@@ -248,8 +256,9 @@ class EventSimulator:
         app.epoch += 1
         policy.on_invocation(app.state, cold=cold, clock=self._clock)
         app.running += 1
-        self._kernel.schedule(now + self._arrival_duration[k], self._end, app,
-                              priority=_END * 2**40 + app.index)
+        self._kernel.schedule(
+            now + self._arrival_duration[k], self._end, app, priority=_END * 2**40 + app.index
+        )
 
     def _end(self, app: _App) -> None:
         app.running -= 1
@@ -348,8 +357,9 @@ def simulate(
         invocations, app_memory_mb, capacity_mb=capacity_mb, cold_start_s=cold_start_s
     )
     results: list[PolicyResult] = []
-    for policy in progress(policies, total=len(policies), description="keep-alive policies",
-                           enabled=show_progress):
+    for policy in progress(
+        policies, total=len(policies), description="keep-alive policies", enabled=show_progress
+    ):
         result = simulate_fast(profile, policy, app_memory_mb) if profile is not None else None
         results.append(result if result is not None else event_engine.run(policy))
     return results

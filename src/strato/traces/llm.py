@@ -31,10 +31,16 @@ from strato.traces import llm_profiles
 TraceKind = Literal["code", "conv"]
 TRACE_FILES = {"code": "AzureLLMInferenceTrace_code.csv", "conv": "AzureLLMInferenceTrace_conv.csv"}
 _PERCENTILES: dict[str, tuple[tuple[float, ...], tuple[float, ...], float]] = {
-    "code": (llm_profiles.CODE_PROMPT_PERCENTILES, llm_profiles.CODE_OUTPUT_PERCENTILES,
-             llm_profiles.CODE_MEAN_RATE_RPS),
-    "conv": (llm_profiles.CONV_PROMPT_PERCENTILES, llm_profiles.CONV_OUTPUT_PERCENTILES,
-             llm_profiles.CONV_MEAN_RATE_RPS),
+    "code": (
+        llm_profiles.CODE_PROMPT_PERCENTILES,
+        llm_profiles.CODE_OUTPUT_PERCENTILES,
+        llm_profiles.CODE_MEAN_RATE_RPS,
+    ),
+    "conv": (
+        llm_profiles.CONV_PROMPT_PERCENTILES,
+        llm_profiles.CONV_OUTPUT_PERCENTILES,
+        llm_profiles.CONV_MEAN_RATE_RPS,
+    ),
 }
 
 
@@ -66,17 +72,24 @@ class LlmRequests:
     def window(self, duration_s: float) -> LlmRequests:
         """The requests arriving in ``[0, duration_s)``."""
         keep = self.arrival_s < duration_s
-        return LlmRequests(f"{self.name}[:{duration_s:g}s]", self.arrival_s[keep], self.prompt_tokens[keep],
-                           self.output_tokens[keep])
+        return LlmRequests(
+            f"{self.name}[:{duration_s:g}s]",
+            self.arrival_s[keep],
+            self.prompt_tokens[keep],
+            self.output_tokens[keep],
+        )
 
     def describe(self) -> dict[str, Any]:
         def spread(values: NDArray[np.int64]) -> dict[str, float]:
             return {f"p{q}": float(np.percentile(values, q)) for q in (10, 50, 90, 99)} if values.size else {}
 
         return {
-            "name": self.name, "requests": len(self), "duration_s": self.duration_s,
+            "name": self.name,
+            "requests": len(self),
+            "duration_s": self.duration_s,
             "rate_rps": len(self) / self.duration_s if self.duration_s > 0 else None,
-            "prompt_tokens": spread(self.prompt_tokens), "output_tokens": spread(self.output_tokens),
+            "prompt_tokens": spread(self.prompt_tokens),
+            "output_tokens": spread(self.output_tokens),
         }
 
 
@@ -107,11 +120,13 @@ def read_azure_llm2023(path: str | Path) -> LlmRequests:
                 try:
                     value = int(text)
                 except ValueError:
-                    raise TraceFormatError(path, f"{text!r} is not a whole number of tokens", row=line,
-                                           column=column) from None
+                    raise TraceFormatError(
+                        path, f"{text!r} is not a whole number of tokens", row=line, column=column
+                    ) from None
                 if value < 1:
-                    raise TraceFormatError(path, f"{value} tokens: a request needs at least one", row=line,
-                                           column=column)
+                    raise TraceFormatError(
+                        path, f"{value} tokens: a request needs at least one", row=line, column=column
+                    )
                 out.append(value)
     if not stamps:
         raise TraceFormatError(path, "no requests")
@@ -121,8 +136,12 @@ def read_azure_llm2023(path: str | Path) -> LlmRequests:
         raise TraceFormatError(path, f"unreadable TIMESTAMP ({error})", column="TIMESTAMP") from None
     seconds = (times - times.min()) / np.timedelta64(1, "s")
     order = np.argsort(seconds, kind="stable")
-    return LlmRequests(path.stem, seconds[order].astype(np.float64),
-                       np.asarray(prompts, dtype=np.int64)[order], np.asarray(outputs, dtype=np.int64)[order])
+    return LlmRequests(
+        path.stem,
+        seconds[order].astype(np.float64),
+        np.asarray(prompts, dtype=np.int64)[order],
+        np.asarray(outputs, dtype=np.int64)[order],
+    )
 
 
 def read_splitwise_sim_trace(path: str | Path) -> LlmRequests:
@@ -147,20 +166,28 @@ def read_splitwise_sim_trace(path: str | Path) -> LlmRequests:
     values: list[tuple[float, int, int]] = []
     for line, row in enumerate(rows[1:], start=2):
         try:
-            arrival, prompt, output = (float(row[columns[0]]), int(float(row[columns[1]])),
-                                       int(float(row[columns[2]])))
+            arrival, prompt, output = (
+                float(row[columns[0]]),
+                int(float(row[columns[1]])),
+                int(float(row[columns[2]])),
+            )
         except (ValueError, IndexError):
             raise TraceFormatError(path, f"unreadable row {row!r}", row=line) from None
         if prompt < 1 or output < 1 or not arrival >= 0:
             raise TraceFormatError(path, "negative time or a request without tokens", row=line)
         values.append((arrival, prompt, output))
     data = np.array(sorted(values), dtype=np.float64).reshape(-1, 3)
-    return LlmRequests(path.name.removesuffix(".gz").removesuffix(".csv"), data[:, 0],
-                       data[:, 1].astype(np.int64), data[:, 2].astype(np.int64))
+    return LlmRequests(
+        path.name.removesuffix(".gz").removesuffix(".csv"),
+        data[:, 0],
+        data[:, 1].astype(np.int64),
+        data[:, 2].astype(np.int64),
+    )
 
 
-def splitwise_sim_requests(base: LlmRequests, rate_rps: float, duration_s: float, *, seed: int = 0,
-                           draws: int = 1_000_000) -> LlmRequests:
+def splitwise_sim_requests(
+    base: LlmRequests, rate_rps: float, duration_s: float, *, seed: int = 0, draws: int = 1_000_000
+) -> LlmRequests:
     """The public Splitwise simulator's trace recipe, seeded: the same requests as its generator run after
     ``numpy.random.seed(seed)`` on the same Azure file (``docs/splitwise-sim.md`` section 3).
 
@@ -174,8 +201,12 @@ def splitwise_sim_requests(base: LlmRequests, rate_rps: float, duration_s: float
     prompt_rows = state.randint(0, len(base), draws)
     output_rows = state.randint(0, len(base), draws)
     keep = arrivals < duration_s
-    return LlmRequests(f"{base.name}@{rate_rps:g}rps(splitwise-sim seed {seed})", arrivals[keep],
-                       base.prompt_tokens[prompt_rows[keep]], base.output_tokens[output_rows[keep]])
+    return LlmRequests(
+        f"{base.name}@{rate_rps:g}rps(splitwise-sim seed {seed})",
+        arrivals[keep],
+        base.prompt_tokens[prompt_rows[keep]],
+        base.output_tokens[output_rows[keep]],
+    )
 
 
 def poisson_arrivals(rate_rps: float, duration_s: float, rng: np.random.Generator) -> NDArray[np.float64]:
@@ -198,8 +229,9 @@ def poisson(base: LlmRequests, rate_rps: float, duration_s: float, *, seed: int 
     rng = np.random.default_rng(seed)
     arrivals = poisson_arrivals(rate_rps, duration_s, rng)
     picks = rng.integers(0, len(base), size=arrivals.size)
-    return LlmRequests(f"{base.name}@{rate_rps:g}rps", arrivals, base.prompt_tokens[picks],
-                       base.output_tokens[picks])
+    return LlmRequests(
+        f"{base.name}@{rate_rps:g}rps", arrivals, base.prompt_tokens[picks], base.output_tokens[picks]
+    )
 
 
 def _draw(percentiles: tuple[float, ...], size: int, rng: np.random.Generator) -> NDArray[np.int64]:
@@ -210,8 +242,9 @@ def _draw(percentiles: tuple[float, ...], size: int, rng: np.random.Generator) -
     return np.maximum(np.rint(values), 1).astype(np.int64)
 
 
-def synthetic(kind: str, rate_rps: float | None = None, duration_s: float = 600.0, *,
-              seed: int = 0) -> LlmRequests:
+def synthetic(
+    kind: str, rate_rps: float | None = None, duration_s: float = 600.0, *, seed: int = 0
+) -> LlmRequests:
     """Embedded workload with the token-size distribution of the Azure ``code`` or ``conv`` trace."""
     if kind not in _PERCENTILES:
         raise ConfigError(f"synthetic LLM workload kind must be code or conv, not {kind!r}")
@@ -219,8 +252,12 @@ def synthetic(kind: str, rate_rps: float | None = None, duration_s: float = 600.
     rate = mean_rate if rate_rps is None else rate_rps
     rng = np.random.default_rng(seed)
     arrivals = poisson_arrivals(rate, duration_s, rng)
-    return LlmRequests(f"synthetic-{kind}@{rate:g}rps", arrivals,
-                       _draw(prompt_table, arrivals.size, rng), _draw(output_table, arrivals.size, rng))
+    return LlmRequests(
+        f"synthetic-{kind}@{rate:g}rps",
+        arrivals,
+        _draw(prompt_table, arrivals.size, rng),
+        _draw(output_table, arrivals.size, rng),
+    )
 
 
 def percentile_table(values: NDArray[np.int64]) -> tuple[float, ...]:
@@ -233,8 +270,9 @@ def data_dir() -> Path:
     return Path(configured) if configured else Path.cwd().parent / "shared" / "data"
 
 
-def load_requests(spec: str, *, rate_rps: float | None = None, duration_s: float | None = None,
-                  seed: int = 0) -> LlmRequests:
+def load_requests(
+    spec: str, *, rate_rps: float | None = None, duration_s: float | None = None, seed: int = 0
+) -> LlmRequests:
     """Resolve a ``--trace`` value; with ``rate_rps``, Poisson arrivals resampling its token sizes."""
     kind = spec.removeprefix("azure-").removeprefix("synthetic-")
     if spec.startswith("synthetic-"):
@@ -242,13 +280,17 @@ def load_requests(spec: str, *, rate_rps: float | None = None, duration_s: float
     if spec in ("azure-code", "azure-conv"):
         path = data_dir() / "azure-llm-2023" / TRACE_FILES[kind]
         if not path.exists():
-            raise ConfigError(f"{spec}: {path} is missing; set STRATO_DATA to the folder holding "
-                              f"azure-llm-2023/, give the CSV's path, or use synthetic-{kind} (embedded)")
+            raise ConfigError(
+                f"{spec}: {path} is missing; set STRATO_DATA to the folder holding "
+                f"azure-llm-2023/, give the CSV's path, or use synthetic-{kind} (embedded)"
+            )
     else:
         path = Path(spec)
         if not path.exists():
-            raise ConfigError(f"trace {spec!r} is neither a file nor one of azure-code, azure-conv, "
-                              "synthetic-code, synthetic-conv")
+            raise ConfigError(
+                f"trace {spec!r} is neither a file nor one of azure-code, azure-conv, "
+                "synthetic-code, synthetic-conv"
+            )
     requests = read_azure_llm2023(path)
     if rate_rps is not None:
         return poisson(requests, rate_rps, duration_s or 600.0, seed=seed)

@@ -116,9 +116,9 @@ class Workload:
         return np.bincount(self.events[0], minlength=self.n_functions).astype(np.int64)
 
     def app_invocation_counts(self) -> NDArray[np.int64]:
-        return np.bincount(
-            self.function_app, weights=self.invocation_counts(), minlength=self.n_apps
-        ).astype(np.int64)
+        return np.bincount(self.function_app, weights=self.invocation_counts(), minlength=self.n_apps).astype(
+            np.int64
+        )
 
     def expand(self, *, seed: int = 0, durations: DurationMode = "sampled") -> Invocations:
         """One row per invocation, sorted by (app, arrival); see the module docstring for the spreading."""

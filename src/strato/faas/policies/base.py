@@ -92,9 +92,7 @@ class KeepAlivePolicy(ABC):
         """
         return float(idle_since_us)
 
-    def batch_windows(
-        self, idle_us: NDArray[np.int64]
-    ) -> tuple[NDArray[np.int64], NDArray[np.int64]] | None:
+    def batch_windows(self, idle_us: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]] | None:
         """Windows for all idle periods of one application at once, or None if not supported.
 
         ``idle_us`` holds the application's completed idle times in order. Element ``i`` of each returned

@@ -26,9 +26,7 @@ class FixedKeepAlive(KeepAlivePolicy):
     def decide(self, state: Any) -> Window:
         return Window(0, self.keepalive_us)
 
-    def batch_windows(
-        self, idle_us: NDArray[np.int64]
-    ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    def batch_windows(self, idle_us: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         n = idle_us.size + 1
         return np.zeros(n, dtype=np.int64), np.full(n, self.keepalive_us, dtype=np.int64)
 
@@ -42,8 +40,6 @@ class NeverUnload(KeepAlivePolicy):
     def decide(self, state: Any) -> Window:
         return Window(0, NEVER)
 
-    def batch_windows(
-        self, idle_us: NDArray[np.int64]
-    ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    def batch_windows(self, idle_us: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         n = idle_us.size + 1
         return np.zeros(n, dtype=np.int64), np.full(n, NEVER, dtype=np.int64)

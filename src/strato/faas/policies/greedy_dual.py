@@ -46,8 +46,6 @@ class GreedyDual(KeepAlivePolicy):
     def eviction_rank(self, state: Any, *, clock: float, idle_since_us: int, unload_at_us: int) -> float:
         return float(state.priority)
 
-    def batch_windows(
-        self, idle_us: NDArray[np.int64]
-    ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    def batch_windows(self, idle_us: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         n = idle_us.size + 1
         return np.zeros(n, dtype=np.int64), np.full(n, NEVER, dtype=np.int64)

@@ -149,9 +149,7 @@ class HybridHistogram(KeepAlivePolicy):
         return Window(math.floor(predicted_us * self.arima_low), math.ceil(predicted_us * self.arima_high))
 
     # -- vectorised path: the fast simulator ---------------------------------------------------------
-    def batch_windows(
-        self, idle_us: NDArray[np.int64]
-    ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    def batch_windows(self, idle_us: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         n = idle_us.size
         bins = idle_us // self.bin_us
         in_bound_mask = bins < self.n_bins
