@@ -269,6 +269,14 @@ def test_cli_wrappers_deploy_invoke_list_remove(tmp_path: Path) -> None:
         assert [f["name"] for f in listed] == ["echo"] and listed[0]["envVars"] == {"A": "1"}
         missing = _strato("faas", "invoke", "nope", *where)
         assert missing.returncode == 1 and b"HTTP 404" in missing.stderr
+        no_logs = _strato("faas", "logs", "nope", *where)
+        assert (
+            no_logs.returncode == 2
+            and no_logs.stderr.count(b"\n") == 1
+            and b"no function named" in no_logs.stderr
+        )
+        bad_lines = running.client().request("GET", "/system/logs/echo?lines=0")
+        assert bad_lines.status == 400 and b"lines must be" in bad_lines.body
         assert _strato("faas", "remove", "echo", *where).returncode == 0
         assert json.loads(_strato("faas", "list", "--json", *where).stdout) == []
         refused = _strato("faas", "list", "--url", running.url, "--token", "wrong")
@@ -283,6 +291,10 @@ def test_cli_wrappers_deploy_invoke_list_remove(tmp_path: Path) -> None:
         (["--backend", "quick"], "backend must be one of"),
         (["--policy", "sometimes"], "unknown policy"),
         (["--time-scale", "0"], "time scale must be positive"),
+        (["--max-response", "0MiB"], "--max-response must be positive"),
+        (["--max-connections", "0"], "--max-connections must be at least 1"),
+        (["--pids-limit", "0"], "limits must be positive"),
+        (["--code-root", "/nonexistent/strato-code"], "is not a directory"),
     ],
 )
 def test_serve_refuses_bad_options(tmp_path: Path, args: list[str], message: str) -> None:

@@ -27,6 +27,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qs
 
 from strato.core.tokens import ensure_token_file
 from strato.faas.live.codedir import CodeDirError, read_unprivileged
@@ -88,6 +89,7 @@ class Gateway:
         self.config = config
         self.node = node
         self.token = token
+        self.token_bytes = token.encode()
         self.store = FunctionStore(config.node.state_dir)
         self.deploy_lock = asyncio.Lock()
         self.load_problems: list[str] = []
@@ -105,17 +107,17 @@ class Gateway:
         if header is None:
             return False
         scheme, _, credential = header.partition(b" ")
-        return scheme.lower() == b"bearer" and hmac.compare_digest(credential.strip(), self.token.encode())
+        return scheme.lower() == b"bearer" and hmac.compare_digest(credential.strip(), self.token_bytes)
 
     def handle(self, request: Request) -> AnyResponse | Awaitable[AnyResponse]:
         path = request.path
         if path.startswith("/function/"):
-            if self.config.protect_invoke and not self._authorised(request):
+            own_token = request.authorization is not None and self._authorised(request)
+            if self.config.protect_invoke and not own_token:
                 return _unauthorised()
             name, _, rest = path[len("/function/") :].partition("/")
             forward = request.forward
             # The platform's token never reaches function code; another Authorization is the function's.
-            own_token = request.authorization is not None and self._authorised(request)
             if request.authorization is not None and not own_token:
                 forward += (b"\r\n" if forward else b"") + b"authorization: " + request.authorization
             headers = _NOT_NEEDED
@@ -219,13 +221,10 @@ class Gateway:
     def _logs(self, name: str, query: str) -> Response:
         if name not in self.node.functions:
             return error_response(404, f"no function named {name!r}")
-        lines = 100
-        for pair in query.split("&"):
-            key, _, value = pair.partition("=")
-            if key == "lines":
-                if not value.isdigit() or not 1 <= int(value) <= 100_000:
-                    return error_response(400, "lines must be an integer between 1 and 100000")
-                lines = int(value)
+        value = parse_qs(query).get("lines", ["100"])[-1]
+        if not value.isdigit() or not 1 <= int(value) <= 100_000:
+            return error_response(400, "lines must be an integer between 1 and 100000")
+        lines = int(value)
         text = "".join(line + "\n" for line in self.node.log_for(name).tail(lines))
         return Response(200, text.encode(), [("Content-Type", "text/plain; charset=utf-8")])
 

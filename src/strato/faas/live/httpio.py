@@ -277,10 +277,12 @@ def response_head(status: int, block: bytes, length: int | None, *, keep_alive: 
     framing = b"" if length is None else b"Content-Length: %d\r\n" % length
     if not keep_alive:
         framing += b"Connection: close\r\n"
+    return status_line(status) + block + framing + b"\r\n"
+
+
+def status_line(status: int) -> bytes:
     line = _STATUS_LINES.get(status)
-    if line is None:
-        line = b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, "Status").encode())
-    return line + block + framing + b"\r\n"
+    return line if line is not None else b"HTTP/1.1 %d Status\r\n" % status
 
 
 _LENGTH_LINES = [b"Content-Length: %d\r\n\r\n" % size for size in range(4096)]
@@ -609,10 +611,9 @@ class ServerProtocol(asyncio.Protocol):
             # Checked where it was read (InstanceChannel): status and header lines are safe to write.
             status, block, body = response.status, response.header_block, response.body
             if keep_alive and method != "HEAD" and status not in (204, 304) and len(body) < 65536:
-                line = _STATUS_LINES.get(status) or response_head(status, b"", None, keep_alive=True)[:-2]
                 size = len(body)
                 length = _LENGTH_LINES[size] if size < 4096 else b"Content-Length: %d\r\n\r\n" % size
-                transport.write(b"".join((line, block, length, body)))
+                transport.write(b"".join((status_line(status), block, length, body)))
                 return
         else:
             try:
