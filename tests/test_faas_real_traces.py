@@ -30,25 +30,25 @@ def comparison(request):
 def test_never_unload_cold_starts_equal_apps_invoked(comparison):
     _, workload, result = comparison
     row = result.row("never-unload")
-    assert row["cold_starts"] == int(np.count_nonzero(workload.app_invocation_counts()))
-    assert row["invocations"] == int(workload.invocation_counts().sum())
+    assert row.cold_starts == int(np.count_nonzero(workload.app_invocation_counts()))
+    assert row.invocations == int(workload.invocation_counts().sum())
 
 
 def test_longer_fixed_keepalives_trade_memory_for_cold_starts_monotonically(comparison):
     _, _, result = comparison
     fixed = [result.row(f"fixed:{m}") for m in ("5m", "10m", "20m", "30m", "45m", "1h", "90m", "2h")]
-    cold = [r["cold_starts"] for r in fixed]
-    wasted = [r["wasted_memory_gb_s"] for r in fixed]
+    cold = [r.cold_starts for r in fixed]
+    wasted = [r.wasted_memory_gb_s for r in fixed]
     assert cold == sorted(cold, reverse=True) and len(set(cold)) == len(cold)
     assert wasted == sorted(wasted) and len(set(wasted)) == len(wasted)
-    assert result.row("fixed:10m")["wasted_memory_normalized"] == pytest.approx(100.0)
+    assert result.row("fixed:10m").wasted_memory_normalized == pytest.approx(100.0)
 
 
 def test_hybrid_4h_has_fewer_cold_starts_than_fixed_10m(comparison):
     _, _, result = comparison
     hybrid, fixed = result.row("hybrid:4h"), result.row("fixed:10m")
-    assert hybrid["cold_start_pct_p75_app"] < fixed["cold_start_pct_p75_app"]
-    assert hybrid["cold_starts"] < fixed["cold_starts"]
+    assert hybrid.cold_start_pct_p75_app < fixed.cold_start_pct_p75_app
+    assert hybrid.cold_starts < fixed.cold_starts
 
 
 def test_hybrid_4h_dominates_fixed_10m_on_the_trace_with_real_apps(comparison):
@@ -59,5 +59,5 @@ def test_hybrid_4h_dominates_fixed_10m_on_the_trace_with_real_apps(comparison):
             "see docs/keepalive.md"
         )
     hybrid, fixed = result.row("hybrid:4h"), result.row("fixed:10m")
-    assert hybrid["cold_start_pct_p75_app"] < fixed["cold_start_pct_p75_app"]
-    assert hybrid["wasted_memory_normalized"] < fixed["wasted_memory_normalized"]
+    assert hybrid.cold_start_pct_p75_app < fixed.cold_start_pct_p75_app
+    assert hybrid.wasted_memory_normalized < fixed.wasted_memory_normalized

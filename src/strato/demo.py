@@ -23,15 +23,18 @@ class DemoContext:
 
 def keepalive_section(report: Report, context: DemoContext) -> None:
     """Serverless in the Wild: the paper's policy set on a synthetic Azure-like day."""
-    from strato.cli.faas import KEEPALIVE_COLUMNS, KEEPALIVE_FORMATS, print_keepalive_table
+    from strato.cli.common import print_table
     from strato.faas.keepalive import cold_start_cdf_figure, compare_policies, tradeoff_figure
+    from strato.faas.results import KEEPALIVE_FORMATS, keepalive_columns
     from strato.traces.describe import describe, format_characterisation
     from strato.traces.synth import SynthConfig, generate
 
     workload = generate(SynthConfig(n_apps=context.apps, seed=context.seed))
     characterisation = describe(workload, seed=context.seed)
     comparison = compare_policies(workload, seed=context.seed)
-    print_keepalive_table(comparison)
+    columns = keepalive_columns(comparison.rows)
+    rows = [row.to_row() for row in comparison.rows]
+    print_table(rows, columns, title=f"keep-alive on {comparison.title}", formats=KEEPALIVE_FORMATS)
 
     report.add_heading("FaaS keep-alive (Serverless in the Wild, ATC 2020)")
     report.add_text(
@@ -41,8 +44,8 @@ def keepalive_section(report: Report, context: DemoContext) -> None:
     )
     report.add_code(f"strato faas simulate --trace synthetic:apps={context.apps},seed={context.seed} --json")
     report.add_table(
-        comparison.rows,
-        columns=[key for key, _ in KEEPALIVE_COLUMNS],
+        rows,
+        columns=[key for key, _ in columns],
         caption="Keep-alive policies on the synthetic day",
         formats=KEEPALIVE_FORMATS,
     )

@@ -17,30 +17,25 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="FaaS keep-alive policies (Serverless in the Wild) on traces.", no_args_is_help=True)
 
-KEEPALIVE_COLUMNS = [
-    ("policy", "policy"),
-    ("invocations", "invocations"),
-    ("cold_starts", "cold starts"),
-    ("cold_start_pct", "cold %"),
-    ("cold_start_pct_p75_app", "p75-app cold %"),
-    ("wasted_memory_gb_s", "wasted GiB-s"),
-    ("wasted_memory_normalized", "wasted (10m=100)"),
-]
-KEEPALIVE_FORMATS = {
-    "cold_start_pct": ".2f",
-    "cold_start_pct_p75_app": ".2f",
-    "wasted_memory_gb_s": ",.0f",
-    "wasted_memory_normalized": ".1f",
-}
-
 
 def print_keepalive_table(comparison: KeepAliveComparison) -> None:
-    columns = list(KEEPALIVE_COLUMNS)
-    if any(row["evictions"] or row["capacity_overflows"] for row in comparison.rows):
-        columns += [("evictions", "evictions"), ("capacity_overflows", "over capacity")]
+    from strato.faas.results import KEEPALIVE_FORMATS, keepalive_columns
+
     print_table(
-        comparison.rows, columns, title=f"keep-alive on {comparison.workload}", formats=KEEPALIVE_FORMATS
+        [row.to_row() for row in comparison.rows],
+        keepalive_columns(comparison.rows),
+        title=f"keep-alive on {comparison.title}",
+        formats=KEEPALIVE_FORMATS,
     )
+
+
+def _duration_with_unit(text: str, option: str) -> float:
+    """Seconds for ``text``, which must name its unit: a bare 16 could mean minutes or hours."""
+    try:
+        float(text)
+    except ValueError:
+        return parse_duration(text)
+    raise ConfigError(f"{option} needs a unit, e.g. 16h or 90m (got {text!r})")
 
 
 @app.command()
@@ -68,6 +63,16 @@ def simulate(
     cold_start: Annotated[str, typer.Option(help="Cold-start penalty Greedy-Dual weighs (e.g. 1s)")] = "1s",
     seed: Annotated[int, typer.Option(help="Seed for spreading minute counts and sampling durations")] = 0,
     durations: Annotated[str, typer.Option(help="sampled (from the percentiles) or mean")] = "sampled",
+    repeat: Annotated[
+        int,
+        typer.Option(min=1, help="Replay the trace this many times back to back (history for the policies)"),
+    ] = 1,
+    warmup: Annotated[
+        str | None,
+        typer.Option(
+            help="Learn from but do not count this first stretch of the (repeated) trace; with a unit: 16h"
+        ),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON")] = False,
     plot: Annotated[Path | None, typer.Option(help="Write the trade-off figure (PNG) here")] = None,
 ) -> None:
@@ -90,13 +95,15 @@ def simulate(
         durations="mean" if durations == "mean" else "sampled",
         capacity_mb=capacity,
         cold_start_s=parse_duration(cold_start),
+        repeat=repeat,
+        warmup_s=_duration_with_unit(warmup, "--warmup") if warmup is not None else 0.0,
         show_progress=False if json_output else None,
     )
     if plot is not None:
         figure = tradeoff_figure(comparison)
         figure.savefig(plot, dpi=120)
     if json_output:
-        print_json(comparison.rows)
+        print_json([row.to_json() for row in comparison.rows])
         return
     print_keepalive_table(comparison)
     for note in workload.notes:

@@ -1,34 +1,131 @@
-"""The keep-alive experiment: run a set of policies on one workload and compare them as the paper does."""
+"""The keep-alive experiment: run a set of policies on one workload and compare them as the paper does.
+
+Reproducing the paper needs history: its policies were judged on two weeks of a trace whose first days
+trained the histograms. Two knobs give a short trace that history:
+
+* ``repeat``: the trace is replayed ``repeat`` times back to back, copy ``k`` shifted by ``k`` horizons
+  (the same arrivals and durations each time; an execution running past a copy's end overlaps the next);
+* ``warmup_s``: policies learn from everything, but the metrics count only what happens from the
+  warm-up's end ``W`` on. Precisely: an invocation (and its cold start, and any eviction it causes) counts
+  iff it arrives at or after ``W``; an application counts in the per-app percentiles iff it is invoked at
+  or after ``W``; wasted memory counts the part of each loaded-idle interval that lies after ``W`` (an
+  app loaded and idle from ``W - 5 min`` to ``W + 10 min`` wastes 10 minutes of its memory).
+
+Both are carried out outside the engines: a repeat is a longer :class:`Invocations`, and a warm-up is the
+full run less a run on the invocations that arrive before ``W`` with ``W`` as the horizon
+(:meth:`PolicyResult.after`). Both engines are causal and count loaded-idle time up to the horizon, so
+the difference is exact for either engine, with or without a memory capacity.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from numpy.typing import NDArray
 
 from strato.core.report import new_figure
+from strato.core.units import format_duration
 from strato.errors import ConfigError
 from strato.faas.policies import PAPER_POLICY_SET, KeepAlivePolicy, parse_policy
-from strato.faas.results import BASELINE_POLICY, PolicyResult, summarise
+from strato.faas.results import BASELINE_POLICY, KeepAliveRow, PolicyResult, summarise
 from strato.faas.simulator import simulate
-from strato.traces.model import DurationMode, Workload
+from strato.traces.model import DurationMode, Invocations, Workload
 
 
 @dataclass(frozen=True)
 class KeepAliveComparison:
     workload: str
     results: list[PolicyResult]
-    rows: list[dict[str, Any]]
+    """Per policy, what was counted (after the warm-up)."""
+    rows: list[KeepAliveRow]
     """One summary per policy, in the order asked, wasted memory normalised to fixed 10 min = 100."""
+    repeat: int = 1
+    warmup_s: float = 0.0
+    measured_s: float = 0.0
+    """Length of the counted period: the repeated trace's horizon less the warm-up."""
 
-    def row(self, policy: str) -> dict[str, Any]:
+    def row(self, policy: str) -> KeepAliveRow:
         for row in self.rows:
-            if row["policy"] == policy:
+            if row.policy == policy:
                 return row
         raise KeyError(policy)
+
+    @property
+    def title(self) -> str:
+        """The workload and how it was replayed, e.g. ``raw-format-100-8h x3, 16h warm-up``."""
+        parts = [self.workload + (f" x{self.repeat}" if self.repeat > 1 else "")]
+        if self.warmup_s > 0:
+            parts.append(f"{format_duration(self.warmup_s)} warm-up")
+        return ", ".join(parts)
+
+
+def repeat_invocations(invocations: Invocations, times: int) -> Invocations:
+    """``invocations`` replayed ``times`` times back to back, copy ``k`` shifted by ``k`` horizons."""
+    if times < 1:
+        raise ConfigError(f"repeat must be at least 1, got {times}")
+    if times == 1:
+        return invocations
+    horizon = invocations.horizon_us
+    shift = np.repeat(np.arange(times, dtype=np.int64) * horizon, len(invocations))
+    app = np.tile(invocations.app, times)
+    # Every arrival of a copy precedes the next copy's, so a stable sort by app alone keeps each app's
+    # arrivals in time order.
+    order = np.argsort(app, kind="stable")
+    return Invocations(
+        app=app[order],
+        function=np.tile(invocations.function, times)[order],
+        arrival_us=(np.tile(invocations.arrival_us, times) + shift)[order],
+        duration_us=np.tile(invocations.duration_us, times)[order],
+        n_apps=invocations.n_apps,
+        horizon_us=horizon * times,
+    )
+
+
+def invocations_before(invocations: Invocations, end_us: int) -> Invocations:
+    """The invocations arriving before ``end_us``, with ``end_us`` as the horizon."""
+    keep = invocations.arrival_us < end_us
+    return Invocations(
+        app=invocations.app[keep],
+        function=invocations.function[keep],
+        arrival_us=invocations.arrival_us[keep],
+        duration_us=invocations.duration_us[keep],
+        n_apps=invocations.n_apps,
+        horizon_us=end_us,
+    )
+
+
+def simulate_after_warmup(
+    invocations: Invocations,
+    app_memory_mb: NDArray[np.float64],
+    policies: Sequence[KeepAlivePolicy],
+    *,
+    warmup_us: int,
+    capacity_mb: float | None = None,
+    cold_start_s: float = 1.0,
+    show_progress: bool | None = None,
+) -> list[PolicyResult]:
+    """Each policy's result counting only what happens from ``warmup_us`` on (see the module docstring)."""
+    if warmup_us < 0:
+        raise ConfigError(f"the warm-up must not be negative, got {warmup_us} µs")
+
+    def run(replayed: Invocations) -> list[PolicyResult]:
+        return simulate(
+            replayed,
+            app_memory_mb,
+            policies,
+            capacity_mb=capacity_mb,
+            cold_start_s=cold_start_s,
+            show_progress=show_progress,
+        )
+
+    results = run(invocations)
+    if warmup_us == 0:
+        return results
+    prefix = run(invocations_before(invocations, warmup_us))
+    return [full.after(before) for full, before in zip(results, prefix, strict=True)]
 
 
 def compare_policies(
@@ -39,9 +136,14 @@ def compare_policies(
     durations: DurationMode = "sampled",
     capacity_mb: float | None = None,
     cold_start_s: float = 1.0,
+    repeat: int = 1,
+    warmup_s: float = 0.0,
     show_progress: bool | None = None,
 ) -> KeepAliveComparison:
-    """Simulate every policy in ``specs`` on ``workload`` (plus fixed 10 min for the normalisation)."""
+    """Simulate every policy in ``specs`` on ``workload`` (plus fixed 10 min for the normalisation).
+
+    ``repeat`` and ``warmup_s`` are described in the module docstring.
+    """
     if not specs:
         raise ConfigError("no policy to simulate")
     policies: list[KeepAlivePolicy] = [parse_policy(spec) for spec in specs]
@@ -50,35 +152,50 @@ def compare_policies(
         raise ConfigError(f"the same policy is listed twice: {', '.join(names)}")
     if BASELINE_POLICY not in names:
         policies.append(parse_policy(BASELINE_POLICY))
-    invocations = workload.expand(seed=seed, durations=durations)
-    results = simulate(
+    invocations = repeat_invocations(workload.expand(seed=seed, durations=durations), repeat)
+    warmup_us = round(warmup_s * 1e6)
+    if warmup_us >= invocations.horizon_us:
+        length = format_duration(invocations.horizon_us / 1e6)
+        raise ConfigError(
+            f"a warm-up of {format_duration(warmup_s)} leaves nothing to measure of {workload.name} "
+            f"({length} with repeat {repeat}); shorten it or repeat the trace more often"
+        )
+    results = simulate_after_warmup(
         invocations,
         workload.app_memory_mb,
         policies,
+        warmup_us=warmup_us,
         capacity_mb=capacity_mb,
         cold_start_s=cold_start_s,
         show_progress=show_progress,
     )
     baseline = next(r for r in results if r.policy == BASELINE_POLICY)
     asked = results[: len(names)]
-    return KeepAliveComparison(workload=workload.name, results=asked, rows=summarise(asked, baseline))
+    return KeepAliveComparison(
+        workload=workload.name,
+        results=asked,
+        rows=summarise(asked, baseline),
+        repeat=repeat,
+        warmup_s=warmup_s,
+        measured_s=(invocations.horizon_us - warmup_us) / 1e6,
+    )
 
 
 def tradeoff_figure(comparison: KeepAliveComparison) -> Figure:
     """The paper's trade-off plot: 3rd-quartile app cold-start % vs normalised wasted memory."""
     fig = new_figure()
     ax = fig.add_subplot()
-    families: dict[str, list[dict[str, Any]]] = {}
+    families: dict[str, list[KeepAliveRow]] = {}
     for row in comparison.rows:
-        families.setdefault(str(row["policy"]).split(":")[0], []).append(row)
+        families.setdefault(row.policy.split(":")[0], []).append(row)
     markers = {"fixed": "o", "hybrid": "s", "never-unload": "^", "greedy-dual": "D"}
     for family, rows in families.items():
-        xs = [r["cold_start_pct_p75_app"] for r in rows]
-        ys = [r["wasted_memory_normalized"] or 0.0 for r in rows]
+        xs = [r.cold_start_pct_p75_app for r in rows]
+        ys = [r.wasted_memory_normalized or 0.0 for r in rows]
         ax.plot(xs, ys, marker=markers.get(family, "x"), linestyle="-" if len(rows) > 1 else "", label=family)
         for r, x, y in zip(rows, xs, ys, strict=True):
             ax.annotate(
-                str(r["policy"]).split(":", 1)[-1].replace("range=", ""),
+                r.policy.split(":", 1)[-1],
                 (x, y),
                 textcoords="offset points",
                 xytext=(4, 3),
@@ -86,7 +203,7 @@ def tradeoff_figure(comparison: KeepAliveComparison) -> Figure:
             )
     ax.set_xlabel("cold-start % of the 3rd-quartile app")
     ax.set_ylabel("wasted memory time (fixed 10 min = 100)")
-    ax.set_title(f"Keep-alive trade-off: {comparison.workload}")
+    ax.set_title(f"Keep-alive trade-off: {comparison.title}")
     ax.grid(True, alpha=0.3)
     ax.legend()
     return fig

@@ -19,6 +19,7 @@ otherwise. Property tests check that both paths agree exactly.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,10 +55,27 @@ class AppInfo:
     """Extra latency of a cold start over a warm one (cost-aware policies such as Greedy-Dual use it)."""
 
 
+def spec_name(family: str, positional: str | None = None, params: Sequence[tuple[str, str]] = ()) -> str:
+    """A policy's name: its canonical spec, ``family[:positional][,key=value...]``.
+
+    Policies pass every parameter that differs from its default and only those, in a fixed order, so two
+    policies share a name exactly when they decide alike, and the name parses back into the same policy.
+    """
+    arguments = ([positional] if positional is not None else []) + [f"{key}={value}" for key, value in params]
+    return f"{family}:{','.join(arguments)}" if arguments else family
+
+
+def spec_number(value: float) -> str:
+    """The shortest spelling of ``value`` that reads back as the same float (5.0 -> "5")."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(float(value))
+
+
 class KeepAlivePolicy(ABC):
     """Decides, per application, how long to keep it loaded and when to pre-warm it."""
 
     name: str = "policy"
+    """The canonical spec (:func:`spec_name`): unique per behaviour, and parseable."""
     history_free: bool = False
     """True when windows never depend on what was observed, so one batch call can serve every app."""
 

@@ -9,7 +9,7 @@ from numpy.typing import NDArray
 
 from strato.core.units import format_duration
 from strato.errors import ConfigError
-from strato.faas.policies.base import NEVER, KeepAlivePolicy, Window
+from strato.faas.policies.base import NEVER, KeepAlivePolicy, Window, spec_name
 
 
 class FixedKeepAlive(KeepAlivePolicy):
@@ -21,7 +21,7 @@ class FixedKeepAlive(KeepAlivePolicy):
         if not keepalive_s > 0:
             raise ConfigError(f"fixed keep-alive must be positive, got {keepalive_s} s")
         self.keepalive_us = round(keepalive_s * 1e6)
-        self.name = f"fixed:{format_duration(keepalive_s)}"
+        self.name = spec_name("fixed", format_duration(self.keepalive_us / 1e6))
 
     def decide(self, state: Any) -> Window:
         return Window(0, self.keepalive_us)

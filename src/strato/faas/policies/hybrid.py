@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 from strato.core.timeseries import predict_next
 from strato.core.units import format_duration
 from strato.errors import ConfigError
-from strato.faas.policies.base import AppInfo, KeepAlivePolicy, Window
+from strato.faas.policies.base import AppInfo, KeepAlivePolicy, Window, spec_name, spec_number
 
 _US_PER_MINUTE = 60e6
 _CHUNK_CELLS = 2_000_000
@@ -91,7 +91,26 @@ class HybridHistogram(KeepAlivePolicy):
         self.arima_low = 1.0 - arima_margin
         self.arima_high = 1.0 + arima_margin
         self.arima_history = int(arima_history)
-        self.name = f"hybrid:{format_duration(self.range_us / 1e6)}"
+        arima = "off" if not use_arima else "-".join(str(x) for x in arima_order)
+        # Spec keys as parse_policy reads them; each shown only where it differs from the default.
+        given: tuple[tuple[str, object, object, str], ...] = (
+            ("bin", self.bin_us, 60_000_000, format_duration(self.bin_us / 1e6)),
+            ("head", head_pct, 5.0, spec_number(head_pct)),
+            ("tail", tail_pct, 99.0, spec_number(tail_pct)),
+            ("head-margin", head_margin, 0.10, spec_number(head_margin)),
+            ("tail-margin", tail_margin, 0.10, spec_number(tail_margin)),
+            ("cv", cv_threshold, 2.0, spec_number(cv_threshold)),
+            ("oob", oob_threshold, 0.5, spec_number(oob_threshold)),
+            ("min-samples", min_samples, 1, str(min_samples)),
+            ("arima", arima, "1-0-0", arima),
+            ("arima-margin", arima_margin, 0.15, spec_number(arima_margin)),
+            ("arima-history", arima_history, 64, str(arima_history)),
+        )
+        self.name = spec_name(
+            "hybrid",
+            format_duration(self.range_us / 1e6),
+            [(key, text) for key, value, default, text in given if value != default],
+        )
 
     # -- scalar path: the live platform and the reference simulator ---------------------------------
     def new_state(self, app: AppInfo | None = None) -> _HybridState:
