@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from strato.cli.common import print_table
+from strato.core.console import print_table
 from strato.llm.simulate import SimulationSpec, simulate
 from strato.traces.llm import load_requests, splitwise_sim_requests
 

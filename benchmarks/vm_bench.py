@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from strato.cli.common import print_table
+from strato.core.console import print_table
 from strato.vm.data import load_vm_usage
 from strato.vm.env import EnvConfig, window_series
 from strato.vm.evaluate import Experiment, frontier

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from strato.cli.common import console
+from strato.core.console import console, print_table
 from strato.core.report import Report
 
 
@@ -23,7 +23,6 @@ class DemoContext:
 
 def keepalive_section(report: Report, context: DemoContext) -> None:
     """Serverless in the Wild: the paper's policy set on a synthetic Azure-like day."""
-    from strato.cli.common import print_table
     from strato.faas.keepalive import cold_start_cdf_figure, compare_policies, tradeoff_figure
     from strato.faas.results import KEEPALIVE_FORMATS, keepalive_columns
     from strato.traces.describe import describe, format_characterisation
@@ -65,7 +64,6 @@ def keepalive_section(report: Report, context: DemoContext) -> None:
 
 def live_replay_section(report: Report, context: DemoContext) -> None:
     """Junctiond-style live platform: a synthetic trace replayed live next to the simulator's prediction."""
-    from strato.cli.common import print_table
     from strato.faas.live.replay import ReplayOptions, replay
     from strato.traces.synth import SynthConfig, generate
 
@@ -94,7 +92,6 @@ def live_replay_section(report: Report, context: DemoContext) -> None:
 
 def splitwise_section(report: Report, context: DemoContext) -> None:
     """Splitwise: a baseline cluster and a phase-split one on the same embedded coding workload."""
-    from strato.cli.common import print_table
     from strato.llm.simulate import SimulationSpec, simulate
     from strato.traces.llm import synthetic
 
@@ -153,7 +150,6 @@ def monitor_section(report: Report, context: DemoContext) -> None:
     import tempfile
     import time as clock
 
-    from strato.cli.common import print_table
     from strato.core.report import new_figure
     from strato.errors import ConfigError
     from strato.monitor import daemons
@@ -233,7 +229,6 @@ def monitor_section(report: Report, context: DemoContext) -> None:
 
 def vm_section(report: Report, context: DemoContext) -> None:
     """ProtoHAIL: learned, human-guided oversubscription against static heuristics on synthetic VMs."""
-    from strato.cli.common import print_table
     from strato.vm.data import load_vm_usage
     from strato.vm.env import EnvConfig
     from strato.vm.evaluate import Experiment, compare, frontier

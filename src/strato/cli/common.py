@@ -5,21 +5,20 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from strato.core.console import console, error_console, print_table
 from strato.errors import StratoError
+
+# Every command prints through the library's consoles and tables (strato.core.console).
+__all__ = ["console", "error_console", "friendly_errors", "print_json", "print_table"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-# Piped output has no terminal width; rich would squeeze tables into 80 columns and cut numbers.
-console = Console(width=None if sys.stdout.isatty() else 160)
-error_console = Console(stderr=True)
 
 
 def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
@@ -48,32 +47,3 @@ def _jsonable(value: Any) -> Any:
 def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, default=_jsonable)
     sys.stdout.write("\n")
-
-
-def format_cell(value: Any, spec: str | None = None) -> str:
-    if value is None:
-        return "-"
-    if spec is not None and isinstance(value, int | float):
-        return format(value, spec)
-    if isinstance(value, float):
-        return f"{value:,.2f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
-def print_table(
-    rows: Sequence[dict[str, Any]],
-    columns: Sequence[tuple[str, str]],
-    *,
-    title: str | None = None,
-    formats: dict[str, str] | None = None,
-) -> None:
-    """``columns`` pairs a row key with its header."""
-    formats = formats or {}
-    table = Table(title=title)
-    for key, header in columns:
-        table.add_column(header, justify="left" if key == "policy" else "right")
-    for row in rows:
-        table.add_row(*(format_cell(row.get(key), formats.get(key)) for key, _ in columns))
-    console.print(table)
