@@ -26,8 +26,9 @@ class PolicyResult:
     """Time each app spent loaded but not executing, in µs."""
     app_memory_mb: NDArray[np.float64]
     evictions: int = 0
-    capacity_overflows: int = 0
-    """Cold starts that found too little evictable memory and ran over the capacity."""
+    rejections: int = 0
+    """Cold starts refused because even evicting every idle app left too little memory (not run, not
+    counted as invocations; the live node answers them 503)."""
 
     @property
     def invocations(self) -> int:
@@ -97,7 +98,7 @@ class PolicyResult:
             wasted_memory_gb_s=wasted,
             wasted_memory_normalized=normalized,
             evictions=self.evictions,
-            capacity_overflows=self.capacity_overflows,
+            rejections=self.rejections,
         )
 
 
@@ -118,7 +119,7 @@ class KeepAliveRow:
     wasted_memory_normalized: float | None
     """Wasted memory with the baseline (fixed 10 min) = 100; None without a baseline that wastes any."""
     evictions: int
-    capacity_overflows: int
+    rejections: int
 
     def to_row(self) -> dict[str, str | int | float | None]:
         """Values by column key, for tables (:data:`KEEPALIVE_COLUMNS`)."""
@@ -151,9 +152,9 @@ KEEPALIVE_COLUMNS: tuple[tuple[str, str], ...] = (
 
 CAPACITY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("evictions", "evictions"),
-    ("capacity_overflows", "over capacity"),
+    ("rejections", "rejected"),
 )
-"""Added to :data:`KEEPALIVE_COLUMNS` when any policy evicted or overflowed."""
+"""Added to :data:`KEEPALIVE_COLUMNS` when any policy evicted or rejected."""
 
 KEEPALIVE_FORMATS: dict[str, str] = {
     "cold_start_pct": ".2f",
@@ -166,6 +167,6 @@ KEEPALIVE_FORMATS: dict[str, str] = {
 def keepalive_columns(rows: list[KeepAliveRow]) -> list[tuple[str, str]]:
     """The columns worth showing for ``rows``: the capacity counters only when a capacity acted."""
     columns = list(KEEPALIVE_COLUMNS)
-    if any(row.evictions or row.capacity_overflows for row in rows):
+    if any(row.evictions or row.rejections for row in rows):
         columns += CAPACITY_COLUMNS
     return columns

@@ -7,11 +7,12 @@ Two engines carry out the same policy decisions with the same semantics:
   (vectorised: a segmented running maximum of execution ends gives the busy periods and the idle gaps),
   the policy computes all of an app's windows at once (:meth:`KeepAlivePolicy.batch_windows`), and cold
   starts and wasted memory follow from array comparisons.
-* :class:`EventSimulator`: a plain per-invocation discrete-event simulation on :mod:`strato.core.kernel`.
-  It supports a node memory capacity (evicting idle apps in the policy's order) and any policy, including
-  ones without a vectorised path, and serves as the test oracle for the fast engine.
+* :class:`EventSimulator`: a plain per-invocation discrete-event simulation on :mod:`strato.core.kernel`
+  whose timers drive the keep-alive core (:mod:`strato.faas.keepalive_core`), the same core the live
+  node drives with event-loop timers. It supports a node memory capacity and any policy, including ones
+  without a vectorised path, and serves as the test oracle for the fast engine.
 
-Semantics shared by both (documented choices):
+Semantics shared by both (documented choices; the capacity rules are the core's, see its docstring):
 
 * an application is *busy* while any of its executions runs; it goes *idle* when the last one ends, and
   the policy then returns a :class:`Window`. An invocation arriving exactly when an execution ends
@@ -20,28 +21,27 @@ Semantics shared by both (documented choices):
   app is cold; a cold start loads the app (load time is not modelled);
 * wasted memory = app memory x time loaded while idle, counted up to the end of the trace (the horizon);
 * under a capacity, a cold start evicts loaded idle apps, lowest :meth:`eviction_rank` first (ties: lowest
-  app index). If that cannot free enough memory it runs anyway and counts a *capacity overflow*. A
-  pre-warm only loads an app into free memory; it never evicts;
+  app index). If even evicting every idle app cannot make room it is *rejected*: it evicts nothing, does
+  not run, is not an invocation or a cold start to the policy or the counts, and is counted in
+  ``PolicyResult.rejections`` (the live node answers it 503). A pre-warm only loads an app into free
+  memory; it never evicts;
 * events at the same instant run as: unload, pre-warm, arrival, execution end; then by app index.
 """
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from strato.core.kernel import Event, Kernel
+from strato.core.kernel import Kernel
 from strato.core.progress import progress
-from strato.faas.policies.base import NEVER, AppInfo, KeepAlivePolicy
+from strato.faas.keepalive_core import KeepAliveCore, Phase, Timer
+from strato.faas.policies.base import KeepAlivePolicy
 from strato.faas.results import PolicyResult
 from strato.traces.model import Invocations
-
-_UNLOAD, _PREWARM, _ARRIVAL, _END = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -138,43 +138,11 @@ def simulate_fast(
     )
 
 
-class _App:
-    __slots__ = (
-        "cold",
-        "epoch",
-        "idle_since",
-        "index",
-        "invocations",
-        "loaded",
-        "loaded_since",
-        "memory",
-        "pending_prewarm",
-        "pending_unload",
-        "running",
-        "state",
-        "unload_at",
-        "wasted",
-    )
-
-    def __init__(self, index: int, memory: float, state: Any) -> None:
-        self.index = index
-        self.memory = memory
-        self.state = state
-        self.loaded = False
-        self.loaded_since = 0
-        self.running = 0
-        self.idle_since = -1
-        self.unload_at = NEVER
-        self.epoch = 0
-        self.pending_prewarm: Event | None = None
-        self.pending_unload: Event | None = None
-        self.cold = 0
-        self.invocations = 0
-        self.wasted = 0
-
-
 class EventSimulator:
-    """Per-invocation discrete-event keep-alive simulation, with an optional memory capacity."""
+    """Per-invocation discrete-event keep-alive simulation, with an optional memory capacity.
+
+    The kernel's timers drive a :class:`~strato.faas.keepalive_core.KeepAliveCore`; simultaneous events
+    run in :class:`~strato.faas.keepalive_core.Phase` order, then by app index."""
 
     def __init__(
         self,
@@ -192,22 +160,11 @@ class EventSimulator:
     def run(self, policy: KeepAlivePolicy) -> PolicyResult:
         inv = self.invocations
         kernel = Kernel()
-        apps = [
-            _App(
-                a,
-                float(self.app_memory_mb[a]),
-                policy.new_state(AppInfo(float(self.app_memory_mb[a]), self.cold_start_us)),
-            )
-            for a in range(inv.n_apps)
-        ]
-        self._used = 0.0
-        self._clock = 0.0
-        self._evictable: list[tuple[float, int, int]] = []
-        self._evictions = 0
-        self._overflows = 0
+        core = KeepAliveCore(policy, self.capacity_mb)
+        for a in range(inv.n_apps):
+            core.register(float(self.app_memory_mb[a]), self.cold_start_us)
         self._kernel = kernel
-        self._apps = apps
-        self._policy = policy
+        self._core = core
         # Arrivals enter the heap one at a time, in global (time, app) order, to keep it small.
         order = np.lexsort((inv.app, inv.arrival_us))
         self._arrival_app = inv.app[order].tolist()
@@ -216,130 +173,49 @@ class EventSimulator:
         self._next_arrival = 0
         self._schedule_next_arrival()
         kernel.run(until=inv.horizon_us)
-        for app in apps:
-            if app.loaded and app.running == 0:
-                app.wasted += max(inv.horizon_us - app.loaded_since, 0)
+        counters = [core.counters(a, inv.horizon_us) for a in range(inv.n_apps)]
         return PolicyResult(
             policy=policy.name,
-            app_invocations=np.array([a.invocations for a in apps], dtype=np.int64),
-            app_cold_starts=np.array([a.cold for a in apps], dtype=np.int64),
-            app_wasted_us=np.array([a.wasted for a in apps], dtype=np.int64),
+            app_invocations=np.array([c.invocations for c in counters], dtype=np.int64),
+            app_cold_starts=np.array([c.cold_starts for c in counters], dtype=np.int64),
+            app_wasted_us=np.array([c.wasted_us for c in counters], dtype=np.int64),
             app_memory_mb=self.app_memory_mb,
-            evictions=self._evictions,
-            capacity_overflows=self._overflows,
+            evictions=core.evictions,
+            rejections=core.rejections,
         )
 
     def _schedule_next_arrival(self) -> None:
         k = self._next_arrival
         if k < len(self._arrival_time):
             app = self._arrival_app[k]
-            self._kernel.schedule(self._arrival_time[k], self._arrive, k, priority=_ARRIVAL * 2**40 + app)
+            self._kernel.schedule(
+                self._arrival_time[k], self._arrive, k, priority=_priority(Phase.ARRIVAL, app)
+            )
             self._next_arrival += 1
 
     def _arrive(self, k: int) -> None:
         self._schedule_next_arrival()
         now = int(self._kernel.now)
-        app = self._apps[self._arrival_app[k]]
-        policy = self._policy
-        if app.running == 0 and app.idle_since >= 0:
-            policy.on_idle_time(app.state, now - app.idle_since)
-            self._kernel.cancel(app.pending_prewarm)
-            self._kernel.cancel(app.pending_unload)
-            app.pending_prewarm = app.pending_unload = None
-            if app.loaded:
-                app.wasted += now - app.loaded_since
-        cold = not app.loaded
-        if cold:
-            app.cold += 1
-            self._load(app, evict=True)
-        app.invocations += 1
-        app.epoch += 1
-        policy.on_invocation(app.state, cold=cold, clock=self._clock)
-        app.running += 1
-        self._kernel.schedule(
-            now + self._arrival_duration[k], self._end, app, priority=_END * 2**40 + app.index
-        )
-
-    def _end(self, app: _App) -> None:
-        app.running -= 1
-        if app.running:
-            return
-        now = int(self._kernel.now)
-        app.idle_since = now
-        window = self._policy.decide(app.state)
-        if window.empty:
-            self._unload(app)
-            return
-        if window.prewarm_us > 0:
-            self._unload(app)
-            app.pending_prewarm = self._kernel.schedule(
-                now + window.prewarm_us, self._prewarm, app, priority=_PREWARM * 2**40 + app.index
-            )
-        app.unload_at = NEVER if window.unload_us == NEVER else now + window.unload_us
-        if window.prewarm_us == 0:
-            app.loaded_since = now
-            self._mark_evictable(app)
-        if window.unload_us != NEVER:
-            app.pending_unload = self._kernel.schedule(
-                app.unload_at, self._expire, app, priority=_UNLOAD * 2**40 + app.index
+        app = self._arrival_app[k]
+        if self._core.arrive(app, now).outcome != "rejected":
+            self._kernel.schedule(
+                now + self._arrival_duration[k], self._end, app, priority=_priority(Phase.END, app)
             )
 
-    def _prewarm(self, app: _App) -> None:
-        app.pending_prewarm = None
-        self._load(app, evict=False)
-        if app.loaded:
-            app.loaded_since = int(self._kernel.now)
-            self._mark_evictable(app)
+    def _end(self, app: int) -> None:
+        decision = self._core.end(app, int(self._kernel.now))
+        if decision is not None:
+            for timer in decision.timers:
+                self._kernel.schedule(
+                    timer.at_us, self._fire, app, timer, priority=_priority(timer.phase, app)
+                )
 
-    def _expire(self, app: _App) -> None:
-        app.pending_unload = None
-        self._kernel.cancel(app.pending_prewarm)
-        app.pending_prewarm = None
-        if app.loaded:
-            app.wasted += int(self._kernel.now) - app.loaded_since
-            self._unload(app)
+    def _fire(self, app: int, timer: Timer) -> None:
+        self._core.fire(app, timer, int(self._kernel.now))
 
-    def _load(self, app: _App, *, evict: bool) -> None:
-        capacity = self.capacity_mb
-        if capacity is not None and self._used + app.memory > capacity:
-            if not evict:
-                return
-            self._evict_for(app.memory, capacity)
-            if self._used + app.memory > capacity:
-                self._overflows += 1
-        app.loaded = True
-        self._used += app.memory
 
-    def _mark_evictable(self, app: _App) -> None:
-        """Queue an idle loaded app for eviction; its rank is fixed until it is used or unloaded."""
-        if self.capacity_mb is None:
-            return
-        rank = self._policy.eviction_rank(
-            app.state, clock=self._clock, idle_since_us=app.idle_since, unload_at_us=app.unload_at
-        )
-        heapq.heappush(self._evictable, (rank, app.index, app.epoch))
-
-    def _unload(self, app: _App) -> None:
-        app.epoch += 1
-        if app.loaded:
-            app.loaded = False
-            self._used -= app.memory
-            self._policy.on_unload(app.state)
-
-    def _evict_for(self, needed: float, capacity: float) -> None:
-        now = int(self._kernel.now)
-        queue = self._evictable
-        while self._used + needed > capacity and queue:
-            rank, index, epoch = heapq.heappop(queue)
-            victim = self._apps[index]
-            if victim.epoch != epoch or not victim.loaded or victim.running:
-                continue  # used or unloaded since it was queued
-            victim.wasted += now - victim.loaded_since
-            self._kernel.cancel(victim.pending_unload)
-            victim.pending_unload = None
-            self._unload(victim)
-            self._evictions += 1
-            self._clock = rank
+def _priority(phase: Phase, app: int) -> int:
+    return phase * 2**40 + app
 
 
 def simulate(
