@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from strato.errors import ConfigError
+from strato.core.registry import Registry
 
 if TYPE_CHECKING:
     from strato.llm.engine import ClusterSimulator, MachineState
@@ -101,20 +101,18 @@ class MixedPool(Router):
         return node
 
 
-_ROUTERS: dict[str, Callable[[], Router]] = {}
+ROUTERS: Registry[Callable[[], Router]] = Registry("router")
 
 
 def register_router(name: str, factory: Callable[[], Router]) -> None:
-    _ROUTERS[name] = factory
+    ROUTERS.register(name, factory)
 
 
 def make_router(name: str, *, split: bool) -> Router:
     """``auto`` picks join-the-shortest-queue for all-mixed designs and the mixed pool for split ones."""
     if name == "auto":
         name = MixedPool.name if split else JoinShortestQueue.name
-    if name not in _ROUTERS:
-        raise ConfigError(f"unknown router {name!r} (known: auto, {', '.join(sorted(_ROUTERS))})")
-    return _ROUTERS[name]()
+    return ROUTERS.get(name)()
 
 
 register_router(JoinShortestQueue.name, JoinShortestQueue)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from strato.core.registry import Registry
 from strato.errors import ConfigError
 from strato.vm.env import snap_down
 
@@ -180,42 +181,66 @@ def _options(text: str, known: dict[str, type]) -> dict[str, object]:
     return values
 
 
+def _fixed(rest: str) -> Policy:
+    try:
+        ratio = float(rest or 1.2)
+    except ValueError:
+        raise ConfigError(f"fixed:{rest!r}: the ratio must be a number like 1.2") from None
+    if ratio < 1.0:
+        raise ConfigError(f"fixed:{rest}: a ratio below 1.0 would sell fewer vCPUs than cores")
+    return FixedRatio(ratio)
+
+
+def _nsigma(rest: str) -> Policy:
+    return NSigma(**_options(rest, {"n": float}))  # type: ignore[arg-type]
+
+
+def _percentile(rest: str) -> Policy:
+    options = _options(rest, {"p": float})
+    if not 0 < float(options.get("p", 99.0)) <= 100:  # type: ignore[arg-type]
+        raise ConfigError(f"percentile:{rest}: p must be in (0, 100]")
+    return PercentileSum(**options)  # type: ignore[arg-type]
+
+
+def _borg(rest: str) -> Policy:
+    options = _options(rest, {"f": float})
+    if not 0 < float(options.get("f", 0.9)) <= 1:  # type: ignore[arg-type]
+        raise ConfigError(f"borg:{rest}: f must be in (0, 1]")
+    return BorgFraction(**options)  # type: ignore[arg-type]
+
+
+def _max(rest: str) -> Policy:
+    return MaxOfTwo(**_options(rest, {"n": float, "p": float}))  # type: ignore[arg-type]
+
+
+def _oracle(rest: str) -> Policy:
+    if rest:
+        raise ConfigError(f"oracle:{rest}: the oracle takes no options")
+    return HindsightOracle()
+
+
+def _protohail(rest: str) -> Policy:
+    from strato.vm.protohail import ProtoHAIL
+
+    return ProtoHAIL.from_spec(rest)
+
+
+POLICIES: Registry[Callable[[str], Policy]] = Registry("policy")
+"""Policy name -> factory of the text after ``name:``."""
+POLICIES.register("fixed", _fixed)
+POLICIES.register("nsigma", _nsigma)
+POLICIES.register("percentile", _percentile)
+POLICIES.register("borg", _borg)
+POLICIES.register("max", _max)
+POLICIES.register("oracle", _oracle)
+POLICIES.register("protohail", _protohail)
+
+
 def parse_policy(spec: str) -> Policy:
     """``fixed:1.2``, ``nsigma:n=3``, ``percentile:p=99``, ``borg:f=0.9``, ``max:n=3,p=99``, ``oracle``,
     ``protohail[:k=12,safety=0.1,history-days=7]``, ``protohail:model=PATH``."""
-    kind, _, rest = spec.partition(":")
-    if kind == "fixed":
-        try:
-            ratio = float(rest or 1.2)
-        except ValueError:
-            raise ConfigError(f"fixed:{rest!r}: the ratio must be a number like 1.2") from None
-        if ratio < 1.0:
-            raise ConfigError(f"fixed:{rest}: a ratio below 1.0 would sell fewer vCPUs than cores")
-        return FixedRatio(ratio)
-    if kind == "nsigma":
-        return NSigma(**_options(rest, {"n": float}))  # type: ignore[arg-type]
-    if kind == "percentile":
-        options = _options(rest, {"p": float})
-        if not 0 < float(options.get("p", 99.0)) <= 100:  # type: ignore[arg-type]
-            raise ConfigError(f"{spec}: p must be in (0, 100]")
-        return PercentileSum(**options)  # type: ignore[arg-type]
-    if kind == "borg":
-        options = _options(rest, {"f": float})
-        if not 0 < float(options.get("f", 0.9)) <= 1:  # type: ignore[arg-type]
-            raise ConfigError(f"{spec}: f must be in (0, 1]")
-        return BorgFraction(**options)  # type: ignore[arg-type]
-    if kind == "max":
-        return MaxOfTwo(**_options(rest, {"n": float, "p": float}))  # type: ignore[arg-type]
-    if kind == "oracle" and not rest:
-        return HindsightOracle()
-    if kind == "protohail":
-        from strato.vm.protohail import ProtoHAIL
-
-        return ProtoHAIL.from_spec(rest)
-    raise ConfigError(
-        f"unknown policy {spec!r}: use fixed:R, nsigma:n=N, percentile:p=P, borg:f=F, max:n=N,p=P, oracle, "
-        "protohail[:k=K,safety=S] or protohail:model=PATH"
-    )
+    kind, _, rest = spec.strip().partition(":")
+    return POLICIES.get(kind)(rest)
 
 
 STATIC_BASELINES = ("fixed:1.2", "nsigma:n=3", "percentile:p=99", "borg:f=0.9", "max:n=3,p=99")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from strato.core.registry import Registry
+from strato.core.specs import split_spec
 from strato.core.units import parse_duration
 from strato.errors import ConfigError
 from strato.faas.policies.base import NEVER, AppInfo, KeepAlivePolicy, Window
@@ -16,7 +18,8 @@ from strato.faas.policies.greedy_dual import GreedyDual
 from strato.faas.policies.hybrid import HybridHistogram
 
 PolicyFactory = Callable[[str | None, dict[str, str]], KeepAlivePolicy]
-_REGISTRY: dict[str, PolicyFactory] = {}
+POLICIES: Registry[PolicyFactory] = Registry("policy")
+"""Policy name -> ``factory(positional, params)``; new policies plug in with :func:`register_policy`."""
 
 PAPER_POLICY_SET: tuple[str, ...] = (
     "never-unload",
@@ -28,29 +31,13 @@ PAPER_POLICY_SET: tuple[str, ...] = (
 
 def register_policy(name: str, factory: PolicyFactory) -> None:
     """Make ``name[:arg][,k=v...]`` specs build policies with ``factory(arg, params)``."""
-    _REGISTRY[name] = factory
-
-
-def registered_policies() -> list[str]:
-    return sorted(_REGISTRY)
+    POLICIES.register(name, factory)
 
 
 def parse_policy(spec: str) -> KeepAlivePolicy:
     """Build a policy from a spec such as ``fixed:10m``, ``hybrid:range=2h,head=5`` or ``never-unload``."""
-    name, _, rest = spec.strip().partition(":")
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown policy {name!r} in {spec!r} (known: {', '.join(registered_policies())})")
-    positional: str | None = None
-    params: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in rest.split(","))):
-        key, eq, value = item.partition("=")
-        if eq:
-            params[key.strip()] = value.strip()
-        elif positional is None:
-            positional = item
-        else:
-            raise ConfigError(f"policy {spec!r} has more than one positional argument")
-    return _REGISTRY[name](positional, params)
+    parts = split_spec(spec, what="policy")
+    return POLICIES.get(parts.head)(parts.positional, dict(parts.params))
 
 
 def _no_params(name: str, positional: str | None, params: dict[str, str]) -> None:
@@ -120,14 +107,15 @@ def _hybrid(positional: str | None, params: dict[str, str]) -> KeepAlivePolicy:
     return HybridHistogram(**kwargs)  # type: ignore[arg-type]
 
 
-register_policy("fixed", _fixed)
-register_policy("never-unload", _never_unload)
-register_policy("greedy-dual", _greedy_dual)
-register_policy("hybrid", _hybrid)
+POLICIES.register("fixed", _fixed)
+POLICIES.register("never-unload", _never_unload)
+POLICIES.register("greedy-dual", _greedy_dual)
+POLICIES.register("hybrid", _hybrid)
 
 __all__ = [
     "NEVER",
     "PAPER_POLICY_SET",
+    "POLICIES",
     "AppInfo",
     "FixedKeepAlive",
     "GreedyDual",
@@ -136,5 +124,4 @@ __all__ = [
     "Window",
     "parse_policy",
     "register_policy",
-    "registered_policies",
 ]
