@@ -16,11 +16,13 @@ from strato.cli.faas import app as faas_app
 from strato.errors import ConfigError
 from strato.faas.keepalive import (
     compare_policies,
+    hybrid_rule_counts,
     invocations_before,
     repeat_invocations,
     simulate_after_warmup,
 )
-from strato.faas.policies import parse_policy
+from strato.faas.policies import HybridHistogram, parse_policy
+from strato.faas.policies.hybrid import RULES
 from strato.faas.results import KeepAliveRow
 from strato.faas.simulator import EventSimulator
 from strato.traces.azure2019 import read_azure2019
@@ -182,6 +184,7 @@ def test_rows_are_typed_and_json_ready():
         (["--warmup", "16"], "needs a unit"),
         (["--warmup", "3h"], "leaves nothing to measure"),
         (["--warmup", "ten"], "duration"),
+        (["--rules", "--json"], "leave out --json"),
     ],
 )
 def test_cli_warmup_errors_are_one_line_and_exit_2(args, message):
@@ -213,6 +216,14 @@ def test_cli_repeat_and_warmup_in_json():
     assert rows[0]["cold_starts"] == 0  # every app invoked after the warm-up was seen during it
 
 
+def test_cli_rules_table_names_every_rule():
+    done = CliRunner().invoke(
+        faas_app, ["simulate", "--trace", "synthetic:apps=20,minutes=120", "--policy", "hybrid", "--rules"]
+    )
+    assert done.exit_code == 0, done.output
+    assert all(rule in done.output for rule in RULES)
+
+
 def test_hybrid_4h_dominates_fixed_10m_on_real_apps_with_history():
     if not REAL_APPS.exists():
         pytest.skip(f"real trace {REAL_APPS} is absent (it lives in ../shared/data beside the checkout)")
@@ -227,3 +238,37 @@ def test_hybrid_4h_dominates_fixed_10m_on_real_apps_with_history():
     assert hybrid.cold_start_pct_p75_app < fixed.cold_start_pct_p75_app
     assert hybrid.cold_starts < fixed.cold_starts
     assert hybrid.wasted_memory_normalized is not None and hybrid.wasted_memory_normalized < 100.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(1, 6 * 60 * 60 * S), min_size=0, max_size=40),
+    st.sampled_from(["hybrid", "hybrid:1h,min-samples=3", "hybrid:2h,cv=12", "hybrid:1h,arima=off"]),
+)
+def test_each_rule_gives_the_window_the_scalar_policy_gives(idle, spec):
+    policy = parse_policy(spec)
+    assert isinstance(policy, HybridHistogram)
+    idle_us = np.asarray(idle, dtype=np.int64)
+    prewarm, unload, rule = policy.batch_decisions(idle_us)
+    state = policy.new_state()
+    for i in range(idle_us.size + 1):
+        window = policy.decide(state)
+        assert (prewarm[i], unload[i]) == (window.prewarm_us, window.unload_us)
+        if RULES[rule[i]] in ("no history", "not representative"):
+            assert (window.prewarm_us, window.unload_us) == (0, policy.range_us)
+        if i < idle_us.size:
+            policy.on_idle_time(state, int(idle_us[i]))
+    assert (rule == RULES.index("no history")).sum() == min(policy.min_samples, idle_us.size + 1)
+
+
+def test_rule_counts_cover_the_idle_periods_begun_after_the_warmup():
+    # App 0 goes idle at 0, 30 and 35 min (still idle at the horizon); app 1 at 50 min.
+    inv = make_invocations([[(0, 0), (30 * MIN, 0), (35 * MIN, 0)], [(50 * MIN, 0)]], 60 * MIN)
+    policy = parse_policy("hybrid:1h,cv=0")
+    assert isinstance(policy, HybridHistogram)
+    everything = hybrid_rule_counts(inv, policy)
+    assert sum(everything.decisions) == 4
+    assert everything.decisions[RULES.index("no history")] == 2  # the first idle period of each app
+    after = hybrid_rule_counts(inv, policy, warmup_us=32 * MIN)
+    assert sum(after.decisions) == 2  # app 0 at 35 min, app 1 at 50 min
+    assert after.apps == (1, 0, 0, 1)

@@ -29,6 +29,21 @@ def print_keepalive_table(comparison: KeepAliveComparison) -> None:
     )
 
 
+def _print_rules_table(comparison: KeepAliveComparison) -> None:
+    from strato.faas.policies.hybrid import RULES
+
+    rows: list[dict[str, object]] = []
+    for counted in comparison.rules:
+        row: dict[str, object] = {"policy": counted.policy, "decisions": sum(counted.decisions)}
+        for index, (rule, share) in enumerate(counted.decision_shares().items()):
+            row[rule] = f"{100.0 * share:.2f} % ({counted.apps[index]:,} apps)"
+        rows.append(row)
+    columns = [("policy", "policy"), ("decisions", "idle periods"), *((rule, rule) for rule in RULES)]
+    print_table(
+        rows, columns, title="rule behind each hybrid decision: % of idle periods (apps it decided for)"
+    )
+
+
 def _duration_with_unit(text: str, option: str) -> float:
     """Seconds for ``text``, which must name its unit: a bare 16 could mean minutes or hours."""
     try:
@@ -73,6 +88,9 @@ def simulate(
             help="Learn from but do not count this first stretch of the (repeated) trace; with a unit: 16h"
         ),
     ] = None,
+    rules: Annotated[
+        bool, typer.Option("--rules", help="Also show which rule made the hybrid policies' decisions")
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON")] = False,
     plot: Annotated[Path | None, typer.Option(help="Write the trade-off figure (PNG) here")] = None,
 ) -> None:
@@ -82,6 +100,8 @@ def simulate(
     from strato.faas.policies import PAPER_POLICY_SET
     from strato.traces.loader import load_workload
 
+    if rules and json_output:
+        raise ConfigError("--rules prints a table; leave out --json")
     if durations not in ("sampled", "mean"):
         raise ConfigError(f"--durations must be 'sampled' or 'mean', not {durations!r}")
     capacity = parse_size_mb(memory_capacity, default_unit="mib") if memory_capacity else None
@@ -97,6 +117,7 @@ def simulate(
         cold_start_s=parse_duration(cold_start),
         repeat=repeat,
         warmup_s=_duration_with_unit(warmup, "--warmup") if warmup is not None else 0.0,
+        count_rules=rules,
         show_progress=False if json_output else None,
     )
     if plot is not None:
@@ -106,6 +127,8 @@ def simulate(
         print_json([row.to_json() for row in comparison.rows])
         return
     print_keepalive_table(comparison)
+    if comparison.rules:
+        _print_rules_table(comparison)
     for note in workload.notes:
         console.print(f"note: {note}", style="dim")
     if plot is not None:

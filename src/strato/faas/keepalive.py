@@ -30,9 +30,25 @@ from strato.core.report import new_figure
 from strato.core.units import format_duration
 from strato.errors import ConfigError
 from strato.faas.policies import PAPER_POLICY_SET, KeepAlivePolicy, parse_policy
+from strato.faas.policies.hybrid import RULES, HybridHistogram
 from strato.faas.results import BASELINE_POLICY, KeepAliveRow, PolicyResult, summarise
-from strato.faas.simulator import simulate
+from strato.faas.simulator import IdleProfile, simulate
 from strato.traces.model import DurationMode, Invocations, Workload
+
+
+@dataclass(frozen=True)
+class RuleCounts:
+    """Which rule of a hybrid policy decided its idle periods (indices as in :data:`hybrid.RULES`)."""
+
+    policy: str
+    decisions: tuple[int, ...]
+    """Idle periods decided by each rule."""
+    apps: tuple[int, ...]
+    """Applications with at least one idle period decided by each rule."""
+
+    def decision_shares(self) -> dict[str, float]:
+        total = sum(self.decisions)
+        return {rule: n / total if total else 0.0 for rule, n in zip(RULES, self.decisions, strict=True)}
 
 
 @dataclass(frozen=True)
@@ -46,6 +62,8 @@ class KeepAliveComparison:
     warmup_s: float = 0.0
     measured_s: float = 0.0
     """Length of the counted period: the repeated trace's horizon less the warm-up."""
+    rules: tuple[RuleCounts, ...] = ()
+    """For each hybrid policy asked, when ``count_rules`` was set: which rule made its decisions."""
 
     def row(self, policy: str) -> KeepAliveRow:
         for row in self.rows:
@@ -128,6 +146,35 @@ def simulate_after_warmup(
     return [full.after(before) for full, before in zip(results, prefix, strict=True)]
 
 
+def hybrid_rule_counts(
+    invocations: Invocations, policy: HybridHistogram, *, warmup_us: int = 0
+) -> RuleCounts:
+    """Count the rules behind the policy's decisions on idle periods that begin at or after ``warmup_us``.
+
+    One decision per idle period: every completed one, and the one still open at the horizon. As for the
+    metrics, the count is the full run's less the warm-up prefix's.
+    """
+
+    def per_app(replayed: Invocations) -> NDArray[np.int64]:
+        profile = IdleProfile.from_invocations(replayed)
+        counts = np.zeros((profile.n_apps, len(RULES)), dtype=np.int64)
+        for app in np.flatnonzero(profile.app_invocations):
+            gaps = profile.gap_us[profile.gap_bounds[app] : profile.gap_bounds[app + 1]]
+            _, _, rule = policy.batch_decisions(gaps)
+            # The last decision governs the open idle period, which exists only if the app is idle then.
+            counts[app] = np.bincount(rule if profile.tail_us[app] > 0 else rule[:-1], minlength=len(RULES))
+        return counts
+
+    counts = per_app(invocations)
+    if warmup_us > 0:
+        counts -= per_app(invocations_before(invocations, warmup_us))
+    return RuleCounts(
+        policy.name,
+        decisions=tuple(int(x) for x in counts.sum(axis=0)),
+        apps=tuple(int(x) for x in np.count_nonzero(counts, axis=0)),
+    )
+
+
 def compare_policies(
     workload: Workload,
     specs: Sequence[str] = PAPER_POLICY_SET,
@@ -138,11 +185,13 @@ def compare_policies(
     cold_start_s: float = 1.0,
     repeat: int = 1,
     warmup_s: float = 0.0,
+    count_rules: bool = False,
     show_progress: bool | None = None,
 ) -> KeepAliveComparison:
     """Simulate every policy in ``specs`` on ``workload`` (plus fixed 10 min for the normalisation).
 
-    ``repeat`` and ``warmup_s`` are described in the module docstring.
+    ``repeat`` and ``warmup_s`` are described in the module docstring; ``count_rules`` also counts which
+    rule made each hybrid policy's decisions after the warm-up (:func:`hybrid_rule_counts`).
     """
     if not specs:
         raise ConfigError("no policy to simulate")
@@ -171,6 +220,11 @@ def compare_policies(
     )
     baseline = next(r for r in results if r.policy == BASELINE_POLICY)
     asked = results[: len(names)]
+    rules = tuple(
+        hybrid_rule_counts(invocations, policy, warmup_us=warmup_us)
+        for policy in policies[: len(names)]
+        if count_rules and isinstance(policy, HybridHistogram)
+    )
     return KeepAliveComparison(
         workload=workload.name,
         results=asked,
@@ -178,6 +232,7 @@ def compare_policies(
         repeat=repeat,
         warmup_s=warmup_s,
         measured_s=(invocations.horizon_us - warmup_us) / 1e6,
+        rules=rules,
     )
 
 

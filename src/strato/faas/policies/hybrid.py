@@ -38,6 +38,12 @@ _CHUNK_CELLS = 2_000_000
 """Largest (decisions x distinct bins) block the batch path materialises at once."""
 
 
+RULES: tuple[str, ...] = ("no history", "out of bound (ARIMA)", "not representative", "histogram")
+"""Which rule decides a window: (1) too few idle times, (2) mostly out of bound, (3) a histogram whose bin
+counts vary too little (CV below the threshold; with ARIMA off, also one with nothing in bound), (4) the
+histogram's head and tail."""
+
+
 @dataclass
 class _HybridState:
     counts: NDArray[np.int64]
@@ -169,6 +175,13 @@ class HybridHistogram(KeepAlivePolicy):
 
     # -- vectorised path: the fast simulator ---------------------------------------------------------
     def batch_windows(self, idle_us: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        prewarm, unload, _ = self.batch_decisions(idle_us)
+        return prewarm, unload
+
+    def batch_decisions(
+        self, idle_us: NDArray[np.int64]
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int8]]:
+        """:meth:`batch_windows` plus, per decision, the rule that made it (an index into :data:`RULES`)."""
         n = idle_us.size
         bins = idle_us // self.bin_us
         in_bound_mask = bins < self.n_bins
@@ -179,19 +192,26 @@ class HybridHistogram(KeepAlivePolicy):
 
         prewarm = np.zeros(n + 1, dtype=np.int64)
         unload = np.full(n + 1, self.range_us, dtype=np.int64)
+        rule = np.full(n + 1, RULES.index("no history"), dtype=np.int8)
 
+        learned = (total >= self.min_samples) & (total > 0)
         arima_mode = (
-            (total >= self.min_samples) & (total > 0) & (out_of_bound >= self.oob_threshold * total)
+            learned & (out_of_bound >= self.oob_threshold * total)
             if self.use_arima
             else np.zeros(n + 1, dtype=bool)
         )
-        histogram_candidate = (total >= self.min_samples) & (total > 0) & ~arima_mode & (in_bound > 0)
+        rule[learned] = RULES.index("not representative")
+        histogram_candidate = learned & ~arima_mode & (in_bound > 0)
         if histogram_candidate.any():
-            self._fill_histogram_windows(bins, in_bound_mask, in_bound, histogram_candidate, prewarm, unload)
+            chosen = self._fill_histogram_windows(
+                bins, in_bound_mask, in_bound, histogram_candidate, prewarm, unload
+            )
+            rule[chosen] = RULES.index("histogram")
+        rule[arima_mode] = RULES.index("out of bound (ARIMA)")
         for i in np.flatnonzero(arima_mode):
             window = self._arima_window(idle_us[:i])
             prewarm[i], unload[i] = window.prewarm_us, window.unload_us
-        return prewarm, unload
+        return prewarm, unload, rule
 
     def _fill_histogram_windows(
         self,
@@ -201,8 +221,9 @@ class HybridHistogram(KeepAlivePolicy):
         candidate: NDArray[np.bool_],
         prewarm: NDArray[np.int64],
         unload: NDArray[np.int64],
-    ) -> None:
-        """Histogram windows for the decisions in ``candidate`` (CV check included), in place.
+    ) -> NDArray[np.int64]:
+        """Histogram windows for the decisions in ``candidate`` (CV check included), in place; returns the
+        decisions that passed the CV check.
 
         Decision ``i`` sees the idle times before ``i``. Only the bins this app ever uses are tracked, so
         the prefix-count matrix is (decisions x distinct bins), built in row chunks to bound memory.
@@ -213,6 +234,7 @@ class HybridHistogram(KeepAlivePolicy):
         rows_per_chunk = max(1, _CHUNK_CELLS // n_cols)
         carry = np.zeros(n_cols, dtype=np.int64)
         n_decisions = bins.size + 1
+        passed: list[NDArray[np.int64]] = []
         for start in range(0, n_decisions, rows_per_chunk):
             stop = min(n_decisions, start + rows_per_chunk)
             # prefix[r] = counts of idle times [0, start + r); build increments for gaps start..stop-2.
@@ -239,6 +261,7 @@ class HybridHistogram(KeepAlivePolicy):
                 continue
             counts, n_in = counts[representative], n_in[representative]
             decision = start + chosen[representative]
+            passed.append(decision)
             cumulative = 100 * np.cumsum(counts, axis=1)
             head = distinct[np.argmax(cumulative >= (self.head_pct * n_in)[:, None], axis=1)]
             tail = distinct[np.argmax(cumulative >= (self.tail_pct * n_in)[:, None], axis=1)]
@@ -246,3 +269,4 @@ class HybridHistogram(KeepAlivePolicy):
             tail_us = ((tail + 1) * self.bin_us).astype(np.float64)
             prewarm[decision] = np.floor(head_us * self.head_factor).astype(np.int64)
             unload[decision] = np.ceil(tail_us * self.tail_factor).astype(np.int64)
+        return np.concatenate(passed) if passed else np.zeros(0, dtype=np.int64)
