@@ -99,8 +99,8 @@ def test_fixed_keepalive_unloads_after_its_window(tmp_path: Path) -> None:
         await asyncio.sleep(0.3)
         assert function.live() == []
         assert await call(node) == 200
-        assert function.stats.cold_starts == 2
-        assert function.stats.unloads == 1
+        assert node.report("f0").cold_starts == 2
+        assert node.report("f0").unloads == 1
 
     run_node(tmp_path, FixedKeepAlive(0.3), body)
 
@@ -116,8 +116,8 @@ def test_prewarm_window_unloads_at_idle_and_loads_again_before_the_next_call(tmp
         await asyncio.sleep(0.35)
         assert len(function.live()) == 1, "the pre-warm time loads it again"
         assert await call(node) == 200
-        assert function.stats.cold_starts == 1
-        assert function.stats.prewarms == 1
+        assert node.report("f0").cold_starts == 1
+        assert node.report("f0").prewarms == 1
         await asyncio.sleep(0.05)
         assert function.live() == []
         await asyncio.sleep(1.0)
@@ -160,11 +160,16 @@ def test_no_502_when_unloading_races_invocations(tmp_path: Path) -> None:
             statuses.extend(await asyncio.gather(*burst))
             await asyncio.sleep(rng.choice([0.0, 0.0005, 0.001, 0.002, 0.004]))
 
-    node = run_node(tmp_path, FixedKeepAlive(0.001), body)
-    function = node.functions["f0"]
+    reports = []
+
+    async def checked(node: Node) -> None:
+        await body(node)
+        reports.append(node.report("f0"))
+
+    run_node(tmp_path, FixedKeepAlive(0.001), checked)
     assert set(statuses) == {200}
-    assert function.stats.unloads > 10, "the test must actually race unloads"
-    assert function.stats.invocations == len(statuses)
+    assert reports[0].unloads > 10, "the test must actually race unloads"
+    assert reports[0].invocations == len(statuses)
 
 
 def test_memory_budget_evicts_least_recently_used_first(tmp_path: Path) -> None:
@@ -175,7 +180,7 @@ def test_memory_budget_evicts_least_recently_used_first(tmp_path: Path) -> None:
         assert node.used_mb == 256
         assert await call(node, "f2") == 200
         assert node.used_mb == 256
-        assert node.functions["f0"].stats.evictions == 1
+        assert node.report("f0").evictions == 1
         assert node.functions["f1"].live() and node.functions["f2"].live()
 
     run_node(tmp_path, NeverUnload(), body, budget_mb=300, functions=3)
@@ -187,8 +192,8 @@ def test_memory_budget_evicts_by_greedy_dual_priority(tmp_path: Path) -> None:
             assert await call(node, "f0") == 200  # frequent: high priority
         assert await call(node, "f1") == 200
         assert await call(node, "f2") == 200
-        assert node.functions["f1"].stats.evictions == 1
-        assert node.functions["f0"].stats.evictions == 0
+        assert node.report("f1").evictions == 1
+        assert node.report("f0").evictions == 0
 
     run_node(tmp_path, GreedyDual(), body, budget_mb=300, functions=3)
 

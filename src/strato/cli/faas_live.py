@@ -126,14 +126,14 @@ def register(app: typer.Typer) -> None:
         from strato.faas.live.gateway import GatewayConfig, default_state_dir, run
         from strato.faas.live.httpio import ServerLimits
         from strato.faas.live.isolation import probe_host
-        from strato.faas.live.platform import NodeConfig
+        from strato.faas.live.platform import NodeConfig, backend_name, spawn_mode
 
         state = (state_dir or default_state_dir()).resolve()
         budget = parse_size_mb(memory_budget, default_unit="mib") if memory_budget else math.inf
         node = NodeConfig(
             state_dir=state,
-            backend=backend,
-            spawn=spawn,
+            backend=backend_name(backend),
+            spawn=spawn_mode(spawn),
             policy=policy,
             time_scale=time_scale,
             memory_budget_mb=budget,

@@ -161,6 +161,7 @@ class AppCounters:
     rejections: int = 0
     prewarms: int = 0
     unloads: int = 0
+    """Unloads the policy chose (at idle or at the end of a window); evictions are counted apart."""
     evictions: int = 0
     wasted_us: int = 0
     """Time loaded while idle."""
@@ -264,9 +265,11 @@ class KeepAliveCore:
         a.idle_since = now
         window = self.policy.decide(a.state)
         was_loaded = self.loaded(app)
+        unload_now = was_loaded and (window.empty or window.prewarm_us > 0)
+        a.counters.unloads += unload_now
         if window.empty:
             self._unload(a)
-            return IdleDecision(was_loaded, ())
+            return IdleDecision(unload_now, ())
         timers: list[Timer] = []
         if window.prewarm_us > 0:
             self._unload(a)
@@ -277,7 +280,7 @@ class KeepAliveCore:
             self._mark_idle(a)
         if window.unload_us != NEVER:
             timers.append(Timer(Phase.UNLOAD, a.unload_at, a.epoch))
-        return IdleDecision(was_loaded and window.prewarm_us > 0, tuple(timers))
+        return IdleDecision(unload_now, tuple(timers))
 
     def fire(self, app: int, timer: Timer, now: int) -> bool:
         """A timer went off; True when it changed something (pre-warm: the app was loaded and the engine

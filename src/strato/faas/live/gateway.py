@@ -41,8 +41,9 @@ from strato.faas.live.httpio import (
     error_response,
     json_response,
 )
+from strato.faas.live.instances import InvokeFailed
 from strato.faas.live.loop import new_event_loop
-from strato.faas.live.platform import InvokeFailed, Node, NodeConfig, spec_json_response
+from strato.faas.live.platform import Node, NodeConfig, spec_json_response
 from strato.faas.live.registry import (
     DeployError,
     FunctionStore,

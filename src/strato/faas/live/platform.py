@@ -1,84 +1,112 @@
-"""The live platform's node: function instances, keep-alive driven by a policy object, a memory budget.
+"""The live platform's node: functions, their instances, and keep-alive through the shared core.
 
-The node is the engine around a :class:`~strato.faas.policies.base.KeepAlivePolicy`, exactly as the
-simulators are: it tells the policy what happened (an invocation arrived, an idle time ended, the app was
-unloaded) and carries out its windows with timers. The unit of decision is the function (the paper's
-application). Time is scaled: with ``time_scale = 60`` a policy's 10-minute window lasts 10 real seconds
-and every duration the policy observes is multiplied by 60, so a replay is the trace in miniature.
+The node drives the same :class:`~strato.faas.keepalive_core.KeepAliveCore` as the event simulator, with
+event-loop timers instead of kernel timers: it reports arrivals, the end of each invocation and its timers
+in *policy time* (real time x ``time_scale``, from an injectable :class:`~strato.faas.live.clock.PolicyClock`)
+and carries out what the core answers by starting and stopping real instances. The unit of decision is the
+function (the paper's application): with ``time_scale = 60`` a policy's 10-minute window lasts 10 real
+seconds, so a replay is the trace in miniature.
+
+A function can run several instances (scale-out). To the core it is *loaded* while any instance lives
+(starting ones included) and *busy* while any invocation of it runs; every instance holds its own memory
+of the one budget, reserved through the core when it starts (the first by the cold arrival, further ones
+as scale-out, evicting idle functions exactly as a cold start does) and given back when it stops. An
+invocation whose cold start cannot get memory is rejected with 503; so is a scale-out that cannot (the
+invocation was admitted warm; it counts as an error, not as a rejection). Wasted memory is the memory
+held while the function as a whole is idle: an idle instance beside a busy one is not waste.
 
 Everything that changes an instance's state runs on the event loop thread, so "pick a warm instance" and
 "unload an idle instance" can never interleave: an invocation that arrives while its function is being
 unloaded finds no instance and starts a new one instead of racing the one going away (no 502).
+
+The parts live beside this module: ``instances`` (an instance, its channel, spawning), ``dispatch`` (the
+lean and faasd backends), ``nodestats`` (reports and Prometheus metrics), ``clock`` (policy time).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
-import json
 import math
-import os
 import secrets
-import signal
-import socket
-import sys
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from strato.errors import ConfigError
-from strato.faas.live import frames
-from strato.faas.live.forkserver import ForkServerClient
-from strato.faas.live.frames import HOP_BY_HOP
+from strato.faas.keepalive_core import IdleDecision, KeepAliveCore, Phase, Timer
+from strato.faas.live.clock import PolicyClock, ScaledClock
+from strato.faas.live.dispatch import INTERNAL_HEADER_PREFIX, Backend, FaasdBackend, Invocation, LeanBackend
 from strato.faas.live.httpio import (
     DEFAULT_MAX_RESPONSE,
     AnyResponse,
-    BodySink,
-    ClientPool,
-    InvalidResponse,
     RawResponse,
     Response,
     StreamedResponse,
-    check_header_block,
-    check_status,
     error_response,
     json_response,
 )
+from strato.faas.live.instances import (
+    FunctionState,
+    Instance,
+    InstanceDied,
+    InstanceMisbehaved,
+    InvokeFailed,
+    ResultStream,
+    Spawner,
+    StartReason,
+    fail_waiters,
+    kill_strays,
+)
 from strato.faas.live.isolation import (
     HostSupport,
-    InstanceCgroup,
     SandboxError,
     cleanup_cgroup_base,
-    function_uid,
     probe_host,
     reap_stale_cgroup_bases,
 )
-from strato.faas.live.logs import FunctionLog, InstanceLog
-from strato.faas.live.metrics import Labels, Registry, labels
+from strato.faas.live.logs import FunctionLog
+from strato.faas.live.nodestats import FunctionReport, NodeMetrics
 from strato.faas.live.registry import FunctionSpec, FunctionStore
-from strato.faas.live.runtime import FATAL_HEADER, InstanceSpec, helper_environment
+from strato.faas.live.runtime import FATAL_HEADER
 from strato.faas.policies import parse_policy
-from strato.faas.policies.base import NEVER, AppInfo, KeepAlivePolicy
+from strato.faas.policies.base import KeepAlivePolicy
 
-BACKENDS = ("lean", "faasd")
-SPAWN_MODES = ("fork", "fresh")
-START_TIMEOUT_S = 30.0
-ZYGOTES = 2
-"""Pre-forked children the fork-server keeps in their own memory cgroups (see forkserver)."""
-INTERNAL_HEADER_PREFIX = "x-strato-"
+BackendName = Literal["lean", "faasd"]
+SpawnMode = Literal["fork", "fresh"]
+KeepAliveEvent = Literal["unload", "prewarm", "evict"]
+BACKENDS: tuple[BackendName, ...] = ("lean", "faasd")
+SPAWN_MODES: tuple[SpawnMode, ...] = ("fork", "fresh")
 SWEEP_INTERVAL_S = 1.0
 LOG_RATE = 1024 * 1024
 """Bytes a second an instance may write to its log before its writes block (logs.InstanceLog)."""
 
 
+def backend_name(value: str) -> BackendName:
+    """``value`` as a backend name, or a ConfigError listing the backends."""
+    for name in BACKENDS:
+        if value == name:
+            return name
+    raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, not {value!r}")
+
+
+def spawn_mode(value: str) -> SpawnMode:
+    """``value`` as a spawn mode, or a ConfigError listing the modes."""
+    for mode in SPAWN_MODES:
+        if value == mode:
+            return mode
+    raise ConfigError(f"spawn must be one of {', '.join(SPAWN_MODES)}, not {value!r}")
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     state_dir: Path
-    backend: str = "lean"
-    spawn: str = "fork"
+    backend: BackendName = "lean"
+    spawn: SpawnMode = "fork"
     policy: str = "fixed:10m"
     time_scale: float = 1.0
     memory_budget_mb: float = math.inf
@@ -92,10 +120,8 @@ class NodeConfig:
     """Bytes of a function's log kept on disk (plus one rotated file)."""
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
-        if self.spawn not in SPAWN_MODES:
-            raise ConfigError(f"spawn must be one of {', '.join(SPAWN_MODES)}, not {self.spawn!r}")
+        backend_name(self.backend)
+        spawn_mode(self.spawn)
         if not self.time_scale > 0:
             raise ConfigError("time scale must be positive")
         if not self.memory_budget_mb > 0:
@@ -104,446 +130,49 @@ class NodeConfig:
             raise ConfigError("the response, pids and log limits must be positive")
 
 
-Invocation = tuple[str, str, dict[str, str], bytes, bytes | None]
-"""method, target as the function sees it, headers (checked by the gateway's parser), body, and the
-header lines to pass on as the parser rendered them (None: render them from ``headers``)."""
-
-
-def _request_head(
-    method: str, target: str, headers: dict[str, str], body: bytes, forward: bytes | None
-) -> bytes:
-    """The head an instance gets: the gateway's own rendering of a request it parsed strictly, without
-    framing headers (the body travels whole) or the platform's ``X-Strato-*`` headers."""
-    if forward is None:
-        forward = "\r\n".join(
-            f"{name}: {value}"
-            for name, value in headers.items()
-            if name not in HOP_BY_HOP and not name.startswith(INTERNAL_HEADER_PREFIX)
-        ).encode("latin-1")
-    separator = b"\r\n" if forward else b""
-    return b"%s %s HTTP/1.1\r\n%s%scontent-length: %d" % (
-        method.encode("ascii"),
-        target.encode("latin-1"),
-        forward,
-        separator,
-        len(body),
-    )
-
-
-class InvokeFailed(Exception):
-    """An invocation the gateway answers with an error status."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class InstanceDied(ConnectionError):
-    pass
-
-
-class InstanceMisbehaved(ConnectionError):
-    """The instance broke the frame protocol (sizes over the limits, a malformed result): it is killed."""
-
-
-STREAM_ABOVE = 256 * 1024
-"""Result bodies larger than this are forwarded to the client as they arrive instead of being buffered."""
-
-
-class Instance:
-    """One running copy of a function: an OS process (group) and the gateway's socket to it."""
-
-    def __init__(self, function: FunctionState, instance_id: str) -> None:
-        self.function = function
-        self.spec = function.spec
-        self.id = instance_id
-        self.state = "starting"
-        self.inflight = 0
-        self.pid: int | None = None
-        self.port: int | None = None
-        self.channel: InstanceChannel | None = None
-        self.cgroup: InstanceCgroup | None = None
-        self.cgroup_joined = False
-        self.fatal = False
-        """The instance said it exits after its current answer (e.g. its CPU-time limit was hit)."""
-        self.started_at = 0.0
-        self.ready_at = 0.0
-        self.idle_since: float | None = None
-        self.process: asyncio.subprocess.Process | None = None
-        self.hop_secret = secrets.token_urlsafe(16)
-        self.function_pid: int | None = None
-        """faasd: the function process's pid inside the instance's pid namespace (allowed to stay)."""
-
-    def kill(self) -> None:
-        if self.pid is not None and self.channel is not None and not self.channel.closed:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, signal.SIGKILL)
-
-
-class ResultStream:
-    """A result body on its way from an instance to a client, never buffered whole (a BodySource)."""
-
-    def __init__(self, channel: InstanceChannel, length: int) -> None:
-        self.channel = channel
-        self.remaining = length
-        self.sink: BodySink | None = None
-        self.early: list[bytes] = []
-        self.abandoned = False
-        self.ended = False
-        self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.progressed_at = time.perf_counter()
-
-    def feed(self, data: bytes) -> bytes:
-        """Take this stream's part of ``data``; returns what follows the body."""
-        self.progressed_at = time.perf_counter()
-        take, rest = (
-            (data, b"") if len(data) <= self.remaining else (data[: self.remaining], data[self.remaining :])
-        )
-        self.remaining -= len(take)
-        if self.sink is not None:
-            self.sink.body_data(take)
-        elif not self.abandoned:
-            self.early.append(take)
-        if self.remaining == 0:
-            self._end()
-        return rest
-
-    def _end(self) -> None:
-        self.ended = True
-        self.channel.stream_done(self)
-        if self.sink is not None:
-            self.sink.body_end()
-        if not self.finished.done():
-            self.finished.set_result(None)
-
-    def fail(self) -> None:
-        """The instance went away mid-body."""
-        self.ended = True
-        sink, self.sink = self.sink, None
-        if sink is not None:
-            sink.body_abort()
-        if not self.finished.done():
-            self.finished.set_result(None)
-
-    def attach(self, sink: BodySink) -> None:
-        self.sink = sink
-        for data in self.early:
-            sink.body_data(data)
-        self.early.clear()
-        if self.ended:
-            sink.body_end() if self.remaining == 0 else sink.body_abort()
-        else:
-            self.channel.resume_reading()
-
-    def pause(self) -> None:
-        self.channel.pause_reading()
-
-    def resume(self) -> None:
-        self.channel.resume_reading()
-
-    def abandon(self) -> None:
-        self.abandoned = True
-        self.sink = None
-        self.early.clear()
-        self.channel.resume_reading()
-
-
-class InstanceChannel(asyncio.Protocol):
-    """The gateway's end of an instance's control socket (and, for the lean backend, its data path).
-
-    Everything read here comes from code the platform does not trust: sizes are checked before anything
-    is buffered, results are parsed and checked, and an instance that breaks the protocol is killed."""
-
-    def __init__(self, node: Node, instance: Instance) -> None:
-        self.node = node
-        self.instance = instance
-        self.max_response = node.config.max_response
-        self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.pending: dict[int, asyncio.Future[AnyResponse]] = {}
-        self.ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self.ids = itertools.count(1)
-        self.closed = False
-        self.stream: ResultStream | None = None
-        self.violation: str | None = None
-        self.paused = False
-        """Reading is paused: a client takes a streamed body slowly, or has not taken it yet."""
-        self.checked_meta: tuple[bytes, tuple[int, bytes] | None] = (b"\x00", None)
-        """The last result status and header lines from this instance, and their checked form."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.Transport without subclassing it.
-        self.transport = cast(asyncio.Transport, transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if self.stream is not None:
-            stream, self.stream = self.stream, None
-            stream.fail()
-        died: ConnectionError = (
-            InstanceMisbehaved(self.violation)
-            if self.violation
-            else InstanceDied(f"instance {self.instance.id} exited")
-        )
-        if not self.ready.done():
-            self.ready.set_exception(died)
-        for future in self.pending.values():
-            if not future.done():
-                future.set_exception(died)
-        self.pending.clear()
-        self.node.instance_gone(self.instance)
-
-    def send(self, kind: int, meta: bytes, body: bytes = b"") -> None:
-        assert self.transport is not None
-        self.transport.write(frames.encode(0, kind, meta, body))
-
-    def invoke(self, kind: int, head: bytes, body: bytes) -> asyncio.Future[AnyResponse]:
-        if self.closed or self.transport is None:
-            raise InstanceDied(f"instance {self.instance.id} is gone")
-        request_id = next(self.ids)
-        future: asyncio.Future[AnyResponse] = asyncio.get_running_loop().create_future()
-        self.pending[request_id] = future
-        self.transport.write(frames.encode(request_id, kind, head, body))
-        return future
-
-    def buffered_bytes(self) -> int:
-        stream = self.stream
-        return len(self.buffer) + (sum(map(len, stream.early)) if stream is not None else 0)
-
-    def pause_reading(self) -> None:
-        if self.transport is not None and not self.closed:
-            self.paused = True
-            self.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self.transport is not None and not self.closed:
-            self.paused = False
-            if self.stream is not None:
-                self.stream.progressed_at = time.perf_counter()
-            self.transport.resume_reading()
-
-    def stream_done(self, stream: ResultStream) -> None:
-        if self.stream is stream:
-            self.stream = None
-        self.resume_reading()
-
-    def data_received(self, data: bytes) -> None:
-        if self.violation is not None:
-            return
-        if self.stream is not None:
-            data = self.stream.feed(data)
-            if not data:
-                return
-        buffer = self.buffer
-        buffer += data
-        header_size = frames.HEADER_SIZE
-        while len(buffer) >= header_size and self.violation is None:
-            request_id, kind, meta_size, body_size = frames.HEADER.unpack_from(buffer)
-            if kind not in (frames.RESULT, frames.READY, frames.LOAD_FAILED):
-                self.misbehave(f"sent a frame of unknown kind {kind}")
-                return
-            if meta_size > frames.MAX_META or body_size > self.max_response:
-                self.misbehave(
-                    f"sent a response of {body_size} bytes with {meta_size} bytes of headers; the limits "
-                    f"are {self.max_response} and {frames.MAX_META} bytes (--max-response)"
-                )
-                return
-            meta_end = header_size + meta_size
-            if kind == frames.RESULT and body_size > STREAM_ABOVE:
-                if len(buffer) < meta_end:
-                    return
-                meta = bytes(buffer[header_size:meta_end])
-                rest = bytes(buffer[meta_end:])
-                buffer.clear()
-                self._start_stream(request_id, meta, body_size)
-                if rest:
-                    self.data_received(rest)
-                return
-            end = meta_end + body_size
-            if len(buffer) < end:
-                return
-            meta = bytes(buffer[header_size:meta_end])
-            body = bytes(buffer[meta_end:end])
-            del buffer[:end]
-            if kind == frames.RESULT:
-                self._result(request_id, meta, body)
-            elif kind == frames.READY and not self.ready.done():
-                try:
-                    self.ready.set_result(_ready_info(meta))
-                except ValueError as error:
-                    self.misbehave(f"sent an unreadable READY ({error})")
-            elif kind == frames.LOAD_FAILED and not self.ready.done():
-                self.ready.set_exception(InvokeFailed(500, meta.decode(errors="replace")))
-
-    def _checked_result(self, meta: bytes) -> tuple[int, bytes] | None:
-        if meta == self.checked_meta[0]:
-            # A function answers with the same status and headers nearly every time: checked once.
-            return self.checked_meta[1]
-        parsed = frames.parse_result_meta(meta)
-        if parsed is None:
-            self.misbehave(f"sent a result with a malformed status line {meta[:40]!r}")
-            return None
-        status, fatal, block = parsed
-        if fatal:
-            self.instance.fatal = True
-        try:
-            checked = (check_status(status), check_header_block(block))
-        except InvalidResponse as error:
-            self.misbehave(f"returned an invalid response: {error}")
-            return None
-        if not fatal:
-            self.checked_meta = (meta, checked)
-        return checked
-
-    def _result(self, request_id: int, meta: bytes, body: bytes) -> None:
-        checked = self._checked_result(meta)
-        if checked is None:
-            return  # the instance is being killed; its requests fail when its socket closes
-        future = self.pending.pop(request_id, None)
-        if future is not None and not future.done():
-            future.set_result(RawResponse(checked[0], checked[1], body))
-
-    def _start_stream(self, request_id: int, meta: bytes, length: int) -> None:
-        checked = self._checked_result(meta)
-        if checked is None:
-            return
-        stream = ResultStream(self, length)
-        self.stream = stream
-        future = self.pending.pop(request_id, None)
-        if future is None or future.done():
-            stream.abandon()  # nobody waits for it any more (timed out): drop it as it comes
-            return
-        # Until a client connection takes the stream, the instance waits in its send.
-        self.pause_reading()
-        future.set_result(StreamedResponse(checked[0], checked[1], length, stream))
-
-    def misbehave(self, what: str) -> None:
-        self.violation = f"the instance of {self.instance.spec.name!r} {what}; it was killed"
-        self.node.log_for(self.instance.spec.name).event(self.instance.id, self.violation)
-        self.buffer.clear()
-        self.instance.kill()
-        if self.transport is not None:
-            self.transport.close()
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-
-def _fail_waiters(function: FunctionState, failure: InvokeFailed) -> None:
-    while function.waiters:
-        waiter = function.waiters.popleft()
-        if not waiter.done():
-            waiter.set_exception(failure)
-
-
-def _namespace_pid(pid: int) -> int | None:
-    """The pid of host process ``pid`` inside its own (innermost) pid namespace."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("NSpid:"):
-                    return int(line.split()[-1])
-    except (OSError, ValueError):
-        return None
-    return None
-
-
-def _ready_info(meta: bytes) -> dict[str, Any]:
-    info = json.loads(meta)
-    if not isinstance(info, dict):
-        raise ValueError("not a JSON object")
-    port, function_pid = info.get("port"), info.get("function_pid")
-    if port is not None and not (isinstance(port, int) and 0 < port < 65536):
-        raise ValueError(f"bad port {port!r}")
-    if function_pid is not None and not (isinstance(function_pid, int) and function_pid > 1):
-        raise ValueError(f"bad function pid {function_pid!r}")
-    return info
-
-
-@dataclass
-class FunctionStats:
-    invocations: int = 0
-    cold_starts: int = 0
-    scale_outs: int = 0
-    prewarms: int = 0
-    unloads: int = 0
-    evictions: int = 0
-    errors: int = 0
-    start_failures: int = 0
-    wasted_mb_s: float = 0.0
-    """Memory held by idle instances, in MiB x policy-time seconds."""
-
-
-@dataclass
-class FunctionState:
-    spec: FunctionSpec
-    policy_state: Any
-    instances: list[Instance] = field(default_factory=list)
-    inflight: int = 0
-    waiters: deque[asyncio.Future[Instance]] = field(default_factory=deque)
-    idle_since: float | None = None
-    timers: list[asyncio.TimerHandle] = field(default_factory=list)
-    rank: float | None = None
-    stats: FunctionStats = field(default_factory=FunctionStats)
-    retired: list[FunctionSpec] = field(default_factory=list)
-    removed: bool = False
-    last_released: Instance | None = None
-
-    def live(self) -> list[Instance]:
-        return [instance for instance in self.instances if instance.state != "stopping"]
-
-
 class Node:
-    """Instances, keep-alive and the memory budget of one machine."""
+    """Functions, their instances, keep-alive and the memory budget of one machine.
 
-    def __init__(self, config: NodeConfig, policy: KeepAlivePolicy | None = None) -> None:
+    ``clock`` and ``backend`` default to real time and the configured backend; tests pass a fake clock
+    and a backend that starts no processes."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        policy: KeepAlivePolicy | None = None,
+        *,
+        clock: PolicyClock | None = None,
+        backend: Backend | None = None,
+    ) -> None:
         self.config = config
         self.policy = policy or parse_policy(config.policy)
+        budget = config.memory_budget_mb
+        self.core = KeepAliveCore(self.policy, budget if math.isfinite(budget) else None)
+        self.policy_clock = clock or ScaledClock(config.time_scale)
         self.functions: dict[str, FunctionState] = {}
+        self.by_app: list[FunctionState] = []
+        """Functions by their core index (removed ones stay, forgotten by the core)."""
         self.logs: dict[str, FunctionLog] = {}
-        self._metric_keys: dict[tuple[str, int], tuple[Labels, Labels]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
-        self.provider_secret = secrets.token_urlsafe(32)
-        self.used_mb = 0.0
-        self.clock = 0.0
         self.ids = itertools.count(1)
-        self.support: HostSupport | None = probe_host() if config.sandbox else None
-        self.forkserver: ForkServerClient | None = None
-        self.provider: asyncio.subprocess.Process | None = None
-        self.provider_pool: ClientPool | None = None
+        self.support: HostSupport | None = probe_host() if config.sandbox and backend is None else None
+        if backend is None:
+            spawner = Spawner(self, config, self.support)
+            backend = (
+                LeanBackend(spawner)
+                if config.backend == "lean"
+                else FaasdBackend(spawner, config.max_response, secrets.token_urlsafe(32))
+            )
+        self.backend = backend
         self.started_at = 0.0
         self.start_samples: deque[float] = deque(maxlen=10_000)
         """Recent instance start times (spawn to handler loaded), for benchmarks."""
-        self.metrics = Registry()
-        self.m_invocations = self.metrics.counter(
-            "strato_faas_invocations_total", "Invocations answered, by function and HTTP status"
-        )
-        self.m_cold = self.metrics.counter(
-            "strato_faas_cold_starts_total", "Invocations that found their function unloaded"
-        )
-        self.m_latency = self.metrics.histogram(
-            "strato_faas_request_duration_seconds", "Gateway-measured invocation latency"
-        )
-        self.m_start = self.metrics.histogram(
-            "strato_faas_instance_start_seconds", "Time from spawn to handler loaded, by spawn mode"
-        )
-        self.m_events = self.metrics.counter(
-            "strato_faas_keepalive_events_total", "Keep-alive actions: unload, prewarm, evict"
-        )
-        self.metrics.gauge("strato_faas_instances", "Instances by function and state", self._instance_gauge)
-        self.metrics.gauge(
-            "strato_faas_memory_allocated_mb",
-            "Memory reserved by live instances",
-            lambda: [((), self.used_mb)],
-        )
-        self.metrics.gauge(
-            "strato_faas_memory_budget_mb",
-            "The node's memory budget",
-            lambda: (
-                [((), self.config.memory_budget_mb)] if math.isfinite(self.config.memory_budget_mb) else []
-            ),
-        )
+        self.prometheus = NodeMetrics(self._instance_gauge, lambda: self.used_mb, budget)
+        self.metrics = self.prometheus.registry
+
+    @property
+    def used_mb(self) -> float:
+        return self.core.budget.used_mb
 
     def buffered_bytes(self) -> int:
         return sum(
@@ -567,11 +196,7 @@ class Node:
         self.started_at = self.now()
         if self.support is not None:
             reap_stale_cgroup_bases(self.support)
-        if self.config.spawn == "fork":
-            zygotes = ZYGOTES if self.support is not None and self.support.cgroup else 0
-            self.forkserver = await ForkServerClient.start(self.support, zygotes=zygotes)
-        if self.config.backend == "faasd":
-            await self._start_provider()
+        await self.backend.start()
         self._sweeper = asyncio.get_running_loop().call_later(SWEEP_INTERVAL_S, self._sweep)
 
     def _sweep(self) -> None:
@@ -595,55 +220,13 @@ class Node:
                     and instance.idle_since is not None
                     and now - instance.idle_since >= SWEEP_INTERVAL_S
                 ):
-                    killed = self._kill_strays(instance)
+                    killed = kill_strays(instance)
                     if killed:
                         self.log_for(function.spec.name).event(
                             instance.id,
                             f"killed {killed} process(es) still running after the invocations ended",
                         )
         self._sweeper = asyncio.get_running_loop().call_later(SWEEP_INTERVAL_S, self._sweep)
-
-    def _kill_strays(self, instance: Instance) -> int:
-        """Kill every process of an idle instance but its waiter, the instance itself (pid 1 of its
-        namespace) and the faasd function process. Returns how many were killed."""
-        cgroup = instance.cgroup
-        if cgroup is None:
-            return 0
-        pids = cgroup.pids()
-        expected = 2 + (instance.function_pid is not None)
-        if len(pids) <= expected:
-            return 0
-        killed = 0
-        keep = {1, instance.function_pid}
-        for pid in pids:
-            if pid == instance.pid or _namespace_pid(pid) in keep:
-                continue
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-                killed += 1
-        return killed
-
-    async def _start_provider(self) -> None:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(512)
-        port = listener.getsockname()[1]
-        self.provider = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "strato.faas.live.provider",
-            str(listener.fileno()),
-            str(self.config.max_response),
-            pass_fds=(listener.fileno(),),
-            stdin=asyncio.subprocess.PIPE,
-        )
-        listener.close()
-        assert self.provider.stdin is not None
-        self.provider.stdin.write(self.provider_secret.encode() + b"\n")
-        await self.provider.stdin.drain()
-        self.provider.stdin.close()
-        self.provider_pool = ClientPool.tcp("127.0.0.1", port, max_response=self.config.max_response)
 
     async def stop(self) -> None:
         if self._sweeper is not None:
@@ -652,13 +235,7 @@ class Node:
             self._cancel_timers(function)
             for instance in list(function.instances):
                 self._stop_instance(instance)
-        if self.forkserver is not None:
-            await self.forkserver.stop()
-        if self.provider_pool is not None:
-            self.provider_pool.close()
-        if self.provider is not None:
-            self.provider.terminate()
-            await self.provider.wait()
+        await self.backend.stop()
         await asyncio.sleep(0.05)
         for function in self.functions.values():
             for instance in function.instances:
@@ -667,15 +244,8 @@ class Node:
         if self.support is not None:
             cleanup_cgroup_base(self.support)
 
-    # ---- time ------------------------------------------------------------------------------------
-
-    def policy_us(self, real_seconds: float) -> int:
-        return round(real_seconds * self.config.time_scale * 1e6)
-
-    def real_seconds(self, policy_us: int) -> float:
-        return math.inf if policy_us >= NEVER else policy_us / 1e6 / self.config.time_scale
-
     def now(self) -> float:
+        """Real time, for latencies and timeouts (keep-alive runs on ``policy_clock``)."""
         # Not loop.time(): uvloop's clock counts whole milliseconds, too coarse for cold starts.
         return time.perf_counter()
 
@@ -685,11 +255,13 @@ class Node:
         """Make ``spec`` the active version; instances of an older version retire as they go idle."""
         current = self.functions.get(spec.name)
         if current is None:
-            state = self.policy.new_state(AppInfo(spec.memory_mb))
-            self.functions[spec.name] = FunctionState(spec, state)
+            function = FunctionState(spec, self.core.register(spec.memory_mb))
+            self.by_app.append(function)
+            self.functions[spec.name] = function
             return
         current.retired.append(current.spec)
         current.spec = spec
+        self.core.set_memory(current.app, spec.memory_mb)
         for instance in list(current.instances):
             if instance.inflight == 0:
                 self._stop_instance(instance)
@@ -708,6 +280,7 @@ class Node:
             log.delete()
         function = self.functions.pop(name, None)
         if function is not None:
+            self.core.forget(function.app, self.policy_clock.now_us())
             function.removed = True
             function.retired.clear()
             self._cancel_timers(function)
@@ -746,8 +319,22 @@ class Node:
                 429, f"function {name!r} is at its concurrency limit of {spec.max_concurrency}", function=name
             )
         started = self.now()
-        function.stats.invocations += 1
-        self._on_arrival(function, started)
+        admission = self.core.arrive(function.app, self.policy_clock.now_us())
+        if admission.outcome == "rejected":
+            response = error_response(
+                503,
+                f"node memory budget of {self.config.memory_budget_mb:g} MiB is full; "
+                f"{name!r} needs {self.core.apps[function.app].memory_mb:g} MiB",
+                function=name,
+            )
+            self.prometheus.answered(name, response.status, self.now() - started)
+            return response
+        self._evicted(admission.evicted)
+        if function.inflight == 0:
+            self._cancel_timers(function)
+        if admission.outcome == "cold":
+            function.cold_reservation_mb = self.core.apps[function.app].memory_mb
+            self.prometheus.cold.inc(function=name)
         function.inflight += 1
         request = (method, target, headers, body, forward)
         instance = self._warm_instance(function)
@@ -775,22 +362,9 @@ class Node:
         """Send to ``instance``; the returned future resolves once the bookkeeping is done."""
         loop = asyncio.get_running_loop()
         outcome: asyncio.Future[AnyResponse] = loop.create_future()
-        method, target, headers, body, forward = request
         sent: asyncio.Future[Any]
         try:
-            if self.config.backend == "lean":
-                assert instance.channel is not None
-                sent = instance.channel.invoke(
-                    frames.INVOKE, _request_head(method, target, headers, body, forward), body
-                )
-            else:
-                assert self.provider_pool is not None
-                forwarded = {
-                    key: value for key, value in headers.items() if not key.startswith(INTERNAL_HEADER_PREFIX)
-                }
-                forwarded["X-Strato-Instance"] = instance.id
-                forwarded["X-Strato-Hop"] = self.provider_secret
-                sent = asyncio.ensure_future(self.provider_pool.request(method, target, forwarded, body))
+            sent = self.backend.send(instance, request)
         except InstanceDied:
             sent = loop.create_future()
             sent.set_exception(InstanceDied(f"instance {instance.id} is gone"))
@@ -890,17 +464,10 @@ class Node:
         function.inflight -= 1
         if instance is not None:
             self._release(instance)
-        name = function.spec.name
-        if function.inflight == 0 and self.functions.get(name) is function:
-            self._on_idle(function)
-        keys = self._metric_keys.get((name, response.status))
-        if keys is None:
-            keys = self._metric_keys[(name, response.status)] = (
-                labels(function=name, code=str(response.status)),
-                labels(function=name),
-            )
-        self.m_invocations.inc_key(keys[0])
-        self.m_latency.observe_key(keys[1], self.now() - started)
+        decision = self.core.end(function.app, self.policy_clock.now_us())
+        if decision is not None:
+            self._on_idle(function, decision)
+        self.prometheus.answered(function.spec.name, response.status, self.now() - started)
         return response
 
     def _warm_instance(self, function: FunctionState) -> Instance | None:
@@ -924,21 +491,6 @@ class Node:
                 return instance
         return None
 
-    def _on_arrival(self, function: FunctionState, now: float) -> None:
-        if function.inflight:
-            self.policy.on_invocation(function.policy_state, cold=False, clock=self.clock)
-            return
-        self._cancel_timers(function)
-        function.rank = None
-        if function.idle_since is not None:
-            self.policy.on_idle_time(function.policy_state, self.policy_us(now - function.idle_since))
-            function.idle_since = None
-        cold = not function.live()
-        if cold:
-            function.stats.cold_starts += 1
-            self.m_cold.inc(function=function.spec.name)
-        self.policy.on_invocation(function.policy_state, cold=cold, clock=self.clock)
-
     async def _acquire(self, function: FunctionState) -> Instance:
         if function.removed:
             # Removed between the request's arrival and now: its code is gone, do not start it.
@@ -954,7 +506,7 @@ class Node:
             len(function.waiters) > starting * function.spec.concurrency
             and len(function.live()) < function.spec.max_instances
         ):
-            reason = "scale-out" if function.live() else "cold"
+            reason: StartReason = "scale-out" if function.live() else "cold"
             try:
                 self._start_for_waiters(function, reason)
             except InvokeFailed:
@@ -963,8 +515,7 @@ class Node:
         return await waiter
 
     def _occupy(self, instance: Instance) -> None:
-        if instance.inflight == 0 and instance.idle_since is not None:
-            self._account_idle(instance, self.now())
+        instance.idle_since = None
         instance.inflight += 1
 
     def _release(self, instance: Instance) -> None:
@@ -994,11 +545,11 @@ class Node:
                     self._occupy(instance)
                     waiter.set_result(instance)
 
-    def _start_for_waiters(self, function: FunctionState, reason: str) -> None:
+    def _start_for_waiters(self, function: FunctionState, reason: StartReason) -> None:
         instance = self._new_instance(function, reason=reason)
         asyncio.get_running_loop().create_task(self._boot_for_waiters(instance, reason))
 
-    async def _boot_for_waiters(self, instance: Instance, reason: str) -> None:
+    async def _boot_for_waiters(self, instance: Instance, reason: StartReason) -> None:
         function = instance.function
         try:
             await self._boot(instance, reason)
@@ -1015,7 +566,7 @@ class Node:
                 other.state in ("starting", "ready") and other.spec is function.spec
                 for other in function.instances
             ):
-                _fail_waiters(function, failure)
+                fail_waiters(function, failure)
             return
         if instance.spec is not function.spec:
             self._stop_instance(instance)
@@ -1030,7 +581,7 @@ class Node:
         try:
             self._start_for_waiters(function, "cold")
         except InvokeFailed as failure:
-            _fail_waiters(function, failure)
+            fail_waiters(function, failure)
 
     # ---- instances -------------------------------------------------------------------------------
 
@@ -1038,89 +589,49 @@ class Node:
         """Start one instance of ``spec`` in its sandbox, which proves the code imports, then stop it.
 
         Raises InvokeFailed naming the problem (the import error, or an OOM kill while loading)."""
-        instance = await self.start_instance(FunctionState(spec, None), reason="trial", spec=spec)
+        instance = await self.start_instance(FunctionState(spec, -1), reason="trial", spec=spec)
         self._stop_instance(instance)
 
     async def start_instance(
-        self, function: FunctionState, *, reason: str, spec: FunctionSpec | None = None
+        self, function: FunctionState, *, reason: StartReason, spec: FunctionSpec | None = None
     ) -> Instance:
         """Spawn an instance and wait until its handler is loaded."""
         return await self._boot(self._new_instance(function, reason=reason, spec=spec), reason)
 
     def _new_instance(
-        self, function: FunctionState, *, reason: str, spec: FunctionSpec | None = None
+        self, function: FunctionState, *, reason: StartReason, spec: FunctionSpec | None = None
     ) -> Instance:
         """Reserve memory and count a starting instance, synchronously, so that every request deciding
-        whether to start another one sees it."""
+        whether to start another one sees it. A cold start uses what the core reserved at its arrival,
+        a pre-warm what the core reserved when its timer fired; any other start asks the core now."""
         spec = spec or function.spec
-        if reason != "trial" and not self._reserve(spec.memory_mb, evict=reason != "prewarm"):
-            raise InvokeFailed(
-                503,
-                f"node memory budget of {self.config.memory_budget_mb:g} MiB is full; "
-                f"{spec.name!r} needs {spec.memory_mb:g} MiB",
-            )
+        reserved = 0.0
+        if reason in ("cold", "prewarm") and function.cold_reservation_mb:
+            reserved, function.cold_reservation_mb = function.cold_reservation_mb, 0.0
+        elif reason != "trial":
+            admission = self.core.add_instance(function.app, spec.memory_mb, self.policy_clock.now_us())
+            if admission.outcome == "rejected":
+                raise InvokeFailed(
+                    503,
+                    f"node memory budget of {self.config.memory_budget_mb:g} MiB is full; "
+                    f"{spec.name!r} needs {spec.memory_mb:g} MiB",
+                )
+            self._evicted(admission.evicted)
+            reserved = spec.memory_mb
         instance = Instance(function, f"{spec.name[:40]}-{next(self.ids)}")
         instance.spec = spec
+        instance.reserved_mb = reserved
         if reason != "trial":
             function.instances.append(instance)
             if reason == "scale-out":
                 function.stats.scale_outs += 1
         return instance
 
-    async def _boot(self, instance: Instance, reason: str) -> Instance:
+    async def _boot(self, instance: Instance, reason: StartReason) -> Instance:
         spec = instance.spec
-        loop = asyncio.get_running_loop()
         instance.started_at = self.now()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        log_read, log_write = os.pipe2(os.O_CLOEXEC)
         try:
-            await loop.connect_read_pipe(
-                lambda: InstanceLog(self.log_for(spec.name), instance.id),
-                os.fdopen(log_read, "rb", buffering=0),
-            )
-        except BaseException:
-            os.close(log_write)
-            raise
-        try:
-            try:
-                if self.forkserver is not None:
-                    forked = await self.forkserver.fork(theirs, log_write)
-                    instance.pid = forked.pid
-                    if forked.cgroup is not None and self.support is not None:
-                        # A zygote already joined this cgroup; it only needs the function's limits.
-                        pids = Path(forked.pids) if forked.pids else None
-                        instance.cgroup = InstanceCgroup(Path(forked.cgroup), str(self.support.cgroup), pids)
-                        instance.cgroup.set_limit(spec.memory_mb)
-                        instance.cgroup.set_pids(self._tasks_allowed(spec))
-                        instance.cgroup_joined = True
-                else:
-                    instance.process = await asyncio.create_subprocess_exec(
-                        sys.executable,
-                        "-m",
-                        "strato.faas.live.runtime",
-                        str(theirs.fileno()),
-                        pass_fds=(theirs.fileno(),),
-                        start_new_session=True,
-                        stdin=asyncio.subprocess.DEVNULL,
-                        stdout=log_write,
-                        stderr=log_write,
-                        env=helper_environment(),
-                    )
-                    instance.pid = instance.process.pid
-            finally:
-                theirs.close()
-                # The instance holds the only write end now: the pipe ends when the instance does.
-                os.close(log_write)
-            if instance.cgroup is None and self.support is not None:
-                instance.cgroup = InstanceCgroup.create(
-                    self.support, instance.id, spec.memory_mb, pids_max=self._tasks_allowed(spec)
-                )
-            _, channel = await loop.connect_accepted_socket(
-                lambda: InstanceChannel(self, instance), sock=ours
-            )
-            instance.channel = channel
-            channel.send(frames.SPEC, self._instance_spec(instance).to_json())
-            ready = await asyncio.wait_for(asyncio.shield(channel.ready), START_TIMEOUT_S)
+            await self.backend.boot(instance)
         except InvokeFailed:
             self._stop_instance(instance)
             raise
@@ -1128,86 +639,38 @@ class Node:
             instance.kill()
             cgroup = instance.cgroup
             self._stop_instance(instance)
-            reason = str(error) or type(error).__name__
+            problem = str(error) or type(error).__name__
             if cgroup is not None and cgroup.oom_killed():
-                reason = f"killed by its memory limit of {spec.memory_mb:g} MiB while loading"
-            raise InvokeFailed(502, f"instance of {spec.name!r} failed to start: {reason}") from None
+                problem = f"killed by its memory limit of {spec.memory_mb:g} MiB while loading"
+            raise InvokeFailed(502, f"instance of {spec.name!r} failed to start: {problem}") from None
         if instance.state == "stopping":
             raise InvokeFailed(503, f"instance of {spec.name!r} was stopped while starting")
-        instance.port = ready.get("port")
-        instance.function_pid = ready.get("function_pid")
-        if self.provider_pool is not None and instance.port is not None:
-            await self.provider_pool.request(
-                "PUT",
-                f"/system/instances/{instance.id}",
-                {"Content-Type": "application/json", "X-Strato-Hop": self.provider_secret},
-                json.dumps({"port": instance.port, "secret": instance.hop_secret}).encode(),
-            )
         instance.state = "ready"
         instance.ready_at = self.now()
         instance.idle_since = instance.ready_at
         if reason != "trial":
-            self.m_start.observe(instance.ready_at - instance.started_at, spawn=self.config.spawn)
+            self.prometheus.start.observe(instance.ready_at - instance.started_at, spawn=self.config.spawn)
             self.start_samples.append(instance.ready_at - instance.started_at)
         return instance
-
-    def _tasks_allowed(self, spec: FunctionSpec) -> int:
-        """pids.max: the function's own allowance plus what the platform runs in the instance (the
-        waiter, the instance, its worker threads, the faasd watchdog and function process)."""
-        return self.config.pids_limit + spec.concurrency + 8
-
-    def _instance_spec(self, instance: Instance) -> InstanceSpec:
-        spec = instance.spec
-        root = os.geteuid() == 0
-        return InstanceSpec(
-            instance_id=instance.id,
-            function=spec.name,
-            handler=spec.handler,
-            code_dir=spec.code_dir,
-            backend=self.config.backend,
-            env=dict(spec.env),
-            concurrency=spec.concurrency,
-            cpu_timeout_s=spec.timeout_s,
-            memory_mb=spec.memory_mb,
-            uid=function_uid(spec.uid_index) if root and spec.uid_index else None,
-            network=spec.network,
-            sandbox=self.config.sandbox,
-            cgroup_procs=tuple(str(path) for path in instance.cgroup.procs_files)
-            if instance.cgroup and not instance.cgroup_joined
-            else (),
-            tmp_size_mb=self.config.tmp_size_mb,
-            cgroup_joined=instance.cgroup_joined,
-            host_support=self.support.to_json() if self.support else None,
-            max_response=self.config.max_response,
-            hop_secret=instance.hop_secret,
-        )
 
     def _stop_instance(self, instance: Instance) -> None:
         """Take an instance out of service now; its process exits when its socket closes."""
         if instance.state == "stopping":
             return
-        was_counted = instance in instance.function.instances
-        if instance.inflight == 0 and instance.idle_since is not None and instance.state == "ready":
-            self._account_idle(instance, self.now())
+        function = instance.function
         instance.state = "stopping"
-        if was_counted:
-            instance.function.instances.remove(instance)
-            self.used_mb -= instance.spec.memory_mb
-        if self.provider_pool is not None and instance.port is not None:
-            asyncio.get_running_loop().create_task(self._unregister(instance.id))
+        if instance in function.instances:
+            function.instances.remove(instance)
+            if instance.reserved_mb:
+                self.core.release(function.app, instance.reserved_mb, self.policy_clock.now_us())
+                instance.reserved_mb = 0.0
+        self.backend.stopped(instance)
         if instance.channel is not None:
             instance.channel.close()
         if instance.cgroup is not None:
             cgroup = instance.cgroup
             asyncio.get_running_loop().call_later(1.0, cgroup.remove)
         self._retire_old_code(instance.function)
-
-    async def _unregister(self, instance_id: str) -> None:
-        if self.provider_pool is not None:
-            with contextlib.suppress(ConnectionError):
-                await self.provider_pool.request(
-                    "DELETE", f"/system/instances/{instance_id}", {"X-Strato-Hop": self.provider_secret}, b""
-                )
 
     def instance_gone(self, instance: Instance) -> None:
         """The instance's socket closed: it exited, crashed or was killed."""
@@ -1218,7 +681,7 @@ class Node:
                 try:
                     self._start_for_waiters(function, "cold")
                 except InvokeFailed as failure:
-                    _fail_waiters(function, failure)
+                    fail_waiters(function, failure)
 
     def _retire_old_code(self, function: FunctionState) -> None:
         if function.removed:
@@ -1229,12 +692,6 @@ class Node:
                 function.retired.remove(old)
                 FunctionStore(self.config.state_dir).remove_version(old)
 
-    def _account_idle(self, instance: Instance, now: float) -> None:
-        assert instance.idle_since is not None
-        idle_policy_s = (now - instance.idle_since) * self.config.time_scale
-        instance.function.stats.wasted_mb_s += idle_policy_s * instance.spec.memory_mb
-        instance.idle_since = None
-
     # ---- keep-alive ------------------------------------------------------------------------------
 
     def _cancel_timers(self, function: FunctionState) -> None:
@@ -1242,36 +699,24 @@ class Node:
             timer.cancel()
         function.timers.clear()
 
-    def _on_idle(self, function: FunctionState) -> None:
-        now = self.now()
-        function.idle_since = now
-        window = self.policy.decide(function.policy_state)
-        loop = asyncio.get_running_loop()
-        if window.empty or window.prewarm_us > 0:
-            self._unload(function, "unload")
-            if window.empty:
-                return
+    def _on_idle(self, function: FunctionState, decision: IdleDecision) -> None:
+        if decision.unload_now:
+            self._drop(function, "unload")
+        for timer in decision.timers:
             function.timers.append(
-                loop.call_later(self.real_seconds(window.prewarm_us), self._prewarm, function)
-            )
-        unload_after = self.real_seconds(window.unload_us)
-        if math.isfinite(unload_after):
-            function.timers.append(loop.call_later(unload_after, self._expire, function))
-        if function.live():
-            function.rank = self.policy.eviction_rank(
-                function.policy_state,
-                clock=self.clock,
-                idle_since_us=self.policy_us(now - self.started_at),
-                unload_at_us=NEVER
-                if window.unload_us >= NEVER
-                else self.policy_us(now - self.started_at) + window.unload_us,
+                self.policy_clock.call_at(
+                    timer.at_us, timer.phase, function.app, functools.partial(self._fire, function, timer)
+                )
             )
 
-    def _prewarm(self, function: FunctionState) -> None:
-        if function.inflight or function.live() or self.functions.get(function.spec.name) is not function:
+    def _fire(self, function: FunctionState, timer: Timer) -> None:
+        if not self.core.fire(function.app, timer, self.policy_clock.now_us()):
             return
-        function.stats.prewarms += 1
-        self.m_events.inc(function=function.spec.name, event="prewarm")
+        if timer.phase == Phase.UNLOAD:
+            self._drop(function, "unload")
+            return
+        self.prometheus.events.inc(function=function.spec.name, event="prewarm")
+        function.cold_reservation_mb = self.core.apps[function.app].memory_mb
 
         async def warm() -> None:
             try:
@@ -1279,83 +724,56 @@ class Node:
             except InvokeFailed:
                 function.stats.start_failures += 1
                 return
-            if function.inflight == 0:
-                function.rank = self.policy.eviction_rank(
-                    function.policy_state,
-                    clock=self.clock,
-                    idle_since_us=self.policy_us(self.now() - self.started_at),
-                    unload_at_us=NEVER,
-                )
             self._hand_out(function)
 
         asyncio.get_running_loop().create_task(warm())
 
-    def _expire(self, function: FunctionState) -> None:
-        if function.inflight == 0:
-            self._cancel_timers(function)
-            self._unload(function, "unload")
+    def _evicted(self, apps: tuple[int, ...]) -> None:
+        for app in apps:
+            victim = self.by_app[app]
+            self._cancel_timers(victim)
+            self._drop(victim, "evict")
 
-    def _unload(self, function: FunctionState, event: str) -> None:
-        instances = function.live()
-        if not instances:
-            return
-        for instance in instances:
+    def _drop(self, function: FunctionState, event: KeepAliveEvent) -> None:
+        """Stop the instances of a function the core has unloaded (its memory is already free)."""
+        for instance in function.live():
+            instance.reserved_mb = 0.0
             self._stop_instance(instance)
-        function.rank = None
-        function.stats.unloads += event == "unload"
-        function.stats.evictions += event == "evict"
-        self.m_events.inc(function=function.spec.name, event=event)
-        self.policy.on_unload(function.policy_state)
-
-    def _reserve(self, memory_mb: float, *, evict: bool) -> bool:
-        budget = self.config.memory_budget_mb
-        if self.used_mb + memory_mb > budget and evict:
-            candidates = sorted(
-                (
-                    function
-                    for function in self.functions.values()
-                    if function.inflight == 0 and function.rank is not None and function.live()
-                ),
-                key=lambda function: (function.rank, function.spec.name),
-            )
-            for victim in candidates:
-                if self.used_mb + memory_mb <= budget:
-                    break
-                rank = victim.rank
-                self._cancel_timers(victim)
-                self._unload(victim, "evict")
-                self.clock = float(rank) if rank is not None else self.clock
-        if self.used_mb + memory_mb > budget:
-            return False
-        self.used_mb += memory_mb
-        return True
+        function.cold_reservation_mb = 0.0
+        self.prometheus.events.inc(function=function.spec.name, event=event)
 
     # ---- reporting -------------------------------------------------------------------------------
 
+    def report(self, name: str) -> FunctionReport:
+        """One function's counters, its wasted memory accounted up to now (policy time)."""
+        function = self.functions[name]
+        counters = self.core.counters(function.app, self.policy_clock.now_us())
+        return FunctionReport(
+            invocations=counters.invocations,
+            cold_starts=counters.cold_starts,
+            rejections=counters.rejections,
+            scale_outs=function.stats.scale_outs,
+            prewarms=counters.prewarms,
+            unloads=counters.unloads,
+            evictions=counters.evictions,
+            errors=function.stats.errors,
+            start_failures=function.stats.start_failures,
+            wasted_mb_s=counters.wasted_mb_us / 1e6,
+            instances=len(function.live()),
+            memory_mb=function.spec.memory_mb,
+        )
+
     def stats(self) -> dict[str, Any]:
-        """Per-function counters with the idle memory accounted up to now (policy time)."""
-        now = self.now()
-        out: dict[str, Any] = {}
-        for name, function in sorted(self.functions.items()):
-            pending = sum(
-                (now - instance.idle_since) * self.config.time_scale * instance.spec.memory_mb
-                for instance in function.instances
-                if instance.state == "ready" and instance.inflight == 0 and instance.idle_since is not None
-            )
-            row = dict(function.stats.__dict__)
-            row["wasted_mb_s"] = function.stats.wasted_mb_s + pending
-            row["instances"] = len(function.live())
-            row["memory_mb"] = function.spec.memory_mb
-            out[name] = row
+        """Per-function counters (``/system/stats``)."""
         return {
             "policy": self.policy.name,
             "backend": self.config.backend,
             "spawn": self.config.spawn,
             "time_scale": self.config.time_scale,
-            "uptime_s": now - self.started_at,
+            "uptime_s": self.now() - self.started_at,
             "memory_used_mb": self.used_mb,
             "instance_starts_s": list(self.start_samples),
-            "functions": out,
+            "functions": {name: self.report(name).to_json() for name in sorted(self.functions)},
         }
 
     def describe(self, name: str) -> dict[str, Any] | None:
@@ -1374,7 +792,7 @@ class Node:
             }
             for instance in function.instances
         ]
-        info["stats"] = self.stats()["functions"][name]
+        info["stats"] = self.report(name).to_json()
         return info
 
 
