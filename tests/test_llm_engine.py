@@ -183,3 +183,47 @@ def test_the_preemption_cap_lets_a_starved_decode_through() -> None:
     capped = ClusterSimulator(design, MODEL, perf_models(design), config).run(requests)
     assert capped.completion_s[0] < uncapped.completion_s[0]
     assert np.isfinite(capped.completion_s).all()
+
+
+def test_snapshots_show_the_machines_as_the_run_goes_and_idle_at_its_end() -> None:
+    design = make_design("splitwise-hh", prompt=2, token=2)
+    requests = synthetic("code", 7.0, 30.0, seed=0)
+    simulator = ClusterSimulator(design, MODEL, perf_models(design))
+    simulator.start(requests)
+    first = simulator.snapshot()
+    assert first.now_s == 0.0 and first.running
+    assert [m.home_role for m in first.machines] == ["prompt", "prompt", "token", "token"]
+    assert all(m.busy_s == 0.0 and m.served_requests == 0 and not m.busy for m in first.machines)
+    simulator.advance(15.0)
+    middle = simulator.snapshot()
+    assert middle.now_s == 15.0 and middle.running
+    assert any(m.busy for m in middle.machines)
+    for machine in middle.machines:
+        assert machine.role in (machine.home_role, "mixed")
+        assert 0.0 <= machine.kv_util <= 1.0
+        assert machine.decoding == 0 or machine.busy
+    simulator.advance(np.inf)
+    last = simulator.snapshot()
+    times = simulator.result()
+    assert not last.running and last.now_s == float(times.completion_s.max())
+    assert sum(m.served_requests for m in last.machines) == len(requests)
+    # Single-token requests finish on their prompt machine, the others where they decoded.
+    assert sum(m.served_requests for m in last.machines if m.home_role == "prompt") == int(
+        (requests.output_tokens == 1).sum()
+    )
+    assert all(m.role == m.home_role and not m.busy and m.kv_used_tokens == 0 for m in last.machines)
+    assert [m.busy_s for m in last.machines] == [node.busy_s for node in simulator.nodes]
+
+
+def test_a_simulation_result_is_typed_and_flattens_for_tables_and_json() -> None:
+    from strato.llm.simulate import SimulationSpec, simulate
+
+    result = simulate(SimulationSpec("splitwise-hh", prompt=2, token=2), synthetic("code", 4.0, 30.0, seed=0))
+    assert result.completed == result.requests == len(synthetic("code", 4.0, 30.0, seed=0))
+    assert len(result.slo_checks) == 9 and result.slo_met == all(c.met for c in result.slo_checks)
+    row = result.to_row()
+    assert row["ttft_p50"] == result.ttft_s.p50 and row["e2e_p99"] == result.e2e_s.p99
+    assert "slo_checks" not in row
+    data = result.to_json()
+    assert data["ttft_s"] == {"p50": result.ttft_s.p50, "p90": result.ttft_s.p90, "p99": result.ttft_s.p99}
+    assert data["slo_checks"] == [check.to_json() for check in result.slo_checks]

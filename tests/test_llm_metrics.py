@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from strato.llm.catalog import get_machine, get_model
 from strato.llm.metrics import RequestTimes, alone_times, latency_summary, slo_checks
@@ -27,21 +28,23 @@ def stretched(times: RequestTimes, ttft: float, tbt: float) -> RequestTimes:
 def test_a_request_alone_meets_every_slo_with_slowdown_one() -> None:
     checks = slo_checks(requests(), REFERENCE)
     assert len(checks) == 9
-    assert all(check["met"] for check in checks)
-    assert all(abs(check["slowdown"] - 1.0) < 1e-9 for check in checks)
+    assert all(check.met for check in checks)
+    assert all(check.slowdown is not None and abs(check.slowdown - 1.0) < 1e-9 for check in checks)
 
 
 def test_slowdowns_are_checked_against_their_limits() -> None:
     slow = stretched(requests(), 2.5, 1.3)
-    checks = {(c["metric"], c["percentile"]): c for c in slo_checks(slow, REFERENCE)}
-    assert not checks[("ttft", 50)]["met"] and checks[("ttft", 90)]["met"]
-    assert abs(checks[("ttft", 99)]["slowdown"] - 2.5) < 1e-9
-    assert not checks[("tbt", 50)]["met"] and checks[("tbt", 90)]["met"]
+    checks = {(c.metric, c.percentile): c for c in slo_checks(slow, REFERENCE)}
+    assert not checks[("ttft", 50)].met and checks[("ttft", 90)].met
+    assert checks[("ttft", 99)].slowdown == pytest.approx(2.5, abs=1e-9)
+    assert not checks[("tbt", 50)].met and checks[("tbt", 90)].met
 
 
 def test_latency_summary_percentiles_and_single_token_requests() -> None:
     times = requests()
     summary = latency_summary(times)
-    assert summary["ttft_s"]["p50"] <= summary["ttft_s"]["p90"] <= summary["ttft_s"]["p99"]
+    ttft = summary.ttft_s
+    assert ttft.p50 is not None and ttft.p90 is not None and ttft.p99 is not None
+    assert ttft.p50 <= ttft.p90 <= ttft.p99
     assert times.tbt_s.size == int((times.output_tokens > 1).sum())
     assert abs(float(np.median(times.tbt_s)) - REFERENCE.token_time_s(1)) < 1e-9

@@ -35,12 +35,14 @@ def test_plan_finds_sustainable_rates_and_ranks_them() -> None:
         workers=1,
     )
     rows = plan(base, options)
-    assert rows[0]["rate_rps"] > 1.0
-    assert [row["rate_rps"] for row in rows] == sorted((row["rate_rps"] for row in rows), reverse=True)
-    assert all(row["power_kw"] <= 110.0 for row in rows)
+    assert rows[0].rate_rps > 1.0
+    assert [row.rate_rps for row in rows] == sorted((row.rate_rps for row in rows), reverse=True)
+    assert all(row.power_kw <= 110.0 for row in rows)
     cheapest = rank(rows, "cost", target_rps=1.0)
-    assert [row["cost_per_hour"] for row in cheapest] == sorted(row["cost_per_hour"] for row in cheapest)
-    assert all(row["rate_rps"] >= 1.0 for row in cheapest)
+    assert [row.cost_per_hour for row in cheapest] == sorted(row.cost_per_hour for row in cheapest)
+    assert all(row.rate_rps >= 1.0 for row in cheapest)
+    least_power = rank(rows, "power", target_rps=1.0)
+    assert [row.power_kw for row in least_power] == sorted(row.power_kw for row in least_power)
 
 
 def test_bad_budgets_and_objectives() -> None:
@@ -73,9 +75,7 @@ def test_plan_on_a_real_dask_local_cluster_matches_the_local_pool() -> None:
         n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
     ) as cluster:
         remote = plan(base, PlanOptions(**{**options.__dict__, "dask_address": cluster.scheduler_address}))
-    assert [(row["design"], row["rate_rps"]) for row in remote] == [
-        (row["design"], row["rate_rps"]) for row in local
-    ]
+    assert remote == local
 
 
 def test_an_unreachable_dask_scheduler_is_a_clear_error() -> None:

@@ -55,7 +55,7 @@ def test_advancing_step_by_step_gives_exactly_the_times_of_one_run(
         until += next(steps)
         if not feed.advance_to(until):
             break
-        borrowed |= any(node.pool != node.role for node in feed.simulator.nodes)
+        borrowed |= any(m.role != m.home_role for m in feed.simulator.snapshot().machines)
         # The clock stands at the stop and nothing later has happened.
         assert feed.now == until
         so_far = feed.simulator.result()
@@ -66,7 +66,7 @@ def test_advancing_step_by_step_gives_exactly_the_times_of_one_run(
     got = feed.simulator.result()
     assert got.first_token_s.tobytes() == expected.first_token_s.tobytes()
     assert got.completion_s.tobytes() == expected.completion_s.tobytes()
-    assert [n.busy_s for n in feed.simulator.nodes] == [n.busy_s for n in whole.nodes]
+    assert feed.simulator.snapshot() == whole.snapshot()
     assert feed.now == whole.now
 
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from strato.errors import ConfigError
 from strato.vm.env import EnvConfig, oracle_ratios, outcome, pack, snap_down
-from strato.vm.evaluate import Experiment, compare, evaluate, frontier, run_policy
+from strato.vm.evaluate import Comparison, Experiment, Score, compare, evaluate, frontier, run_policy
 from strato.vm.model import SLOTS_PER_DAY, VmUsage
 from strato.vm.policies import (
     BorgFraction,
@@ -251,3 +251,23 @@ def test_compare_against_the_static_frontier() -> None:
     for row in rows:
         assert row.static_benefit_at_equal_risk >= 0
         assert row.benefit_gain >= 0 and row.risk_reduction >= 0
+
+
+def test_scores_comparisons_and_prototypes_are_typed_rows_with_json_edges() -> None:
+    experiment = _small_experiment()
+    model = ProtoHAIL(k=3, safety=0.5).fit_experiment(experiment)
+    model.apply_feedback(Feedback({"P01": FeedbackEntry("forbid")}))
+    rows = model.prototypes()
+    assert [r.prototype for r in rows] == ["P00", "P01", "P02"]
+    assert model.training_labels is not None and sum(r.members for r in rows) == len(model.training_labels)
+    assert rows[1].feedback == "forbid" and rows[1].ratio == 1.0 and rows[0].feedback == ""
+    assert json.loads(json.dumps([r.to_json() for r in rows])) == [r.to_row() for r in rows]
+    score = run_policy(experiment, model)
+    row = score.to_row()
+    assert (row["risk_low"], row["risk_high"]) == score.risk_ci and row["policy"] == model.name
+    # No evaluated windows: NaN scores, which JSON carries as null.
+    empty = Score("none", float("nan"), (float("nan"),) * 2, 0.0, float("nan"), (0.0, 0.0), 0.0, 1.0, 0, 0.0)
+    assert empty.to_json()["risk"] is None and empty.to_json()["benefit_low"] == 0.0
+    never = Comparison("protohail", 0.0, 3.0, 1.0, 3.0, float("inf"), float("inf"))
+    assert never.to_json()["static_risk_at_equal_benefit"] is None
+    assert never.to_row()["risk_reduction"] == float("inf")

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from strato.cli.common import console, error_console, friendly_errors, print_json
+from strato.cli.common import friendly_errors, print_json
+from strato.core.console import console, error_console
 from strato.errors import ConfigError
 from strato.monitor.llm_feed_defaults import (
     DEFAULT_ARRIVALS_S,
@@ -56,7 +57,7 @@ def publish_llm(
     model: Annotated[str, typer.Option(help="Model from the catalog")] = DEFAULT_MODEL,
     trace: Annotated[
         str,
-        typer.Option(help="Token sizes from: synthetic-code, synthetic-conv, azure-code, azure-conv, a CSV"),
+        typer.Option(help="Token sizes from: synthetic[:kind=code|conv], azure-llm-2023:code|conv, a CSV"),
     ] = DEFAULT_TRACE,
     rate: Annotated[
         float,
@@ -125,7 +126,7 @@ def publish_llm(
         raise ConfigError(f"cannot send to gmond at {gmond}: {error.strerror or error}") from None
     if json_output:
         print_json(
-            {**feed.describe(), "gmond": gmond, "speed": speed, "interval_s": interval, **summary.to_dict()}
+            {**feed.describe(), "gmond": gmond, "speed": speed, "interval_s": interval, **summary.to_json()}
         )
         return
     changes = ", ".join(f"{name} {count}" for name, count in summary.role_changes.items() if count)

@@ -33,7 +33,6 @@ import itertools
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -111,9 +110,9 @@ class MachineState:
     pending_prompt_tokens: int = 0
     pending_decode_tokens: int = 0
     reserved_tokens: int = 0
-    unfinished: int = 0
-    """Requests routed to this mixed machine and not finished."""
     """KV the router has promised to requests routed here and not finished (token routing by memory)."""
+    unfinished: int = 0
+    """Requests whose decode was routed here and that have not finished."""
     prompt_busy: bool = False
     join_queue: deque[int] = field(default_factory=deque)
     decoding: list[tuple[int, int]] = field(default_factory=list)
@@ -137,11 +136,57 @@ class MachineState:
     """Decodes left out of the last mixed iterations, and how many in a row (the preemption cap)."""
     busy_s: float = 0.0
     pool: str = ""
+    served: int = 0
+    """Finished requests whose last token this machine produced."""
+
+
+@dataclass(frozen=True, slots=True)
+class MachineSnapshot:
+    """One machine as an observer sees it at the simulator's ``now`` (:meth:`ClusterSimulator.snapshot`)."""
+
+    index: int
+    """Position in the design's order: pool by pool, as :attr:`Design.pools` lists them."""
+    home_role: str
+    """The pool the design put it in: ``prompt``, ``token`` or ``mixed``."""
+    role: str
+    """The pool it serves in now (a machine the mixed pool borrowed is ``mixed`` until it is idle)."""
+    queued_prompts: int
+    pending_prompt_tokens: int
+    """Prompt tokens routed to it and not yet prefilled."""
+    pending_decode_tokens: int
+    """Output tokens still to generate for the unfinished requests whose decode it runs."""
+    decoding: int
+    """Requests in its decode batch."""
+    kv_used_tokens: int
+    """KV cache held now; the first prompt of a batch goes whatever its size, so it can pass capacity."""
+    kv_capacity_tokens: int
+    busy: bool
+    """An iteration (prefill, mixed or decode) is running."""
+    busy_s: float
+    """Busy seconds so far: a decode stretch up to ``now``, a prefill or mixed iteration whole from its
+    start (the engine prices an iteration when it begins)."""
+    served_requests: int
+    """Finished requests whose last token it produced."""
+
+    @property
+    def kv_util(self) -> float:
+        """KV cache in use, 0..1."""
+        if not self.kv_capacity_tokens:
+            return 0.0
+        return min(max(self.kv_used_tokens / self.kv_capacity_tokens, 0.0), 1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSnapshot:
+    now_s: float
+    machines: tuple[MachineSnapshot, ...]
+    running: bool
+    """Events remain: requests still to arrive or finish."""
 
 
 class ClusterSimulator:
     """Run one design on one set of requests: :meth:`run` at once, or :meth:`start`, then :meth:`advance`
-    as far as wanted (a live feed reads the machines between steps), then :meth:`result`."""
+    as far as wanted (a live feed reads :meth:`snapshot` between steps), then :meth:`result`."""
 
     def __init__(
         self,
@@ -250,6 +295,39 @@ class ClusterSimulator:
             requests.output_tokens,
         )
 
+    @property
+    def running(self) -> bool:
+        """Events remain after :meth:`start` (requests still to arrive or to finish)."""
+        return bool(self.events)
+
+    def snapshot(self) -> ClusterSnapshot:
+        """Every machine's state at ``now``; the simulator's internals stay its own."""
+        return ClusterSnapshot(
+            now_s=self.now,
+            machines=tuple(self._machine_snapshot(node) for node in self.nodes),
+            running=self.running,
+        )
+
+    def _machine_snapshot(self, node: MachineState) -> MachineSnapshot:
+        busy_s = node.busy_s
+        # A decode stretch books its iterations only at its next event: count the stretch so far.
+        if node.finish and not node.prompt_busy and node.iteration_s > 0:
+            busy_s += max(self.now - node.stretch_start_s, 0.0)
+        return MachineSnapshot(
+            index=node.index,
+            home_role=node.role,
+            role=node.pool,
+            queued_prompts=len(node.prompt_queue),
+            pending_prompt_tokens=node.pending_prompt_tokens,
+            pending_decode_tokens=node.pending_decode_tokens,
+            decoding=len(node.finish),
+            kv_used_tokens=node.kv_used,
+            kv_capacity_tokens=node.kv_capacity,
+            busy=node.prompt_busy or bool(node.finish),
+            busy_s=busy_s,
+            served_requests=node.served,
+        )
+
     def _push(self, time: float, kind: int, subject: int, version: int = 0) -> None:
         heapq.heappush(self.events, (time, next(self.sequence), kind, subject, version))
 
@@ -356,6 +434,7 @@ class ClusterSimulator:
             del node.finish[request]
             node.sat_out.pop(request, None)
             self.completion[request] = self.now
+            node.served += 1
             node.unfinished -= 1
             node.kv_used -= self.prompt[request] + self.output[request]
             node.pending_decode_tokens -= self.output[request]
@@ -371,6 +450,7 @@ class ClusterSimulator:
                 token_node = self.nodes[self.token_node_of[request]]
                 if self.output[request] == 1:
                     self.completion[request] = self.now
+                    node.served += 1
                     node.kv_used -= self._kv_charge(request, node)
                     token_node.unfinished -= 1
                     token_node.pending_decode_tokens -= 1
@@ -479,7 +559,15 @@ class ClusterSimulator:
         return {role: float(np.mean(values)) for role, values in out.items()}
 
 
-def run_summary(times: RequestTimes) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RunSummary:
+    requests: int
+    completed: int
+    throughput_rps: float | None
+    """Completions per second in the middle 80 % of the arrival period (None for a single instant)."""
+
+
+def run_summary(times: RequestTimes) -> RunSummary:
     """Completed requests and throughput: completions per second in the middle 80 % of the arrival
     period, leaving out the warm-up and the drain after the last arrival (for a cluster that keeps up it
     equals the offered rate)."""
@@ -487,8 +575,8 @@ def run_summary(times: RequestTimes) -> dict[str, Any]:
     start, end = float(times.arrival_s.min()), float(times.arrival_s.max())
     low, high = start + 0.1 * (end - start), start + 0.9 * (end - start)
     inside = (times.completion_s >= low) & (times.completion_s < high)
-    return {
-        "requests": int(times.arrival_s.size),
-        "completed": int(finished.sum()),
-        "throughput_rps": float(inside.sum() / (high - low)) if high > low else None,
-    }
+    return RunSummary(
+        requests=int(times.arrival_s.size),
+        completed=int(finished.sum()),
+        throughput_rps=float(inside.sum() / (high - low)) if high > low else None,
+    )

@@ -9,8 +9,9 @@ and of E2E within 1.25x/1.5x/5x (REFERENCE section 4).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol
+import math
+from dataclasses import asdict, dataclass
+from typing import Literal, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -18,7 +19,8 @@ from numpy.typing import NDArray
 from strato.errors import ConfigError
 
 PERCENTILES = (50, 90, 99)
-SLO_LIMITS: dict[str, tuple[float, float, float]] = {
+SloMetric = Literal["ttft", "tbt", "e2e"]
+SLO_LIMITS: dict[SloMetric, tuple[float, float, float]] = {
     "ttft": (2.0, 3.0, 6.0),
     "tbt": (1.25, 1.5, 5.0),
     "e2e": (1.25, 1.5, 5.0),
@@ -93,23 +95,69 @@ def tbt_s(times: RequestTimes, convention: str = "strato") -> NDArray[np.float64
     return times.tbt_s
 
 
-def _percentiles(values: NDArray[np.float64]) -> dict[str, float | None]:
-    if values.size == 0:
-        return {f"p{q}": None for q in PERCENTILES}
-    return {f"p{q}": float(np.percentile(values, q)) for q in PERCENTILES}
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else value
 
 
-def latency_summary(times: RequestTimes, convention: str = "strato") -> dict[str, dict[str, float | None]]:
-    return {
-        "ttft_s": _percentiles(times.ttft_s),
-        "tbt_s": _percentiles(tbt_s(times, convention)),
-        "e2e_s": _percentiles(times.e2e_s),
-    }
+@dataclass(frozen=True)
+class Percentiles:
+    """The p50, p90 and p99 of one latency in seconds (None when no request has it)."""
+
+    p50: float | None
+    p90: float | None
+    p99: float | None
+
+    @classmethod
+    def of(cls, values: NDArray[np.float64]) -> Percentiles:
+        if values.size == 0:
+            return cls(None, None, None)
+        p50, p90, p99 = (float(v) for v in np.percentile(values, PERCENTILES))
+        return cls(p50, p90, p99)
+
+    def to_row(self) -> dict[str, float | None]:
+        return asdict(self)
+
+    def to_json(self) -> dict[str, float | None]:
+        return {key: _finite(value) for key, value in asdict(self).items()}
 
 
-def slo_checks(
-    times: RequestTimes, reference: PhaseTimes, convention: str = "strato"
-) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class LatencySummary:
+    ttft_s: Percentiles
+    tbt_s: Percentiles
+    e2e_s: Percentiles
+
+    def to_json(self) -> dict[str, dict[str, float | None]]:
+        return {"ttft_s": self.ttft_s.to_json(), "tbt_s": self.tbt_s.to_json(), "e2e_s": self.e2e_s.to_json()}
+
+
+def latency_summary(times: RequestTimes, convention: str = "strato") -> LatencySummary:
+    return LatencySummary(
+        ttft_s=Percentiles.of(times.ttft_s),
+        tbt_s=Percentiles.of(tbt_s(times, convention)),
+        e2e_s=Percentiles.of(times.e2e_s),
+    )
+
+
+@dataclass(frozen=True)
+class SloCheck:
+    """One of the nine checks: the ``percentile``-th slowdown of ``metric`` against its limit."""
+
+    metric: SloMetric
+    percentile: int
+    slowdown: float | None
+    """None when no request has the metric (then the check is not met)."""
+    limit: float
+    met: bool
+
+    def to_row(self) -> dict[str, str | int | float | bool | None]:
+        return asdict(self)
+
+    def to_json(self) -> dict[str, str | int | float | bool | None]:
+        return {**asdict(self), "slowdown": _finite(self.slowdown)}
+
+
+def slo_checks(times: RequestTimes, reference: PhaseTimes, convention: str = "strato") -> list[SloCheck]:
     """The nine checks: percentile of each request's slowdown against its limit."""
     alone = alone_times(times, reference, convention)
     if convention == "public-sim":
@@ -117,7 +165,7 @@ def slo_checks(
         tbt_slowdown = tbt_s(times, convention) / _reference_tbt(times, reference, convention)
     else:
         tbt_slowdown = times.tbt_s / alone.tbt_s
-    slowdowns = {
+    slowdowns: dict[SloMetric, NDArray[np.float64]] = {
         "ttft": times.ttft_s / alone.ttft_s,
         "tbt": tbt_slowdown,
         "e2e": times.e2e_s / alone.e2e_s,
@@ -131,7 +179,5 @@ def slo_checks(
                 met = False
             else:
                 met = slowdown < limit if convention == "public-sim" else slowdown <= limit
-            checks.append(
-                {"metric": metric, "percentile": q, "slowdown": slowdown, "limit": limit, "met": met}
-            )
+            checks.append(SloCheck(metric, q, slowdown, limit, met))
     return checks

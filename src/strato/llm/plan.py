@@ -13,8 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import asdict, dataclass, replace
 
 from matplotlib.figure import Figure
 
@@ -23,7 +22,7 @@ from strato.core.report import new_figure
 from strato.errors import ConfigError
 from strato.llm.catalog import get_machine
 from strato.llm.designs import design_names, make_design
-from strato.llm.simulate import SimulationSpec, simulate
+from strato.llm.simulate import SimulationResult, SimulationSpec, simulate
 from strato.traces.llm import LlmRequests, poisson, splitwise_sim_requests
 
 OBJECTIVES = ("throughput", "cost", "power")
@@ -139,35 +138,71 @@ def shapes(options: PlanOptions) -> list[SimulationSpec]:
     return out
 
 
-def _sustains(spec: SimulationSpec, base: LlmRequests, rate: float, options: PlanOptions) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SustainedRate:
+    """One shape's bisection: the highest rate found sustainable and the run that showed it."""
+
+    spec: SimulationSpec
+    rate_rps: float
+    """0.0 when even ``rate_low`` is not sustained."""
+    result: SimulationResult | None
+    """The simulation at ``rate_rps`` (None when only ``rate_low`` was tried and failed, or no step
+    above it held)."""
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """One cluster shape in the planner's answer."""
+
+    design: str
+    """The design's label with its pool sizes."""
+    rate_rps: float
+    """Sustainable rate under all nine SLOs (0.0: not even the lowest rate searched)."""
+    cost_per_hour: float
+    power_kw: float
+    machines: int
+
+    @property
+    def family(self) -> str:
+        """The design's name without its pool sizes (``splitwise-hh``)."""
+        return self.design.split(" ")[0]
+
+    def to_row(self) -> dict[str, str | int | float]:
+        return asdict(self)
+
+    def to_json(self) -> dict[str, str | int | float]:
+        return asdict(self)
+
+
+def _sustains(
+    spec: SimulationSpec, base: LlmRequests, rate: float, options: PlanOptions
+) -> tuple[bool, SimulationResult]:
     if options.public_simulator:
         requests = splitwise_sim_requests(base, rate, options.duration_s, seed=options.seed)
     else:
         requests = poisson(base, rate, options.duration_s, seed=options.seed)
     result = simulate(spec, requests)
     # An overloaded cluster's queues grow without bound, which the TTFT and E2E tail checks catch.
-    return {**result, "sustained": bool(result["completed"] == result["requests"] and result["slo_met"])}
+    return result.completed == result.requests and result.slo_met, result
 
 
-def sustainable_rate(spec: SimulationSpec, base: LlmRequests, options: PlanOptions) -> dict[str, Any]:
+def sustainable_rate(spec: SimulationSpec, base: LlmRequests, options: PlanOptions) -> SustainedRate:
     """Bisection on a log scale between ``rate_low`` and ``rate_high``."""
     low, high = options.rate_low, options.rate_high
-    best: dict[str, Any] | None = None
-    if not _sustains(spec, base, low, options)["sustained"]:
-        return {"spec": spec, "rate_rps": 0.0, "result": None}
+    best: SimulationResult | None = None
+    if not _sustains(spec, base, low, options)[0]:
+        return SustainedRate(spec, 0.0, None)
     for _ in range(options.steps):
         middle = math.sqrt(low * high)
-        outcome = _sustains(spec, base, middle, options)
-        if outcome["sustained"]:
+        sustained, outcome = _sustains(spec, base, middle, options)
+        if sustained:
             low, best = middle, outcome
         else:
             high = middle
-    return {"spec": spec, "rate_rps": low, "result": best}
+    return SustainedRate(spec, low, best)
 
 
-def plan(
-    base: LlmRequests, options: PlanOptions, *, show_progress: bool | None = None
-) -> list[dict[str, Any]]:
+def plan(base: LlmRequests, options: PlanOptions, *, show_progress: bool | None = None) -> list[PlanRow]:
     """Every shape's sustainable rate, best first, with its cost and power (a progress bar on terminals)."""
     candidates = shapes(options)
     rows = []
@@ -178,26 +213,22 @@ def plan(
         enabled=show_progress,
     )
     for found in found_rates:
-        design = make_design(
-            found["spec"].design,
-            prompt=found["spec"].prompt,
-            token=found["spec"].token,
-            machines=found["spec"].machines,
-        )
+        spec = found.spec
+        design = make_design(spec.design, prompt=spec.prompt, token=spec.token, machines=spec.machines)
         rows.append(
-            {
-                "design": design.label(),
-                "rate_rps": found["rate_rps"],
-                "cost_per_hour": design.cost_per_hour,
-                "power_kw": design.power_kw,
-                "machines": design.machines,
-            }
+            PlanRow(
+                design=design.label(),
+                rate_rps=found.rate_rps,
+                cost_per_hour=design.cost_per_hour,
+                power_kw=design.power_kw,
+                machines=design.machines,
+            )
         )
-    rows.sort(key=lambda row: (-row["rate_rps"], row["cost_per_hour"]))
+    rows.sort(key=lambda row: (-row.rate_rps, row.cost_per_hour))
     return rows
 
 
-def rank(rows: list[dict[str, Any]], objective: str, target_rps: float | None) -> list[dict[str, Any]]:
+def rank(rows: list[PlanRow], objective: str, target_rps: float | None) -> list[PlanRow]:
     """``throughput``: highest sustainable rate first. ``cost``/``power``: the shapes that sustain
     ``target_rps``, cheapest (or least power) first."""
     if objective not in OBJECTIVES:
@@ -206,13 +237,15 @@ def rank(rows: list[dict[str, Any]], objective: str, target_rps: float | None) -
         return rows
     if target_rps is None or not target_rps > 0:
         raise ConfigError(f"objective {objective} needs --rate, the request rate to sustain")
-    key = "cost_per_hour" if objective == "cost" else "power_kw"
-    return sorted((row for row in rows if row["rate_rps"] >= target_rps), key=lambda row: row[key])
+    sustaining = (row for row in rows if row.rate_rps >= target_rps)
+    if objective == "cost":
+        return sorted(sustaining, key=lambda row: row.cost_per_hour)
+    return sorted(sustaining, key=lambda row: row.power_kw)
 
 
 def _map(
     candidates: list[SimulationSpec], base: LlmRequests, options: PlanOptions
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[SustainedRate]:
     """Results in the candidates' order, as they come, so a progress bar can follow."""
     single = replace(options, workers=1, dask_address=None)
     if options.dask_address is not None:
@@ -228,7 +261,7 @@ def _map(
 
 def _map_dask(
     candidates: list[SimulationSpec], base: LlmRequests, options: PlanOptions, address: str
-) -> list[dict[str, Any]]:
+) -> list[SustainedRate]:
     try:
         from distributed import Client
     except ImportError:  # an optional dependency: the local pool needs nothing more
@@ -241,21 +274,22 @@ def _map_dask(
     with client:
         shared = client.scatter(base, broadcast=True)  # type: ignore[no-untyped-call]
         futures = client.map(sustainable_rate, candidates, base=shared, options=options, pure=False)
-        results: list[dict[str, Any]] = client.gather(futures)  # type: ignore[no-untyped-call]
+        results: list[SustainedRate] = client.gather(futures)  # type: ignore[no-untyped-call]
     return results
 
 
-def tradeoff_figure(rows: list[dict[str, Any]], title: str) -> Figure:
+def tradeoff_figure(rows: list[PlanRow], title: str) -> Figure:
     """Sustained throughput against cost and against power, one marker family per design (the paper's
     provisioning plots)."""
     figure = new_figure(10.0, 3.8)
     axes = figure.subplots(1, 2)
-    families: dict[str, list[dict[str, Any]]] = {}
+    families: dict[str, list[PlanRow]] = {}
     for row in rows:
-        families.setdefault(row["design"].split(" ")[0], []).append(row)
+        families.setdefault(row.family, []).append(row)
     for family, members in sorted(families.items()):
-        for axis, key in zip(axes, ("cost_per_hour", "power_kw"), strict=True):
-            axis.scatter([m[key] for m in members], [m["rate_rps"] for m in members], label=family, s=18)
+        rates = [m.rate_rps for m in members]
+        axes[0].scatter([m.cost_per_hour for m in members], rates, label=family, s=18)
+        axes[1].scatter([m.power_kw for m in members], rates, label=family, s=18)
     axes[0].set_xlabel("cost ($/h)")
     axes[1].set_xlabel("provisioned power (kW)")
     for axis in axes:

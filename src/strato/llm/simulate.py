@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -16,7 +15,7 @@ from strato.llm.catalog import LlmModel, Machine, get_machine, get_model
 from strato.llm.compat import BatchTokenTable
 from strato.llm.designs import make_design
 from strato.llm.engine import ClusterSimulator, SchedulerConfig, run_summary
-from strato.llm.metrics import RequestTimes, latency_summary, slo_checks, tbt_s
+from strato.llm.metrics import Percentiles, RequestTimes, SloCheck, latency_summary, slo_checks, tbt_s
 from strato.llm.perf import PerfModel, load_perf_model, profile_path
 from strato.traces.llm import LlmRequests
 
@@ -45,15 +44,87 @@ def _perf(spec: SimulationSpec, model: LlmModel, machine: Machine) -> PerfModel:
     return BatchTokenTable(path, model, machine, spec.tensor_parallel)
 
 
+@dataclass(frozen=True)
+class SimulationResult:
+    """One run's summary: what ``strato llm simulate`` prints (and, through :meth:`to_json`, its --json)."""
+
+    design: str
+    """The design's label, pool sizes and machines included."""
+    model: str
+    trace: str
+    perf: str
+    """The performance model, as it describes itself."""
+    conventions: str
+    """Metric conventions: ``strato`` or ``public-sim`` (:data:`strato.llm.metrics.CONVENTIONS`)."""
+    requests: int
+    completed: int
+    throughput_rps: float | None
+    ttft_s: Percentiles
+    tbt_s: Percentiles
+    e2e_s: Percentiles
+    slo_met: bool
+    """All nine checks hold."""
+    slo_checks: tuple[SloCheck, ...]
+    cost_per_hour: float
+    power_kw: float
+    utilisation: dict[str, float]
+    """Mean busy share of the machines of each home role, over the run."""
+    simulation_s: float
+    simulated_requests_per_s: float | None
+
+    def to_row(self) -> dict[str, str | int | float | bool | None]:
+        """Flat values by column key, one latency percentile per column (``ttft_p50`` ...)."""
+        latencies = {
+            f"{name}_{q}": value
+            for name, percentiles in (("ttft", self.ttft_s), ("tbt", self.tbt_s), ("e2e", self.e2e_s))
+            for q, value in percentiles.to_row().items()
+        }
+        return {
+            "design": self.design,
+            "model": self.model,
+            "trace": self.trace,
+            "requests": self.requests,
+            "completed": self.completed,
+            "throughput_rps": self.throughput_rps,
+            **latencies,
+            "slo_met": self.slo_met,
+            "cost_per_hour": self.cost_per_hour,
+            "power_kw": self.power_kw,
+        }
+
+    def to_json(self) -> dict[str, object]:
+        """JSON-ready values (non-finite numbers become null)."""
+        return {
+            "design": self.design,
+            "model": self.model,
+            "trace": self.trace,
+            "perf": self.perf,
+            "conventions": self.conventions,
+            "requests": self.requests,
+            "completed": self.completed,
+            "throughput_rps": self.throughput_rps,
+            "ttft_s": self.ttft_s.to_json(),
+            "tbt_s": self.tbt_s.to_json(),
+            "e2e_s": self.e2e_s.to_json(),
+            "slo_met": self.slo_met,
+            "slo_checks": [check.to_json() for check in self.slo_checks],
+            "cost_per_hour": self.cost_per_hour,
+            "power_kw": self.power_kw,
+            "utilisation": self.utilisation,
+            "simulation_s": self.simulation_s,
+            "simulated_requests_per_s": self.simulated_requests_per_s,
+        }
+
+
 def simulate(
     spec: SimulationSpec, requests: LlmRequests, config: SchedulerConfig | None = None
-) -> dict[str, Any]:
+) -> SimulationResult:
     return run_simulation(spec, requests, config)[0]
 
 
 def run_simulation(
     spec: SimulationSpec, requests: LlmRequests, config: SchedulerConfig | None = None
-) -> tuple[dict[str, Any], RequestTimes]:
+) -> tuple[SimulationResult, RequestTimes]:
     """The summary :func:`simulate` returns, and every request's times (for plots)."""
     model = get_model(spec.model)
     design = make_design(spec.design, prompt=spec.prompt, token=spec.token, machines=spec.machines)
@@ -68,24 +139,29 @@ def run_simulation(
     elapsed = time.perf_counter() - started
     checks = slo_checks(times, reference, convention)
     summary = run_summary(times)
-    horizon = float(times.completion_s.max()) if summary["completed"] else 0.0
-    summary_row = {
-        "design": design.label(),
-        "model": model.name,
-        "trace": requests.name,
-        "perf": perf_models[design.pools[0].machine.name].describe(),
-        "conventions": convention,
-        **summary,
-        **latency_summary(times, convention),
-        "slo_met": all(check["met"] for check in checks),
-        "slo_checks": checks,
-        "cost_per_hour": design.cost_per_hour,
-        "power_kw": design.power_kw,
-        "utilisation": simulator.utilisation(horizon),
-        "simulation_s": elapsed,
-        "simulated_requests_per_s": len(requests) / elapsed if elapsed > 0 else None,
-    }
-    return summary_row, times
+    latencies = latency_summary(times, convention)
+    horizon = float(times.completion_s.max()) if summary.completed else 0.0
+    result = SimulationResult(
+        design=design.label(),
+        model=model.name,
+        trace=requests.name,
+        perf=perf_models[design.pools[0].machine.name].describe(),
+        conventions=convention,
+        requests=summary.requests,
+        completed=summary.completed,
+        throughput_rps=summary.throughput_rps,
+        ttft_s=latencies.ttft_s,
+        tbt_s=latencies.tbt_s,
+        e2e_s=latencies.e2e_s,
+        slo_met=all(check.met for check in checks),
+        slo_checks=tuple(checks),
+        cost_per_hour=design.cost_per_hour,
+        power_kw=design.power_kw,
+        utilisation=simulator.utilisation(horizon),
+        simulation_s=elapsed,
+        simulated_requests_per_s=len(requests) / elapsed if elapsed > 0 else None,
+    )
+    return result, times
 
 
 def latency_cdf_figure(runs: list[tuple[str, RequestTimes]], convention: str = "strato") -> Figure:

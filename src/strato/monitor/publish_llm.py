@@ -41,15 +41,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
-
-import numpy as np
 
 from strato.errors import ConfigError
 from strato.llm.catalog import get_model
 from strato.llm.designs import make_design
-from strato.llm.engine import ClusterSimulator, MachineState, SchedulerConfig
+from strato.llm.engine import ClusterSimulator, ClusterSnapshot, MachineSnapshot, SchedulerConfig
 from strato.llm.perf import load_perf_model
 from strato.monitor.gmetric import GmetricSender, MetricSpec, spoof_id
 from strato.monitor.llm_feed_defaults import (
@@ -94,14 +92,14 @@ class MachineSample:
         return spoof_id(self.ip, self.name)
 
 
-def machine_names(simulator: ClusterSimulator, prefix: str) -> list[str]:
+def machine_names(snapshot: ClusterSnapshot, prefix: str) -> list[str]:
     """Stable host names, one per machine in the design's order: ``<prefix>-<p|t|m><index in pool>``."""
     seen: dict[str, int] = {}
     names = []
-    for node in simulator.nodes:
-        index = seen.get(node.role, 0)
-        seen[node.role] = index + 1
-        names.append(f"{prefix}-{_ROLE_LETTER[node.role]}{index:02d}")
+    for machine in snapshot.machines:
+        index = seen.get(machine.home_role, 0)
+        seen[machine.home_role] = index + 1
+        names.append(f"{prefix}-{_ROLE_LETTER[machine.home_role]}{index:02d}")
     return names
 
 
@@ -152,10 +150,8 @@ class LlmClusterFeed:
         self.requests = requests
         self.simulator = ClusterSimulator(self.design, llm, perf_models, config)
         self.simulator.start(requests)
-        # Single-token requests finish with their prefill, on the prompt machine.
-        self._decodes = requests.output_tokens > 1
-        self._running = bool(self.simulator.events)
-        self.names = machine_names(self.simulator, prefix or self.design.name)
+        self._running = self.simulator.running
+        self.names = machine_names(self.simulator.snapshot(), prefix or self.design.name)
         self.ips = machine_ips(len(self.names), ip_prefix)
 
     @property
@@ -179,32 +175,10 @@ class LlmClusterFeed:
         return self.advance_to(self.now + by_s)
 
     def samples(self) -> list[MachineSample]:
-        sim = self.simulator
-        now = sim.now
-        last_token_node = np.where(
-            self._decodes,
-            np.asarray(sim.token_node_of, dtype=np.int64),
-            np.asarray(sim.prompt_node_of, dtype=np.int64),
-        )
-        finished = np.isfinite(sim.completion)
-        served = np.bincount(last_token_node[finished], minlength=len(sim.nodes)).tolist()
+        snapshot = self.simulator.snapshot()
         return [
-            MachineSample(
-                name=name,
-                ip=ip,
-                role=node.pool,
-                home_role=node.role,
-                queued_prompts=len(node.prompt_queue),
-                pending_prompt_tokens=node.pending_prompt_tokens,
-                pending_decode_tokens=node.pending_decode_tokens,
-                decoding=len(node.finish),
-                # The first prompt of a batch is admitted whatever its size, so kv_used can pass capacity.
-                kv_util=min(max(node.kv_used / node.kv_capacity, 0.0), 1.0) if node.kv_capacity else 0.0,
-                busy=int(node.prompt_busy or bool(node.finish)),
-                busy_fraction=_busy_fraction(node, now),
-                served_requests=int(count),
-            )
-            for name, ip, node, count in zip(self.names, self.ips, sim.nodes, served, strict=True)
+            _sample(name, ip, machine, snapshot.now_s)
+            for name, ip, machine in zip(self.names, self.ips, snapshot.machines, strict=True)
         ]
 
     def describe(self) -> dict[str, Any]:
@@ -216,15 +190,22 @@ class LlmClusterFeed:
         }
 
 
-def _busy_fraction(node: MachineState, now: float) -> float:
-    if now <= 0:
-        return 0.0
-    busy = node.busy_s
-    # The engine books a decode stretch's iterations only at its next event and a prefill or mixed
-    # iteration whole when it starts; count the stretch so far and cap what the iteration books early.
-    if node.finish and not node.prompt_busy and node.iteration_s > 0:
-        busy += max(now - node.stretch_start_s, 0.0)
-    return min(busy / now, 1.0)
+def _sample(name: str, ip: str, machine: MachineSnapshot, now_s: float) -> MachineSample:
+    return MachineSample(
+        name=name,
+        ip=ip,
+        role=machine.role,
+        home_role=machine.home_role,
+        queued_prompts=machine.queued_prompts,
+        pending_prompt_tokens=machine.pending_prompt_tokens,
+        pending_decode_tokens=machine.pending_decode_tokens,
+        decoding=machine.decoding,
+        kv_util=machine.kv_util,
+        busy=int(machine.busy),
+        # A prefill or mixed iteration is booked whole when it starts: cap what it books early.
+        busy_fraction=min(machine.busy_s / now_s, 1.0) if now_s > 0 else 0.0,
+        served_requests=machine.served_requests,
+    )
 
 
 def metric_specs(interval_s: float) -> dict[str, MetricSpec]:
@@ -274,21 +255,21 @@ class Tick:
     """Names of the machines whose role differs from the previous tick's."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class PublishSummary:
-    ticks: int = 0
-    skipped_ticks: int = 0
+    ticks: int
+    skipped_ticks: int
     """Ticks not sent because the one before overran its interval (the simulation still kept pace)."""
-    datagrams: int = 0
-    wall_s: float = 0.0
-    sim_s: float = 0.0
-    finished: bool = False
+    datagrams: int
+    wall_s: float
+    sim_s: float
+    finished: bool
     """The simulation ran to its end (else the wall-clock duration ran out or it was interrupted)."""
-    interrupted: bool = False
-    role_changes: dict[str, int] = field(default_factory=dict)
-    last_samples: list[MachineSample] = field(default_factory=list)
+    interrupted: bool
+    role_changes: dict[str, int]
+    last_samples: list[MachineSample]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -318,7 +299,10 @@ def publish(
         raise ConfigError(f"duration must be zero or more wall seconds, got {duration_s!r}")
     last_tick = None if duration_s is None else math.floor(duration_s / interval_s + 1e-9)
     specs = list(metric_specs(interval_s).values())
-    summary = PublishSummary(role_changes=dict.fromkeys(feed.names, 0))
+    role_changes = dict.fromkeys(feed.names, 0)
+    samples: list[MachineSample] = []
+    ticks = skipped = datagrams = 0
+    interrupted = False
     previous: dict[str, str] = {}
     start = clock()
     tick = 0
@@ -326,17 +310,15 @@ def publish(
         while True:
             feed.advance_to(tick * interval_s * speed)
             samples = feed.samples()
-            summary.datagrams += sender.send_many(
+            datagrams += sender.send_many(
                 ((spec, getattr(sample, spec.name), sample.spoof) for sample in samples for spec in specs),
                 pace_every=_PACE_EVERY,
             )
             changed = [s.name for s in samples if previous.get(s.name, s.role) != s.role]
             for name in changed:
-                summary.role_changes[name] += 1
+                role_changes[name] += 1
             previous = {s.name: s.role for s in samples}
-            summary.ticks += 1
-            summary.last_samples = samples
-            summary.sim_s = feed.now
+            ticks += 1
             if on_tick is not None:
                 on_tick(Tick(tick, clock() - start, feed.now, samples, changed))
             if feed.done or (last_tick is not None and tick >= last_tick):
@@ -350,10 +332,18 @@ def publish(
                 if last_tick is not None:
                     current = min(current, last_tick)
                 if current > tick:
-                    summary.skipped_ticks += current - tick
+                    skipped += current - tick
                     tick = current
     except KeyboardInterrupt:
-        summary.interrupted = True
-    summary.finished = feed.done
-    summary.wall_s = clock() - start
-    return summary
+        interrupted = True
+    return PublishSummary(
+        ticks=ticks,
+        skipped_ticks=skipped,
+        datagrams=datagrams,
+        wall_s=clock() - start,
+        sim_s=feed.now if ticks else 0.0,
+        finished=feed.done,
+        interrupted=interrupted,
+        role_changes=role_changes,
+        last_samples=samples,
+    )

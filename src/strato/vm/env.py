@@ -54,7 +54,7 @@ class EnvConfig:
             raise ConfigError(f"packing must be random or by-class, not {self.packing!r}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Nodes:
     """Every node of every packing: its VMs and its utilisation series."""
 
@@ -137,7 +137,7 @@ def pack(usage: VmUsage, config: EnvConfig) -> Nodes:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class Windows:
     """Node-windows: which node, which window, the slots it covers."""
 
@@ -177,7 +177,7 @@ def history_series(series: np.ndarray, spans: Windows, slots: int) -> np.ndarray
     return np.where(valid, values, np.nan)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Outcome:
     """Per node-window results of one policy."""
 

@@ -8,9 +8,8 @@ the ``history_days`` before its window.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cache
-from typing import Any
 
 import numpy as np
 
@@ -21,7 +20,7 @@ from strato.vm.model import VmUsage
 from strato.vm.policies import DecisionInputs, HindsightOracle, Policy
 
 
-@dataclass
+@dataclass(frozen=True)
 class Experiment:
     usage: VmUsage
     config: EnvConfig
@@ -93,7 +92,11 @@ class Experiment:
         )
 
 
-@dataclass
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
 class Score:
     policy: str
     risk: float
@@ -111,7 +114,8 @@ class Score:
     overloaded_windows: float
     """Fraction of node-windows with at least one overloaded slot."""
 
-    def row(self) -> dict[str, Any]:
+    def to_row(self) -> dict[str, str | int | float]:
+        """Flat values by column key (confidence intervals as ``*_low``/``*_high``), for tables."""
         return {
             "policy": self.policy,
             "risk": self.risk,
@@ -125,6 +129,12 @@ class Score:
             "mean_ratio": self.mean_ratio,
             "overloaded_windows": self.overloaded_windows,
             "node_windows": self.node_windows,
+        }
+
+    def to_json(self) -> dict[str, str | int | float | None]:
+        """:meth:`to_row` with non-finite numbers (no evaluated windows) as null."""
+        return {
+            key: _finite(value) if isinstance(value, float) else value for key, value in self.to_row().items()
         }
 
 
@@ -201,7 +211,7 @@ def benefit_at_risk(frontier_points: tuple[np.ndarray, np.ndarray], risk: float)
     return float(np.interp(risk, risks, benefits))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Comparison:
     """ProtoHAIL against the best static heuristic, point by point along both frontiers."""
 
@@ -214,6 +224,15 @@ class Comparison:
     static_risk_at_equal_benefit: float
     risk_reduction: float
     """The static frontier's risk for the same benefit over ProtoHAIL's risk."""
+
+    def to_row(self) -> dict[str, str | float]:
+        return asdict(self)
+
+    def to_json(self) -> dict[str, str | float | None]:
+        """Infinite ratios (the static frontier never reaches the benefit, or zero risk) become null."""
+        return {
+            key: _finite(value) if isinstance(value, float) else value for key, value in asdict(self).items()
+        }
 
 
 def compare(learned: list[Score], static: list[Score]) -> list[Comparison]:

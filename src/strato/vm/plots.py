@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from strato.core.report import Report, new_figure
-from strato.vm.protohail import ProtoHAIL, encode, hourly_profile, nearest, prototype_id, subset
+from strato.vm.protohail import ProtoHAIL, encode, hourly_profile, nearest, subset
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -47,9 +47,10 @@ def frontier_figure(sweeps: dict[str, list[Score]], *, title: str) -> Figure:
     return figure
 
 
-def review_report(model: ProtoHAIL, experiment: Experiment, rows: list[dict[str, Any]], out: Path) -> Path:
+def review_report(model: ProtoHAIL, experiment: Experiment, out: Path) -> Path:
     """One page per model: every prototype's members (last-day hourly peaks) and its proposed ratio."""
     assert model.centroids is not None
+    rows = model.prototypes()
     inputs = experiment.inputs(experiment.train)
     usable = ~np.isnan(inputs.history_max[:, -inputs.slots_per_day :]).any(axis=1)
     chosen = subset(inputs, usable)
@@ -71,10 +72,8 @@ def review_report(model: ProtoHAIL, experiment: Experiment, rows: list[dict[str,
         if len(members):
             axes.plot(hours, np.median(members, axis=0), color="C0", linewidth=2)
         row = rows[index]
-        verdict = f", {row['feedback']}" if row["feedback"] else ""
-        axes.set_title(
-            f"{prototype_id(index)}: {len(members)} windows, ratio {row['ratio']:.2f}{verdict}", fontsize=8
-        )
+        verdict = f", {row.feedback}" if row.feedback else ""
+        axes.set_title(f"{row.prototype}: {len(members)} windows, ratio {row.ratio:.2f}{verdict}", fontsize=8)
         axes.set_ylim(0, 1)
         axes.tick_params(labelsize=7)
     figure.supxlabel("hour of the last day before the decision", fontsize=8)
@@ -87,6 +86,8 @@ def review_report(model: ProtoHAIL, experiment: Experiment, rows: list[dict[str,
         "blue their median. Record verdicts with `strato vm review --model M --feedback F --accept P00 "
         "--lower P03=1.2 --forbid P05`, then retrain with `--feedback F`."
     )
-    report.add_table(rows, caption="Prototypes", formats={"learned": ".2f", "ratio": ".2f"})
+    report.add_table(
+        [row.to_row() for row in rows], caption="Prototypes", formats={"learned": ".2f", "ratio": ".2f"}
+    )
     report.add_figure(figure, "prototypes", caption="Members' patterns per prototype")
     return report.write(out)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -204,7 +204,7 @@ class HumanRules:
         return {"max_p99": self.max_p99, "max_ratio": self.max_ratio, "class_caps": dict(self.class_caps)}
 
 
-@dataclass
+@dataclass(frozen=True)
 class FeedbackEntry:
     action: str
     ratio: float | None = None
@@ -254,12 +254,41 @@ class Feedback:
 # ---- the learner ----------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class Decision:
+    """One node-window's ratio and why: its prototype, the distance to it, what bound the ratio."""
+
     ratio: float
     prototype: str
     distance: float
     reason: str
+
+    def to_row(self) -> dict[str, str | float]:
+        return asdict(self)
+
+    def to_json(self) -> dict[str, str | float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PrototypeRow:
+    """One prototype of a trained model, as a reviewer sees it."""
+
+    prototype: str
+    members: int
+    """Training windows it holds."""
+    learned: float
+    """The ratio it imitates from the oracle, before feedback."""
+    ratio: float
+    """The ratio predictions use (after feedback; the hard rules still apply per decision)."""
+    feedback: str
+    """The verdict given on it (``accept``, ``lower``, ``forbid``), or empty."""
+
+    def to_row(self) -> dict[str, str | int | float]:
+        return asdict(self)
+
+    def to_json(self) -> dict[str, str | int | float]:
+        return asdict(self)
 
 
 class ProtoHAIL(Policy):
@@ -442,6 +471,22 @@ class ProtoHAIL(Policy):
             )
             decisions.append(Decision(float(final[index]), proto, float(distances[index]), reason))
         return decisions
+
+    def prototypes(self) -> list[PrototypeRow]:
+        """Every prototype with its members, learned and used ratio, and verdict."""
+        if self.learned is None or self.prototype_ratios is None or self.members is None:
+            raise ConfigError("this ProtoHAIL model is not trained yet (fit it or load a saved model)")
+        verdicts = {proto: self.feedback.entries[name].action for name, proto in self.feedback_map.items()}
+        return [
+            PrototypeRow(
+                prototype=prototype_id(index),
+                members=int(self.members[index]),
+                learned=float(self.learned[index]),
+                ratio=float(self.prototype_ratios[index]),
+                feedback=verdicts.get(prototype_id(index), ""),
+            )
+            for index in range(len(self.learned))
+        ]
 
     def predict(self, inputs: DecisionInputs) -> np.ndarray:
         return np.array([decision.ratio for decision in self.explain(inputs)])
