@@ -589,26 +589,24 @@ class Node:
         """Start one instance of ``spec`` in its sandbox, which proves the code imports, then stop it.
 
         Raises InvokeFailed naming the problem (the import error, or an OOM kill while loading)."""
-        instance = await self.start_instance(FunctionState(spec, -1), reason="trial", spec=spec)
-        self._stop_instance(instance)
-
-    async def start_instance(
-        self, function: FunctionState, *, reason: StartReason, spec: FunctionSpec | None = None
-    ) -> Instance:
-        """Spawn an instance and wait until its handler is loaded."""
-        return await self._boot(self._new_instance(function, reason=reason, spec=spec), reason)
+        trial = self._new_instance(FunctionState(spec, -1), reason="trial", spec=spec)
+        self._stop_instance(await self._boot(trial, "trial"))
 
     def _new_instance(
-        self, function: FunctionState, *, reason: StartReason, spec: FunctionSpec | None = None
+        self,
+        function: FunctionState,
+        *,
+        reason: StartReason,
+        spec: FunctionSpec | None = None,
+        reserved: float | None = None,
     ) -> Instance:
         """Reserve memory and count a starting instance, synchronously, so that every request deciding
-        whether to start another one sees it. A cold start uses what the core reserved at its arrival,
-        a pre-warm what the core reserved when its timer fired; any other start asks the core now."""
+        whether to start another one sees it. A pre-warm passes what the core reserved when its timer
+        fired, a cold start uses what it reserved at the arrival; any other start asks the core now."""
         spec = spec or function.spec
-        reserved = 0.0
-        if reason in ("cold", "prewarm") and function.cold_reservation_mb:
+        if reserved is None and reason == "cold" and function.cold_reservation_mb:
             reserved, function.cold_reservation_mb = function.cold_reservation_mb, 0.0
-        elif reason != "trial":
+        elif reserved is None and reason != "trial":
             admission = self.core.add_instance(function.app, spec.memory_mb, self.policy_clock.now_us())
             if admission.outcome == "rejected":
                 raise InvokeFailed(
@@ -620,7 +618,7 @@ class Node:
             reserved = spec.memory_mb
         instance = Instance(function, f"{spec.name[:40]}-{next(self.ids)}")
         instance.spec = spec
-        instance.reserved_mb = reserved
+        instance.reserved_mb = reserved or 0.0
         if reason != "trial":
             function.instances.append(instance)
             if reason == "scale-out":
@@ -716,11 +714,14 @@ class Node:
             self._drop(function, "unload")
             return
         self.prometheus.events.inc(function=function.spec.name, event="prewarm")
-        function.cold_reservation_mb = self.core.apps[function.app].memory_mb
+        # Counted as starting at once, so that an invocation arriving meanwhile waits for it.
+        instance = self._new_instance(
+            function, reason="prewarm", reserved=self.core.apps[function.app].memory_mb
+        )
 
         async def warm() -> None:
             try:
-                await self.start_instance(function, reason="prewarm")
+                await self._boot(instance, "prewarm")
             except InvokeFailed:
                 function.stats.start_failures += 1
                 return
