@@ -11,12 +11,15 @@ import numpy as np
 import pytest
 
 from strato.traces.describe import (
+    IDLE_QUANTILES,
     MIN_INTERARRIVALS,
     PAPER,
     TOP_APPS_FRACTION,
     _interarrival_cv,
     describe,
     format_characterisation,
+    format_idle_structures,
+    idle_structure,
 )
 from strato.traces.model import DURATION_PERCENTILES, Workload
 from strato.traces.synth import SynthConfig, generate
@@ -241,3 +244,43 @@ def test_describe_on_the_real_sampled_day() -> None:
     assert c.share_apps_single_function == 1.0
     assert 0.0 < c.share_apps_cv_above_1 < 1.0
     assert c.n_apps_with_cv == int(np.sum(per_app >= MIN_INTERARRIVALS + 1))
+
+
+# ------------------------------------------------------------------------------------ idle structure
+
+
+def test_idle_structure_tells_a_timer_from_a_poisson_app_and_reads_p5_and_p99():
+    rng = np.random.default_rng(3)
+    periodic = [300.0 * k for k in range(40)]  # every 5 min: 39 idle times of 5 min less 0.1 s
+    poisson = list(np.cumsum(rng.exponential(120.0, size=60)))
+    rare = [0.0, 600.0, 1200.0]  # too few idle times to count
+    starts = periodic + poisson + rare
+    functions = [0] * len(periodic) + [1] * len(poisson) + [2] * len(rare)
+    order = np.argsort(starts, kind="stable")
+    workload = _workload(
+        [0, 1, 2],
+        ["timer", "http", "http"],
+        memory=[128.0, 128.0, 128.0],
+        events=([functions[i] for i in order], [starts[i] for i in order]),
+    )
+    structure = idle_structure(workload)
+    assert structure.n_apps == 3 and structure.n_apps_measured == 2
+    assert structure.share_timer_like == 0.5
+    gaps_min = (np.diff(poisson) - 0.1) / 60.0
+    poisson_cv = float(np.std(gaps_min) / np.mean(gaps_min))
+    # Two apps: every quantile over apps interpolates between the periodic app (CV ~0) and the Poisson one.
+    assert structure.cv[0] == pytest.approx(0.1 * poisson_cv, abs=1e-6)
+    assert structure.cv[-1] == pytest.approx(0.9 * poisson_cv, abs=1e-6)
+    p99 = float(np.percentile(gaps_min, 99.0))
+    assert max(structure.p99_min) == pytest.approx(p99 - 0.1 * (p99 - (300.0 - 0.1) / 60.0), abs=1e-6)
+    assert json.loads(json.dumps(structure.to_dict()))["quantiles"] == list(IDLE_QUANTILES)
+    table = format_idle_structures([structure, structure])
+    assert table.count("hand-made") == 2 and "timer-like apps" in table
+
+
+def test_idle_structure_of_a_workload_without_idle_times_is_nan_not_an_error():
+    workload = _workload([0], ["http"], memory=[128.0], events=([0], [5.0]))
+    structure = idle_structure(workload)
+    assert structure.n_apps_measured == 0
+    assert all(math.isnan(x) for x in structure.cv) and math.isnan(structure.share_timer_like)
+    assert "n/a" in format_idle_structures([structure])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from strato.errors import ConfigError
-from strato.traces.describe import PAPER, Characterisation, describe
+from strato.traces.describe import PAPER, Characterisation, describe, idle_structure
 from strato.traces.model import Workload
 from strato.traces.synth import (
     TRIGGER_FUNCTION_SHARE,
@@ -269,3 +269,29 @@ def test_loader_builds_the_same_synthetic_workload() -> None:
     from strato.traces.loader import load_workload
 
     _assert_same(load_workload("synthetic:apps=50,seed=2"), generate(SynthConfig(n_apps=50, seed=2)))
+
+
+# ------------------------------------------------------------------------- per-app idle-time structure
+
+
+@pytest.mark.parametrize(("n_apps", "seed"), [(2000, 0), (1000, 1)])
+def test_idle_structure_sits_between_the_real_traces(n_apps: int, seed: int) -> None:
+    # The references (strato traces idle, docs/keepalive.md): raw-format-100-8h and sampled/1350.
+    s = idle_structure(_workload(n_apps, seed), seed=seed)
+    assert 0.06 <= s.share_timer_like <= 0.38
+    median, p75, p90 = 2, 3, 4
+    assert 0.48 <= s.cv[median] <= 1.33
+    assert s.cv[p90] <= 3.96
+    # Most apps, even mostly periodic ones, have short idle times: the hybrid policy's head is under a
+    # minute for the median app and about a minute for the 3rd-quartile one (gamma(3) gave 6 minutes).
+    assert s.p5_min[median] < 1.0
+    assert s.p5_min[p75] < 2.0
+    assert 20.0 <= s.p99_min[median] <= 40.0
+
+
+def test_scheduled_apps_are_periodic_and_the_knob_is_a_spec_key() -> None:
+    none = idle_structure(generate(parse_synth_spec("synthetic:apps=400,minutes=480,scheduled=0,bursty=0")))
+    all_ = idle_structure(generate(parse_synth_spec("synthetic:apps=400,minutes=480,scheduled=1,bursty=0")))
+    assert all_.share_timer_like > none.share_timer_like + 0.1
+    with pytest.raises(ConfigError, match="scheduled"):
+        parse_synth_spec("synthetic:scheduled=1.5")

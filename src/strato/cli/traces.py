@@ -36,6 +36,26 @@ def describe(
 
 @app.command()
 @friendly_errors
+def idle(
+    paths: Annotated[
+        list[str],
+        typer.Argument(help="Traces to set side by side (directories/files or synthetic[:k=v,...])"),
+    ],
+    seed: Annotated[int, typer.Option(help="Seed for spreading minute counts and sampling durations")] = 0,
+    json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON")] = False,
+) -> None:
+    """Per-app idle-time structure (CV, p5, p99, timer-like apps) of traces, side by side."""
+    from strato.traces.describe import format_idle_structures, idle_structure
+
+    structures = [idle_structure(load_workload(path), seed=seed) for path in paths]
+    if json_output:
+        print_json([structure.to_dict() for structure in structures])
+        return
+    console.print(format_idle_structures(structures), highlight=False)
+
+
+@app.command()
+@friendly_errors
 def synth(
     out: Annotated[Path, typer.Argument(help="Directory for invocations.csv, durations.csv, memory.csv")],
     apps: Annotated[int, typer.Option(help="Number of applications")] = 500,

@@ -15,6 +15,15 @@ side by side). Rules, where the paper leaves room:
 * Trigger shares are over functions and over invocations; triggers the paper does not name (e.g.
   ``unknown`` in the sampled traces) are listed after the paper's seven.
 * Function durations: the median of the per-function averages. Memory: quantiles of the per-app values.
+
+:func:`idle_structure` measures what a keep-alive policy sees of each app: its idle times (end of its
+last running execution to its next invocation, as the simulators define them, on ``expand(seed=seed)``),
+summarised over apps with at least :data:`MIN_IDLE_TIMES` of them: the distribution over apps of their
+idle-time CV, 5th and 99th percentiles (the hybrid policy's head and tail), and the share of *timer-like*
+apps, those with at least 90 % of their idle times within a minute of their median idle time and that
+median at least a minute (spreading minute counts inside their minute blurs a strict period by up to a
+minute either way; the one-minute floor keeps busy Poisson apps out). :func:`format_idle_structures`
+prints several workloads side by side, e.g. a real trace and the generator's output.
 """
 
 from __future__ import annotations
@@ -29,17 +38,31 @@ from strato.core.stats import top_share
 from strato.traces.model import MICROS, Workload, _spread_minutes
 
 __all__ = [
+    "IDLE_QUANTILES",
+    "MIN_IDLE_TIMES",
     "MIN_INTERARRIVALS",
     "PAPER",
     "TOP_APPS_FRACTION",
     "Characterisation",
+    "IdleStructure",
     "TriggerShare",
     "describe",
     "format_characterisation",
+    "format_idle_structures",
+    "idle_structure",
 ]
 
 MIN_INTERARRIVALS = 3
 """Fewest inter-arrival times an app needs for its CV to count (fewer say little about burstiness)."""
+
+MIN_IDLE_TIMES = 10
+"""Fewest idle times an app needs to count in :func:`idle_structure` (its p5 and p99 need a few)."""
+
+IDLE_QUANTILES: tuple[float, ...] = (10.0, 25.0, 50.0, 75.0, 90.0)
+"""Where :class:`IdleStructure` reads each per-app statistic's distribution over apps."""
+
+_TIMER_LIKE_SHARE = 0.9
+_TIMER_LIKE_WIDTH_MIN = 1.0
 
 TOP_APPS_FRACTION = 0.186
 """The paper's "most popular 18.6 % of apps"."""
@@ -120,6 +143,96 @@ class Characterisation:
             for t in self.triggers
         }
         return data
+
+
+@dataclass(frozen=True)
+class IdleStructure:
+    """Per-app idle-time structure of one workload (see the module docstring); minutes, NaN if no app."""
+
+    name: str
+    n_apps: int
+    n_apps_measured: int
+    """Apps with at least :data:`MIN_IDLE_TIMES` idle times; every other figure is over these."""
+    share_timer_like: float
+    share_cv_above_1: float
+    cv: tuple[float, ...]
+    """Quantiles (at :data:`IDLE_QUANTILES`) over apps of each app's idle-time CV."""
+    p5_min: tuple[float, ...]
+    """Quantiles over apps of each app's 5th-percentile idle time, in minutes."""
+    p99_min: tuple[float, ...]
+    """Quantiles over apps of each app's 99th-percentile idle time, in minutes."""
+
+    def to_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        data["quantiles"] = list(IDLE_QUANTILES)
+        return data
+
+
+def idle_structure(workload: Workload, *, seed: int = 0) -> IdleStructure:
+    """Measure the per-app idle-time structure of ``workload``; see the module docstring."""
+    # The simulators' own definition of an idle time, so the figures describe what the policies see.
+    from strato.faas.simulator import IdleProfile
+
+    profile = IdleProfile.from_invocations(workload.expand(seed=seed))
+    cv, p5, p99, timer_like = [], [], [], []
+    for app in np.flatnonzero(np.diff(profile.gap_bounds) >= MIN_IDLE_TIMES):
+        minutes = profile.gap_us[profile.gap_bounds[app] : profile.gap_bounds[app + 1]] / 60e6
+        median = float(np.median(minutes))
+        cv.append(float(np.std(minutes) / np.mean(minutes)))
+        low, high = np.percentile(minutes, [5.0, 99.0])
+        p5.append(float(low))
+        p99.append(float(high))
+        near = np.mean(np.abs(minutes - median) <= _TIMER_LIKE_WIDTH_MIN)
+        timer_like.append(median >= _TIMER_LIKE_WIDTH_MIN and near >= _TIMER_LIKE_SHARE)
+    return IdleStructure(
+        name=workload.name,
+        n_apps=workload.n_apps,
+        n_apps_measured=len(cv),
+        share_timer_like=_share(np.asarray(timer_like, dtype=np.bool_)),
+        share_cv_above_1=_share(np.asarray(cv) > 1.0),
+        cv=_quantiles(cv),
+        p5_min=_quantiles(p5),
+        p99_min=_quantiles(p99),
+    )
+
+
+def _quantiles(values: list[float]) -> tuple[float, ...]:
+    if not values:
+        return tuple(math.nan for _ in IDLE_QUANTILES)
+    return tuple(float(q) for q in np.percentile(values, IDLE_QUANTILES))
+
+
+def format_idle_structures(structures: list[IdleStructure]) -> str:
+    """A text table with one column per workload, one row per figure."""
+    rows: list[list[str]] = [
+        ["apps (measured)", *(f"{s.n_apps:,} ({s.n_apps_measured:,})" for s in structures)],
+        ["timer-like apps", *(_pct(s.share_timer_like) for s in structures)],
+        ["apps with idle-time CV > 1", *(_pct(s.share_cv_above_1) for s in structures)],
+    ]
+    for label, attribute, spec in (
+        ("idle-time CV", "cv", ".2f"),
+        ("p5 idle time, min", "p5_min", ".2f"),
+        ("p99 idle time, min", "p99_min", ".1f"),
+    ):
+        for index, q in enumerate(IDLE_QUANTILES):
+            rows.append(
+                [
+                    f"{label}: p{q:g} over apps",
+                    *(_num(getattr(s, attribute)[index], spec) for s in structures),
+                ]
+            )
+    header = ["per-app idle times", *(s.name for s in structures)]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for i, row in enumerate([header, *rows]):
+        cells = [
+            row[0].ljust(widths[0]),
+            *(cell.rjust(w) for cell, w in zip(row[1:], widths[1:], strict=True)),
+        ]
+        lines.append("  ".join(cells).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(lines)
 
 
 def describe(workload: Workload, *, seed: int = 0) -> Characterisation:

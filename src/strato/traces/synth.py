@@ -46,18 +46,32 @@ apps with event and queue functions are busier and timer apps quieter, moving th
 shares towards the paper's (36/34/25/2/2/1/1 %); they stay noisy because a few apps make most invocations.
 An app's rate is split over its functions by trigger weight times a log-normal(0, 1) factor.
 
-Arrival processes (a share ``bursty_fraction`` of apps is bursty, the rest smooth)
+Arrival processes (a share ``bursty_fraction`` of apps is bursty; of the others, a share
+``scheduled_fraction`` runs on a schedule and the rest are smooth)
     * Timer functions fire strictly periodically, with the period snapped to a cron-like value (1 s .. 30 d)
       and a uniform phase: inter-arrival CV ~ 0.
-    * Smooth apps: a stationary gamma renewal process with shape 3 (CV 0.58) at app level, each arrival
-      going to one of the app's non-timer functions in proportion to its rate. Above 4 arrivals a minute
-      the app is generated per minute instead, each function getting an evenly spread (deterministic)
-      count per minute, since per-arrival draws would dominate the run time there.
-    * Bursty apps: a Poisson process modulated by a gamma(0.1) factor per block of 1-120 minutes
+    * Scheduled apps (pollers, cron jobs outside the platform): the app's non-timer arrivals are strictly
+      periodic in the same way, each going to one of its non-timer functions in proportion to its rate.
+    * Smooth apps: a stationary gamma renewal process at app level, its shape log-uniform per app in
+      [2, 400] (inter-arrival CV 0.71 down to 0.05), arrivals spread over the functions as above.
+    * Scheduled and smooth arrivals bring a follow-up (a retry, a chained call) to the same function in the
+      same or the next minute with a per-app probability, log-uniform in [0.03, 1]. Real apps have such
+      pairs: most have a 5th-percentile idle time under a minute even when they are mostly periodic.
+    * Above 4 non-timer arrivals a minute an app is generated per minute instead, each function getting an
+      evenly spread (deterministic) count per minute, since per-arrival draws would dominate the run time.
+    * Bursty apps: a Poisson process modulated by a gamma(0.3) factor per block of 1-120 minutes
       (log-uniform per app), rescaled to average 1 over the trace and shared by the app's functions:
       mostly idle with bursts (on/off), CV well above 1 once an app has a dozen arrivals.
     ``bursty_fraction`` 0.5 gives about 40 % of apps with an inter-arrival CV above 1 (the paper's figure):
     timer-only apps and bursty apps with few arrivals make up the difference.
+
+Per-app idle-time structure. The shapes, the scheduled share, the follow-ups and the burst factor are
+calibrated against the real traces' per-app idle times (``strato traces idle``, docs/keepalive.md has the
+table): the distribution over apps of the idle-time CV, 5th and 99th percentiles and the share of
+timer-like apps. The two real references disagree (raw-format-100-8h has 38 % timer-like apps among 66
+measured, sampled/1350 13 % among 863); the generator sits between them, nearer the larger sample. It used to
+give every smooth app gamma(3) idle times, with no timer-like smooth apps and no short idle times in
+periodic ones.
 
 Small workloads reproduce the marginals closely because app-level draws (rate, functions, memory,
 burstiness) use stratified uniforms: one draw from each of ``n_apps`` equal slices of (0, 1), shuffled.
@@ -112,11 +126,16 @@ _TAIL_EXPONENT = 0.3
 _COUPLING_NOISE = 1.5
 _SPLIT_SIGMA = 1.0
 
-_SMOOTH_SHAPE = 3.0
+_SMOOTH_SHAPE_RANGE = (2.0, 400.0)
+"""Smooth apps' gamma renewal shape, log-uniform per app: inter-arrival CV from 0.71 down to 0.05."""
+_FOLLOW_UP_RANGE = (0.03, 1.0)
+"""Per-app probability, log-uniform, that a smooth or scheduled arrival brings a follow-up."""
+_FOLLOW_UP_MINUTES = 2
+"""A follow-up lands in the same minute as its arrival or in one of the next ``_FOLLOW_UP_MINUTES - 1``."""
 _CELL_PATH_RATE = 4.0
 """Non-timer app rate (per minute) above which counts are generated per minute rather than per arrival."""
 _RENEWAL_MARGIN_SD = 6.0
-_BURST_SHAPE = 0.1
+_BURST_SHAPE = 0.3
 _BURST_BLOCK_MINUTES = (1.0, 120.0)
 
 _SUBMINUTE_PERIODS_S = (1, 2, 5, 10, 15, 20, 30)
@@ -143,7 +162,8 @@ class SynthConfig:
     ``seed`` (``seed``): the same config and seed always give the identical workload.
     ``rate_cap_per_min`` (``rate_cap``): the busiest app's average rate; see the module docstring for how
     it trades the top-18.6 % share against the trace size.
-    ``bursty_fraction`` (``bursty``): share of apps with on/off (bursty) arrivals; the rest are smooth.
+    ``bursty_fraction`` (``bursty``): share of apps with on/off (bursty) arrivals.
+    ``scheduled_fraction`` (``scheduled``): share of the other apps whose arrivals are strictly periodic.
     ``max_functions_per_app`` (``max_functions``): truncation of the functions-per-app tail.
     """
 
@@ -152,6 +172,7 @@ class SynthConfig:
     seed: int = 0
     rate_cap_per_min: float = 200.0
     bursty_fraction: float = 0.5
+    scheduled_fraction: float = 0.7
     max_functions_per_app: int = 2000
 
     def __post_init__(self) -> None:
@@ -179,7 +200,7 @@ def _field_problem(name: str, value: object) -> str:
     if name == "rate_cap_per_min":
         ok = number and math.isfinite(float(value)) and float(value) > 0  # type: ignore[arg-type]
         return "" if ok else f"must be a positive number (invocations per minute), got {value!r}"
-    if name == "bursty_fraction":
+    if name in ("bursty_fraction", "scheduled_fraction"):
         ok = number and 0.0 <= float(value) <= 1.0  # type: ignore[arg-type]
         return "" if ok else f"must lie in [0, 1], got {value!r}"
     raise AssertionError(f"no rule for field {name}")
@@ -191,13 +212,15 @@ _SPEC_KEYS: dict[str, tuple[str, type[int] | type[float]]] = {
     "seed": ("seed", int),
     "rate_cap": ("rate_cap_per_min", float),
     "bursty": ("bursty_fraction", float),
+    "scheduled": ("scheduled_fraction", float),
     "max_functions": ("max_functions_per_app", int),
 }
 
 
 def parse_synth_spec(text: str) -> SynthConfig:
     """``synthetic`` or ``synthetic:key=value,...`` with keys apps, minutes, seed, rate_cap, bursty,
-    max_functions (see :class:`SynthConfig`). Raises :class:`ConfigError` naming the offending key."""
+    scheduled, max_functions (see :class:`SynthConfig`). Raises :class:`ConfigError` naming the offending
+    key."""
     values = parse_synthetic_spec(text, _SPEC_KEYS, what="synthetic workload")
     for field_name, value in values.items():
         problem = _field_problem(field_name, value)
@@ -222,7 +245,21 @@ def generate(config: SynthConfig) -> Workload:
     function_rate = _split_app_rate(streams.stream("split"), app_rate, function_app, weight)
 
     bursty = _stratified_uniform(streams.stream("burstiness"), n_apps) < config.bursty_fraction
-    counts = _minute_counts(streams.stream("arrivals"), config, function_app, trigger, function_rate, bursty)
+    regularity = streams.stream("regularity")
+    scheduled = _stratified_uniform(regularity, n_apps) < config.scheduled_fraction
+    smooth_shape = _smooth_shapes(regularity, n_apps)
+    follow_up = _follow_up_probabilities(regularity, n_apps)
+    counts = _minute_counts(
+        streams.stream("arrivals"),
+        config,
+        function_app,
+        trigger,
+        function_rate,
+        bursty,
+        scheduled,
+        smooth_shape,
+        follow_up,
+    )
 
     mean_ms, percentiles_ms = _durations(streams.stream("durations"), n_functions)
     memory_mb = _app_memory_mb(streams.stream("memory"), n_apps)
@@ -332,6 +369,9 @@ def _minute_counts(
     trigger: IntArray,
     function_rate: FloatArray,
     bursty: NDArray[np.bool_],
+    scheduled: NDArray[np.bool_],
+    smooth_shape: FloatArray,
+    follow_up: FloatArray,
 ) -> IntArray:
     """Counts per (function, minute): per-arrival paths feed one bincount, per-minute paths fill rows."""
     n_apps, minutes = config.n_apps, config.minutes
@@ -347,13 +387,20 @@ def _minute_counts(
     flat = [function_timer[timer_fn] * minutes + timer_minute]
 
     event_fn = np.flatnonzero(~timer & ~per_minute_app[function_app])
-    for is_bursty in (False, True):
-        apps = np.flatnonzero(~per_minute_app & (bursty == is_bursty) & (nontimer_rate > 0))
-        if is_bursty:
+    per_arrival = ~per_minute_app & (nontimer_rate > 0)
+    for process in ("scheduled", "renewal", "bursty"):
+        if process == "bursty":
+            apps = np.flatnonzero(per_arrival & bursty)
             app_of_event, minute = _bursty_arrivals(rng, nontimer_rate[apps], minutes)
+        elif process == "scheduled":
+            apps = np.flatnonzero(per_arrival & ~bursty & scheduled)
+            app_of_event, minute = _timer_arrivals(rng, nontimer_rate[apps], minutes)
         else:
-            app_of_event, minute = _renewal_arrivals(rng, nontimer_rate[apps], minutes)
+            apps = np.flatnonzero(per_arrival & ~bursty & ~scheduled)
+            app_of_event, minute = _renewal_arrivals(rng, nontimer_rate[apps], smooth_shape[apps], minutes)
         function = _assign_functions(rng, apps[app_of_event], function_app[event_fn], function_rate[event_fn])
+        if process != "bursty":
+            function, minute = _with_follow_ups(rng, function, minute, follow_up[apps[app_of_event]], minutes)
         flat.append(event_fn[function] * minutes + minute)
 
     counts = np.bincount(np.concatenate(flat), minlength=n_functions * minutes).reshape(n_functions, minutes)
@@ -384,21 +431,46 @@ def _timer_arrivals(
     return which, minute
 
 
-def _renewal_arrivals(
-    rng: np.random.Generator, rate_per_min: FloatArray, minutes: int
+def _smooth_shapes(rng: np.random.Generator, n: int) -> FloatArray:
+    low, high = _SMOOTH_SHAPE_RANGE
+    return np.exp(rng.uniform(math.log(low), math.log(high), size=n))
+
+
+def _follow_up_probabilities(rng: np.random.Generator, n: int) -> FloatArray:
+    low, high = _FOLLOW_UP_RANGE
+    return np.exp(rng.uniform(math.log(low), math.log(high), size=n))
+
+
+def _with_follow_ups(
+    rng: np.random.Generator, function: IntArray, minute: IntArray, probability: FloatArray, minutes: int
 ) -> tuple[IntArray, IntArray]:
-    """Stationary gamma renewal processes, one per app; returns (index into the apps, minute) per arrival."""
+    """Each arrival, with its app's ``probability``, brings a second one to the same function in the same
+    or the next minute (a retry, a chained call); follow-ups past the trace's end are dropped."""
+    echo = rng.random(function.size) < probability
+    later = minute[echo] + rng.integers(0, _FOLLOW_UP_MINUTES, size=int(echo.sum()))
+    inside = later < minutes
+    return (
+        np.concatenate((function, function[echo][inside])),
+        np.concatenate((minute, later[inside])),
+    )
+
+
+def _renewal_arrivals(
+    rng: np.random.Generator, rate_per_min: FloatArray, shape: FloatArray, minutes: int
+) -> tuple[IntArray, IntArray]:
+    """Stationary gamma renewal processes, one per app with its own ``shape``; returns (index into the
+    apps, minute) per arrival."""
     expected = rate_per_min * minutes
     # Draw enough gaps to pass the horizon with overwhelming probability; the surplus is discarded.
-    sd = np.sqrt(expected / _SMOOTH_SHAPE)
+    sd = np.sqrt(expected / shape)
     draws = np.ceil(expected + _RENEWAL_MARGIN_SD * sd + _RENEWAL_MARGIN_SD).astype(np.int64)
     which = np.repeat(np.arange(rate_per_min.size, dtype=np.int64), draws)
     first = _segment_starts(draws)
-    gaps = rng.gamma(_SMOOTH_SHAPE, 1.0, size=which.size)
+    gaps = rng.gamma(shape[which], 1.0)
     # Stationarity: the gap straddling time 0 is length-biased (gamma with one more unit of shape), and
     # time 0 falls uniformly inside it.
-    gaps[first] = rng.gamma(_SMOOTH_SHAPE + 1.0, 1.0, size=first.size) * rng.random(first.size)
-    gaps /= (_SMOOTH_SHAPE * rate_per_min)[which]
+    gaps[first] = rng.gamma(shape + 1.0, 1.0) * rng.random(first.size)
+    gaps /= (shape * rate_per_min)[which]
     time = _segmented_cumsum(gaps, draws)
     keep = time < minutes
     return which[keep], time[keep].astype(np.int64)
