@@ -77,7 +77,7 @@ def run_public(home: Path, requests: object) -> float | None:
 
 
 def main() -> int:
-    base = load_requests("azure-code")
+    base = load_requests("azure-llm-2023:code")
     requests = splitwise_sim_requests(base, RATE, DURATION_S, seed=0)
     spec = SimulationSpec(design="splitwise-hh", prompt=PROMPT, token=TOKEN, public_simulator=True)
     started = time.perf_counter()

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from strato.core.console import print_table
-from strato.vm.data import load_vm_usage
+from strato.traces.vm import load_vm_usage
 from strato.vm.env import EnvConfig, window_series
 from strato.vm.evaluate import Experiment, frontier
 from strato.vm.policies import STATIC_BASELINES, parse_policy

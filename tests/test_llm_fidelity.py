@@ -15,7 +15,7 @@ from strato.llm.compat import BatchTokenTable
 from strato.llm.designs import make_design
 from strato.llm.engine import ClusterSimulator, SchedulerConfig
 from strato.llm.metrics import latency_summary, slo_checks
-from strato.traces.llm import read_azure_llm2023, splitwise_sim_requests
+from strato.traces.llm import read_llm_requests, splitwise_sim_requests
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PERF = DATA / "splitwise-profiles" / "perf_model.csv"
@@ -106,7 +106,7 @@ def test_designs_match_the_public_simulator_within_5_percent(
     if not PERF.exists() or not TRACES[kind].exists():
         pytest.skip(f"{PERF} or {TRACES[kind]} is absent (they live in ../shared/data beside the checkout)")
     model = get_model("llama2-70b")
-    requests = splitwise_sim_requests(read_azure_llm2023(TRACES[kind]), rate, 600, seed=0)
+    requests = splitwise_sim_requests(read_llm_requests(TRACES[kind]), rate, 600, seed=0)
     assert len(requests) == {"conv": 48263, "code": 78242}[kind]
     cluster = make_design(design, **dict(sizes))
     perf = {pool.machine.name: BatchTokenTable(PERF, model, pool.machine, 8) for pool in cluster.pools}

@@ -2,35 +2,36 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from strato.errors import ConfigError, TraceFormatError
+from strato.traces.datasets import find_data_root
 from strato.traces.llm import (
     LlmRequests,
     load_requests,
     percentile_table,
     poisson,
-    read_azure_llm2023,
+    read_llm_requests,
     synthetic,
 )
-from strato.traces.llm_profiles import CODE_OUTPUT_PERCENTILES, CODE_PROMPT_PERCENTILES
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "azure-llm-2023"
+from strato.traces.llm.token_sizes import CODE_OUTPUT_PERCENTILES, CODE_PROMPT_PERCENTILES
 
 
 def needs(name: str) -> Path:
-    path = DATA / name
-    if not path.exists():
-        pytest.skip(f"real trace {path} is absent (it lives in ../shared/data beside the checkout)")
+    root = find_data_root()
+    path = root.path / "azure-llm-2023" / name if root else None
+    if path is None or not path.exists():
+        pytest.skip(f"real trace azure-llm-2023/{name} is absent (see strato data list)")
     return path
 
 
 @pytest.mark.shared_data
 def test_real_code_trace_matches_the_papers_medians() -> None:
-    requests = read_azure_llm2023(needs("AzureLLMInferenceTrace_code.csv"))
+    requests = read_llm_requests(needs("AzureLLMInferenceTrace_code.csv"))
     assert len(requests) == 8819
     assert requests.arrival_s[0] == 0.0 and 3400 < requests.duration_s < 3500
     assert 1400 < np.median(requests.prompt_tokens) < 1600  # paper: ~1500
@@ -39,7 +40,7 @@ def test_real_code_trace_matches_the_papers_medians() -> None:
 
 @pytest.mark.shared_data
 def test_embedded_tables_are_the_real_traces_percentiles() -> None:
-    requests = read_azure_llm2023(needs("AzureLLMInferenceTrace_code.csv"))
+    requests = read_llm_requests(needs("AzureLLMInferenceTrace_code.csv"))
     assert percentile_table(requests.prompt_tokens) == CODE_PROMPT_PERCENTILES
     assert percentile_table(requests.output_tokens) == CODE_OUTPUT_PERCENTILES
 
@@ -53,27 +54,28 @@ def write(tmp_path: Path, text: str) -> Path:
 @pytest.mark.parametrize(
     ("text", "message", "row"),
     [
-        ("when,a,b\n", "expected the header", 1),
-        ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.97,12,x\n", "not a whole number", 2),
-        ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.97,-4,3\n", "at least one", 2),
+        ("when,a,b\n", "missing required column.s. TIMESTAMP, ContextTokens, GeneratedTokens", 1),
+        ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.97,12,x\n", "'x' is not a number", 2),
+        ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.97,-4,3\n", ">= 1", 2),
         (
             "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.97,5,3\n2023-11-16 18:17:04,5\n",
-            "expected 3 columns",
+            "truncated row: 2 fields",
             3,
         ),
+        ("arrival_timestamp,prompt_size,token_size\n0.5,12,3\n0.7,2.5,3\n", "'2.5' is not a whole number", 3),
         ("TIMESTAMP,ContextTokens,GeneratedTokens\n", "no requests", None),
     ],
 )
 def test_malformed_traces_name_the_row(tmp_path: Path, text: str, message: str, row: int | None) -> None:
     with pytest.raises(TraceFormatError, match=message) as error:
-        read_azure_llm2023(write(tmp_path, text))
+        read_llm_requests(write(tmp_path, text))
     assert error.value.row == row
 
 
 def test_unreadable_timestamp(tmp_path: Path) -> None:
     path = write(tmp_path, "TIMESTAMP,ContextTokens,GeneratedTokens\nyesterday,5,3\n")
     with pytest.raises(TraceFormatError, match="TIMESTAMP"):
-        read_azure_llm2023(path)
+        read_llm_requests(path)
 
 
 def test_reader_sorts_and_shifts_times(tmp_path: Path) -> None:
@@ -82,7 +84,7 @@ def test_reader_sorts_and_shifts_times(tmp_path: Path) -> None:
         "TIMESTAMP,ContextTokens,GeneratedTokens\n"
         "2023-11-16 18:17:05.5000000,10,2\n2023-11-16 18:17:03.5000000,20,4\n",
     )
-    requests = read_azure_llm2023(path)
+    requests = read_llm_requests(path)
     assert requests.arrival_s.tolist() == [0.0, 2.0]
     assert requests.prompt_tokens.tolist() == [20, 10]
 
@@ -108,22 +110,41 @@ def test_synthetic_follows_the_embedded_distributions() -> None:
 
 
 def test_load_requests_resolves_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert load_requests("synthetic-code", rate_rps=10, duration_s=20).name.startswith("synthetic-code")
+    assert load_requests("synthetic", rate_rps=10, duration_s=20).name.startswith("synthetic-code")
+    assert load_requests("synthetic:kind=conv", rate_rps=10, duration_s=20).name.startswith("synthetic-conv")
     monkeypatch.setenv("STRATO_DATA", str(tmp_path))
-    with pytest.raises(ConfigError, match="synthetic-code"):
-        load_requests("azure-code")
+    with pytest.raises(ConfigError, match=r"AzureLLMInferenceTrace_code\.csv is missing; set STRATO_DATA"):
+        load_requests("azure-llm-2023:code")
     (tmp_path / "azure-llm-2023").mkdir()
     write(
         tmp_path / "azure-llm-2023",
         "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.5,10,2\n2023-11-16 18:17:09.5,20,4\n",
     ).rename(tmp_path / "azure-llm-2023" / "AzureLLMInferenceTrace_code.csv")
-    assert len(load_requests("azure-code")) == 2
-    assert len(load_requests("azure-code", duration_s=5)) == 1
-    assert len(load_requests("azure-code", rate_rps=2, duration_s=50, seed=1)) > 50
-    with pytest.raises(ConfigError, match="neither a file"):
-        load_requests("no-such-trace")
+    assert len(load_requests("azure-llm-2023:code")) == 2
+    assert len(load_requests("azure-llm-2023:code", duration_s=5)) == 1
+    assert len(load_requests("azure-llm-2023:code", rate_rps=2, duration_s=50, seed=1)) > 50
+    assert len(load_requests(str(tmp_path / "azure-llm-2023" / "AzureLLMInferenceTrace_code.csv"))) == 2
+    for spec, message in (
+        ("no-such-trace", "no such file or directory, and not a data set; accepted: synthetic"),
+        ("azure-llm-2023", "needs a member: azure-llm-2023:code, azure-llm-2023:conv"),
+        ("azure-llm-2023:chat", "has no member 'chat'"),
+        ("azure-vm-2017:periodic", "azure-vm-2017 holds VM CPU usage, not LLM requests"),
+        ("synthetic:kind=chat", "code or conv"),
+        ("synthetic:colour=red", r"unknown key 'colour' \(known keys: kind\)"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_requests(spec)
     with pytest.raises(ConfigError, match="rate must be positive"):
-        load_requests("synthetic-conv", rate_rps=0)
+        load_requests("synthetic:kind=conv", rate_rps=0)
+
+
+def test_reads_the_public_simulator_layout(tmp_path: Path) -> None:
+    path = tmp_path / "trace.csv.gz"
+    body = "request_id,arrival_timestamp,prompt_size,token_size\n1,2.5,100,7\n0,0.5,30,2\n"
+    path.write_bytes(gzip.compress(body.encode()))
+    requests = read_llm_requests(path)
+    assert requests.name == "trace"
+    assert requests.arrival_s.tolist() == [0.5, 2.5] and requests.prompt_tokens.tolist() == [30, 100]
 
 
 def test_requests_validate_their_arrays() -> None:

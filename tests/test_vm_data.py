@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from strato.errors import ConfigError, TraceFormatError
-from strato.vm.data import (
+from strato.traces.vm import (
     RC2017_VCPU_SHARES,
     draw_vcpus,
     load_vm_usage,
@@ -178,12 +178,12 @@ def test_empty_vm_id_in_header(tmp_path: Path) -> None:
 @pytest.mark.parametrize("gz", [False, True])
 def test_row_with_too_few_cells(tmp_path: Path, gz: bool) -> None:
     avg, _ = write_pair(tmp_path, avg=["1,10,20,30", "2,11,21", "3,12,22,32"], gz=gz)
-    check_error(read_error(tmp_path), avg, 3, "vm3", "row has 3 cells, the header has 4")
+    check_error(read_error(tmp_path), avg, 3, "vm3", "truncated row: 3 fields, the header has 4")
 
 
 def test_row_with_too_many_cells(tmp_path: Path) -> None:
     _, mx = write_pair(tmp_path, mx=["1,15,25,35", "2,16,26,36", "3,17,27,37,99"])
-    check_error(read_error(tmp_path), mx, 4, 5, "row has 5 cells")
+    check_error(read_error(tmp_path), mx, 4, 5, "row has 5 fields")
 
 
 @pytest.mark.parametrize("gz", [False, True])
@@ -346,8 +346,8 @@ def test_vcpus_file_missing_vm(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("line", "column", "words"),
     [
-        ("vm2,two", "vcpus", "'two' is not an integer"),
-        ("vm2,0", "vcpus", "at least 1"),
+        ("vm2,two", "vcpus", "'two' is not a number"),
+        ("vm2,0", "vcpus", "not a whole number >= 1"),
         ("vm1,4", "vm_id", "twice"),
     ],
 )
@@ -445,7 +445,7 @@ def test_public_trace_unknown_vm_readings_ignored(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("bad", "row", "column", "words"),
     [
-        ("300,a,1,31", 3, "avgcpu", "row has 4 cells, expected 5"),
+        ("300,a,1,31", 3, "avgcpu", "truncated row: 4 fields, the header has 5"),
         ("300,a,1,x,21", 3, "maxcpu", "missing value: 'x' is not a number"),
         ("300,a,1,31,", 3, "avgcpu", "missing value: empty"),
         ("300,a,1,131,21", 3, "maxcpu", "CPU 131 % is outside [0, 100]"),
@@ -468,7 +468,7 @@ def test_public_trace_bad_readings(tmp_path: Path, bad: str, row: int, column: s
     [
         ("b,s1,d2,0,2000,50,10,40,Batch,2,4", "vmcategory", "'Batch' is not Interactive"),
         ("b,s1,d2,0,2000,50,10,40,Interactive,many,4", "vmcorecount", "'many' is neither an integer"),
-        ("b,s1,d2,0,2000,50,10,40,Interactive,2", "vmmemory", "row has 10 cells, expected 11"),
+        ("b,s1,d2,0,2000,50,10,40,Interactive,2", "vmmemory", "truncated row: 10 fields, the header has 11"),
         ("a,s1,d2,0,2000,50,10,40,Interactive,2,4", "vmid", "VM a is listed twice (first on row 1)"),
     ],
 )
@@ -505,7 +505,7 @@ def test_load_vm_usage_crafted_2017(tmp_path: Path) -> None:
     ("spec", "words"),
     [
         ("/no/such/place", "no such file or directory"),
-        ("", "empty --data"),
+        ("", "empty workload spec"),
         ("{tmp}", "not a VM data set strato knows"),
         ("{tmp}:colour=red", "unknown option 'colour' (known: kind"),
         ("{tmp}:days", "no such file or directory"),  # no '=': part of the path, which does not exist

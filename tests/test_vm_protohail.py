@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from strato.vm.data import load_vm_usage
+from strato.traces.vm import load_vm_usage
 from strato.vm.env import EnvConfig
 from strato.vm.evaluate import Experiment, compare, frontier
 from strato.vm.policies import STATIC_BASELINES, parse_policy

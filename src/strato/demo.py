@@ -137,7 +137,7 @@ def splitwise_section(report: Report, context: DemoContext) -> None:
         "and 15 token machines (Splitwise), with the embedded analytic performance model."
     )
     report.add_code(
-        "strato llm simulate --trace synthetic-code --rate 100 --duration 120 "
+        "strato llm simulate --trace synthetic:kind=code --rate 100 --duration 120 "
         "--design splitwise-hh --prompt 25 --token 15"
     )
     report.add_table(
@@ -229,7 +229,7 @@ def monitor_section(report: Report, context: DemoContext) -> None:
 
 def vm_section(report: Report, context: DemoContext) -> None:
     """ProtoHAIL: learned, human-guided oversubscription against static heuristics on synthetic VMs."""
-    from strato.vm.data import load_vm_usage
+    from strato.traces.vm import load_vm_usage
     from strato.vm.env import EnvConfig
     from strato.vm.evaluate import Experiment, compare, frontier
     from strato.vm.plots import frontier_figure

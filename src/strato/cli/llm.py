@@ -20,8 +20,8 @@ app = typer.Typer(
 @friendly_errors
 def simulate(
     trace: Annotated[
-        str, typer.Option(help="azure-code, azure-conv, synthetic-code, synthetic-conv or a CSV path")
-    ] = "synthetic-code",
+        str, typer.Option(help="synthetic[:kind=code|conv], azure-llm-2023:code|conv, or a CSV path")
+    ] = "synthetic:kind=code",
     design: Annotated[
         str, typer.Option(help="baseline-a100, baseline-h100, splitwise-aa|hh|ha|hhcap")
     ] = "splitwise-hh",
@@ -51,8 +51,9 @@ def simulate(
     """Simulate one design on one trace: latencies, the nine SLO checks, cost and power."""
     from strato.llm.simulate import SimulationSpec, latency_cdf_figure, run_simulation
     from strato.traces.llm import load_requests
+    from strato.traces.spec import is_synthetic
 
-    if public_simulator and rate is not None and not trace.startswith("synthetic-"):
+    if public_simulator and rate is not None and not is_synthetic(trace):
         from strato.traces.llm import splitwise_sim_requests
 
         base = load_requests(trace)
@@ -120,8 +121,8 @@ def plan(
         typer.Option("--public-simulator", help="The public Splitwise simulator's choices and trace recipe"),
     ] = False,
     trace: Annotated[
-        str, typer.Option(help="Token sizes from: azure-code, azure-conv, synthetic-*, a CSV")
-    ] = "synthetic-code",
+        str, typer.Option(help="Token sizes: synthetic[:kind=code|conv], azure-llm-2023:code|conv, a CSV")
+    ] = "synthetic:kind=code",
     objective: Annotated[str, typer.Option(help="throughput, or cost/power for --rate")] = "throughput",
     rate: Annotated[
         float | None, typer.Option(help="Request rate to sustain (objectives cost and power)")

@@ -62,7 +62,7 @@ SCORE_FORMATS = {
 def _experiment(
     data: str, train_days: int | None, cores: int, packings: int, seed: int, until_day: int | None = None
 ) -> Experiment:
-    from strato.vm.data import load_vm_usage
+    from strato.traces.vm import load_vm_usage
     from strato.vm.env import EnvConfig
     from strato.vm.evaluate import Experiment
 

@@ -28,7 +28,6 @@ per phase).
 
 from __future__ import annotations
 
-import csv
 import math
 from abc import ABC, abstractmethod
 from collections import Counter, defaultdict
@@ -54,6 +53,7 @@ from strato.llm.catalog import (
     resolve_machine,
     resolve_model,
 )
+from strato.traces.csvio import read_table
 
 FloatArray = NDArray[np.float64]
 
@@ -262,38 +262,13 @@ def read_profile_rows(path: str | Path) -> list[ProfileRow]:
     e2e time or power raises :class:`TraceFormatError` naming the row (1-based, header = 1) and column.
     """
     path = Path(path)
-    try:
-        handle = path.open(newline="")
-    except OSError as error:
-        raise TraceFormatError(path, f"cannot open: {error.strerror or error}") from None
-    rows: list[ProfileRow] = []
-    with handle:
-        reader = csv.reader(handle)
-        try:
-            header = next(reader, None)
-        except (csv.Error, UnicodeDecodeError) as error:
-            raise TraceFormatError(path, f"not a CSV file ({error})", row=1) from None
-        if not header:
-            raise TraceFormatError(
-                path, "empty file: expected a header naming " + ",".join(PROFILE_COLUMNS), row=1
-            )
-        names = [name.strip() for name in header]
-        missing = [name for name in PROFILE_COLUMNS if name not in names]
-        if missing:
-            raise TraceFormatError(
-                path, f"missing column(s) {', '.join(missing)}; the header has {', '.join(names)}", row=1
-            )
-        index = {name: names.index(name) for name in PROFILE_COLUMNS}
-        try:
-            for line, fields in enumerate(reader, start=2):
-                if not fields or all(not text.strip() for text in fields):
-                    continue
-                if len(fields) < len(names):
-                    message = f"expected {len(names)} fields, found {len(fields)}"
-                    raise TraceFormatError(path, message, row=line)
-                rows.append(_parse_row(path, line, fields, index))
-        except (csv.Error, UnicodeDecodeError) as error:
-            raise TraceFormatError(path, f"unreadable CSV ({error})", row=reader.line_num) from None
+    table = read_table(path, PROFILE_COLUMNS)
+    index = {name: table.index(name) for name in PROFILE_COLUMNS}
+    rows = [
+        _parse_row(path, line, fields, index)
+        for line, fields in enumerate(table.rows, start=table.first_row)
+        if any(text.strip() for text in fields)
+    ]
     if not rows:
         raise TraceFormatError(path, "no data rows after the header")
     return rows
@@ -1011,17 +986,12 @@ PERF_MODEL_KINDS = ("analytic", "profile")
 
 
 def profile_path() -> Path:
-    """The public profile CSV: ``$STRATO_DATA/splitwise-profiles/perf_model.csv`` (default ../shared/data)."""
-    # Imported here so the analytic default does not pull in the trace readers.
-    from strato.traces.llm import data_dir
+    """The public profile CSV: the named set ``splitwise-profiles`` below the data root
+    (:func:`strato.traces.datasets.data_root`)."""
+    # Imported here so the analytic default does not pull in the data layer.
+    from strato.traces.datasets import DATA_SETS
 
-    path = data_dir() / "splitwise-profiles" / "perf_model.csv"
-    if not path.exists():
-        raise ConfigError(
-            f"profile: {path} is missing; set STRATO_DATA to the folder holding "
-            "splitwise-profiles/, give the CSV's path, or use 'analytic'"
-        )
-    return path
+    return DATA_SETS.get("splitwise-profiles").locate(None)
 
 
 def load_perf_model(
@@ -1030,7 +1000,7 @@ def load_perf_model(
     """The performance model a configuration names.
 
     ``"analytic"`` (or ``None``): :class:`AnalyticModel` with the default efficiencies. ``"profile"``: the
-    public profile at ``$STRATO_DATA/splitwise-profiles/perf_model.csv`` (default ``../shared/data``).
+    public profile (:func:`profile_path`).
     Anything else is read as the path of a profile CSV.
     """
     if kind_or_path is None or kind_or_path == "analytic":

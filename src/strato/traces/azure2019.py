@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +46,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from strato.errors import ConfigError, TraceFormatError
+from strato.traces.csvio import read_lines, read_table, wrong_field_count
 from strato.traces.model import DURATION_PERCENTILES, Workload
 
 _ID_REQUIRED = ("HashOwner", "HashApp", "HashFunction")
@@ -88,22 +88,6 @@ class _Files:
     durations: Path
     memory: Path
     name: str
-
-
-@dataclass(frozen=True)
-class _Table:
-    """A small CSV file split into fields; ``rows[i]`` is file line ``i + 2``."""
-
-    path: Path
-    header: list[str]
-    rows: list[list[str]]
-
-    def index(self, column: str) -> int:
-        return self.header.index(column)
-
-    def column(self, column: str) -> list[str]:
-        j = self.index(column)
-        return [row[j] for row in self.rows]
 
 
 # --------------------------------------------------------------------------------------------- public
@@ -284,86 +268,6 @@ def _find_invocations(directory: Path) -> Path:
 # ------------------------------------------------------------------------------------------- reading
 
 
-def _read_lines(path: Path) -> list[str]:
-    """The file's lines without trailing blank lines; raises on a missing, unreadable or empty file."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError as exc:
-        raise TraceFormatError(path, "missing file") from exc
-    except UnicodeDecodeError as exc:
-        raise TraceFormatError(path, f"not UTF-8 text (byte offset {exc.start})") from exc
-    except OSError as exc:
-        raise TraceFormatError(path, f"cannot read: {exc.strerror}") from exc
-    lines = text.split("\n")
-    while lines and not lines[-1].strip():
-        lines.pop()
-    if not lines:
-        raise TraceFormatError(path, "empty file")
-    return lines
-
-
-def _wrong_field_count(path: Path, header: Sequence[str], line_no: int, n_fields: int) -> TraceFormatError:
-    if n_fields < len(header):
-        return TraceFormatError(
-            path,
-            f"truncated row: {n_fields} fields, the header has {len(header)}",
-            row=line_no,
-            column=header[n_fields],
-        )
-    return TraceFormatError(
-        path, f"row has {n_fields} fields, the header has {len(header)}", row=line_no, column=len(header) + 1
-    )
-
-
-def _read_table(path: Path, required: Sequence[str]) -> _Table:
-    lines = _read_lines(path)
-    header = [name.strip() for name in lines[0].split(",")]
-    missing = [name for name in required if name not in header]
-    if missing:
-        raise TraceFormatError(
-            path,
-            f"missing required column(s) {', '.join(missing)} (header: {','.join(header)[:200]})",
-            row=1,
-            column=missing[0],
-        )
-    rows: list[list[str]] = []
-    for line_no, line in enumerate(lines[1:], start=2):
-        fields = line.rstrip("\r").split(",")
-        if len(fields) != len(header):
-            raise _wrong_field_count(path, header, line_no, len(fields))
-        rows.append(fields)
-    return _Table(path=path, header=header, rows=rows)
-
-
-def _parse_floats(path: Path, values: list[str], column: str, *, first_row: int = 2) -> NDArray[np.float64]:
-    """Non-negative finite floats, vectorised; ``values[i]`` is on file line ``first_row + i``."""
-    try:
-        parsed = np.array(values, dtype=np.float64)
-    except ValueError:
-        for i, text in enumerate(values):
-            try:
-                float(text)
-            except ValueError:
-                raise TraceFormatError(
-                    path, f"{text!r} is not a number", row=first_row + i, column=column
-                ) from None
-        raise  # unreachable unless numpy and float() disagree
-    bad = np.flatnonzero(~np.isfinite(parsed) | (parsed < 0))
-    if bad.size:
-        i = int(bad[0])
-        what = "negative" if parsed[i] < 0 else "not a finite number"
-        raise TraceFormatError(path, f"{values[i]!r} is {what}", row=first_row + i, column=column)
-    return parsed
-
-
-def _check_ids(path: Path, table: _Table, columns: Sequence[str]) -> None:
-    for column in columns:
-        j = table.index(column)
-        for i, row in enumerate(table.rows):
-            if not row[j].strip():
-                raise TraceFormatError(path, "empty id", row=i + 2, column=column)
-
-
 @dataclass(frozen=True)
 class _Invocations:
     function_ids: list[str]
@@ -416,8 +320,8 @@ def _parse_invocation_header(path: Path, header: list[str]) -> tuple[int, int]:
 
 
 def _read_invocations(path: Path) -> _Invocations:
-    lines = _read_lines(path)
-    header = [name.strip() for name in lines[0].rstrip("\r").split(",")]
+    lines = read_lines(path)
+    header = [name.strip() for name in lines[0].split(",")]
     n_id, first_label = _parse_invocation_header(path, header)
     n_minutes = len(header) - n_id
     if len(lines) < 2:
@@ -436,7 +340,7 @@ def _read_invocations(path: Path) -> _Invocations:
     for line_no, line in enumerate(lines[1:], start=2):
         parts = line.split(",", n_id)
         if len(parts) <= n_id or parts[n_id].count(",") != n_minutes - 1:
-            raise _wrong_field_count(path, header, line_no, line.count(",") + 1)
+            raise wrong_field_count(path, header, line_no, line.count(",") + 1)
         function, app, owner = parts[c_function].strip(), parts[c_app].strip(), parts[c_owner].strip()
         for value, name in ((function, "HashFunction"), (app, "HashApp"), (owner, "HashOwner")):
             if not value:
@@ -480,14 +384,11 @@ def _parse_counts(path: Path, lines: list[str], header: list[str], n_id: int) ->
             # loadtxt warns rather than fails on some malformed input; treat that as malformed.
             warnings.simplefilter("error")
             counts = np.loadtxt(
-                path,
+                lines[1:],
                 delimiter=",",
                 dtype=np.int64,
-                skiprows=1,
-                max_rows=n_rows,
                 usecols=range(n_id, len(header)),
                 comments=None,
-                encoding="utf-8-sig",
                 ndmin=2,
             )
         if counts.shape != (n_rows, n_minutes):
@@ -509,7 +410,7 @@ def _parse_counts(path: Path, lines: list[str], header: list[str], n_id: int) ->
 def _locate_bad_count(path: Path, lines: list[str], header: list[str], n_id: int) -> None:
     """Raise for the first cell that is not a non-negative integer (slow; only runs after a failure)."""
     for line_no, line in enumerate(lines[1:], start=2):
-        rest = line.rstrip("\r").split(",", n_id)[n_id]
+        rest = line.split(",", n_id)[n_id]
         if _CLEAN_COUNTS.fullmatch(rest):
             continue
         for j, field in enumerate(rest.split(",")):
@@ -531,10 +432,10 @@ def _locate_bad_count(path: Path, lines: list[str], header: list[str], n_id: int
 def _read_durations(
     path: Path, inv: _Invocations, function_index: dict[str, int], notes: list[str]
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    table = _read_table(path, _DURATION_REQUIRED)
-    _check_ids(path, table, ("HashOwner", "HashApp", "HashFunction"))
-    mean = _parse_floats(path, table.column("Average"), "Average")
-    pct = np.column_stack([_parse_floats(path, table.column(c), c) for c in _PERCENTILE_COLUMNS]).reshape(
+    table = read_table(path, _DURATION_REQUIRED)
+    table.check_not_empty(("HashOwner", "HashApp", "HashFunction"))
+    mean = table.floats("Average")
+    pct = np.column_stack([table.floats(c) for c in _PERCENTILE_COLUMNS]).reshape(
         len(table.rows), len(_PERCENTILE_COLUMNS)
     )
 
@@ -602,11 +503,11 @@ def _check_same(path: Path, row: int, column: str, found: str, expected: str) ->
 def _read_memory(
     path: Path, inv: _Invocations, function_index: dict[str, int], notes: list[str]
 ) -> NDArray[np.float64]:
-    table = _read_table(path, _MEMORY_REQUIRED)
+    table = read_table(path, _MEMORY_REQUIRED)
     per_function = "HashFunction" in table.header
     id_columns = ("HashOwner", "HashApp", "HashFunction") if per_function else ("HashOwner", "HashApp")
-    _check_ids(path, table, id_columns)
-    value = _parse_floats(path, table.column("AverageAllocatedMb"), "AverageAllocatedMb")
+    table.check_not_empty(id_columns)
+    value = table.floats("AverageAllocatedMb")
 
     app_index = {a: i for i, a in enumerate(inv.app_ids)}
     n_apps = len(inv.app_ids)

@@ -20,7 +20,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from strato.errors import ConfigError, TraceFormatError
-from strato.traces.azure2019 import UNKNOWN_TRIGGER, _parse_floats, _read_table
+from strato.traces.azure2019 import UNKNOWN_TRIGGER
+from strato.traces.csvio import read_table
 from strato.traces.model import DURATION_PERCENTILES, Workload
 
 _REQUIRED = ("app", "func", "end_timestamp", "duration")
@@ -38,12 +39,12 @@ def read_azure2021(path: str | Path, *, memory_mb: float = 170.0) -> Workload:
     source = Path(path)
     if source.is_dir():
         raise TraceFormatError(source, "is a directory; pass the trace's CSV file")
-    table = _read_table(source, _REQUIRED)
+    table = read_table(source, _REQUIRED)
     if not table.rows:
         raise TraceFormatError(source, "no invocations after the header", row=2)
 
-    end = _parse_floats(source, table.column("end_timestamp"), "end_timestamp")
-    duration = _parse_floats(source, table.column("duration"), "duration")
+    end = table.floats("end_timestamp")
+    duration = table.floats("duration")
     start = end - duration
     early = np.flatnonzero(start < -_START_TOLERANCE_S)
     if early.size:

@@ -1,23 +1,29 @@
-"""One entry point for every workload a user can name on the command line."""
+"""One entry point for every FaaS workload a user can name on the command line."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from strato.errors import TraceFormatError
+from strato.traces.csvio import first_line
 from strato.traces.model import Workload
+from strato.traces.spec import parse_workload_spec
 
 _AZURE_2021_HEADER = ("app", "func", "end_timestamp", "duration")
 
 
 def load_workload(spec: str) -> Workload:
-    """``synthetic[:k=v,...]``, a directory or file of the Azure 2019 trace, or a 2021 invocation CSV."""
-    if spec == "synthetic" or spec.startswith("synthetic:"):
+    """A workload named the way every ``--trace`` names it (:mod:`strato.traces.spec`):
+    ``synthetic[:k=v,...]``, a named set (``azure-functions-2019:sampled/1350``,
+    ``azure-functions-2021``), or a path: a directory, file or sampled prefix of the Azure 2019 trace, or a
+    2021 invocation CSV (told apart by its header)."""
+    parsed = parse_workload_spec(spec, "faas")
+    if parsed.kind == "synthetic":
         from strato.traces.synth import generate, parse_synth_spec
 
-        return generate(parse_synth_spec(spec))
-    path = Path(spec)
-    if path.is_file() and _first_line(path)[: len(_AZURE_2021_HEADER)] == _AZURE_2021_HEADER:
+        return generate(parse_synth_spec(parsed.text))
+    path = parsed.path
+    assert path is not None  # set for named sets and paths
+    if path.is_file() and _header(path)[: len(_AZURE_2021_HEADER)] == _AZURE_2021_HEADER:
         from strato.traces.azure2021 import read_azure2021
 
         return read_azure2021(path)
@@ -26,10 +32,5 @@ def load_workload(spec: str) -> Workload:
     return read_azure2019(path)
 
 
-def _first_line(path: Path) -> tuple[str, ...]:
-    try:
-        with path.open(encoding="utf-8", errors="replace") as handle:
-            line = handle.readline()
-    except OSError as error:
-        raise TraceFormatError(path, f"cannot read: {error.strerror}") from None
-    return tuple(field.strip().lower() for field in line.strip().split(","))
+def _header(path: Path) -> tuple[str, ...]:
+    return tuple(field.strip().lower() for field in first_line(path).split(","))

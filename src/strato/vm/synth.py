@@ -34,7 +34,7 @@ correlation time) plus shared bursts (1 a day, 15-60 minutes, 1.5-3 times ``late
 them. :func:`group_membership` returns which group each VM is in.
 
 Class counts follow ``mix`` exactly (largest remainder), and classes are shuffled over VM indices so that
-position says nothing about class. VM sizes come from :func:`strato.vm.data.draw_vcpus` with the same seed.
+position says nothing about class. VM sizes come from :func:`strato.traces.vm.draw_vcpus` with the same seed.
 Every random draw uses its own named stream of :class:`~strato.core.rng.RandomStreams`, so the output
 depends only on the configuration.
 """
@@ -208,7 +208,7 @@ def group_membership(config: SynthVmConfig) -> NDArray[np.int64]:
 
 def generate_vms(config: SynthVmConfig) -> VmUsage:
     """Synthetic VM usage for ``config``; deterministic for a configuration."""
-    from strato.vm.data import draw_vcpus  # data imports this module lazily; keep the cycle lazy too
+    from strato.traces.vm import draw_vcpus  # traces.vm imports this module lazily; keep the cycle lazy too
 
     streams = RandomStreams(config.seed)
     classes, group = _assign(config)
@@ -428,7 +428,7 @@ def known_best_workload(vms: int = 96, days: int = 21, seed: int = 0) -> tuple[V
         top = per_day.argmax(axis=1)
         per_day[np.arange(days), top] = _DESIGNED_PEAK[name]
     max_pct = np.clip(levels * 100, 0, 100)
-    from strato.vm.data import draw_vcpus
+    from strato.traces.vm import draw_vcpus
 
     usage = VmUsage(
         name=f"known-best:vms={vms},days={days},seed={seed}",

@@ -2,22 +2,21 @@
 
 A request is (arrival time, prompt tokens, output tokens). Three sources, one type:
 
-* ``read_azure_llm2023(path)``: a trace in the public format (``TIMESTAMP,ContextTokens,GeneratedTokens``),
-  arrival times taken from the file and shifted to start at 0.
+* ``read_llm_requests(path)``: a trace in the public Azure layout (``TIMESTAMP,ContextTokens,
+  GeneratedTokens``, arrival times shifted to start at 0) or the public Splitwise simulator's
+  (``arrival_timestamp,prompt_size,token_size`` among others), told apart by the header;
 * ``poisson(requests, rate_rps, duration_s, seed)``: Poisson arrivals at a chosen rate, each request's token
-  pair drawn (jointly, with replacement) from a base set, as the Splitwise paper's experiments do.
+  pair drawn (jointly, with replacement) from a base set, as the Splitwise paper's experiments do;
 * ``synthetic(kind, rate_rps, duration_s, seed)``: Poisson arrivals with token counts drawn from the embedded
-  percentile tables of the real traces (:mod:`strato.traces.llm_profiles`): offline, no files needed.
+  percentile tables of the real traces (:mod:`strato.traces.llm.token_sizes`): offline, no files needed.
 
-``load_requests(spec, ...)`` resolves what a ``--trace`` option names: ``azure-code``/``azure-conv`` (the
-trace file under ``$STRATO_DATA``, else ``../shared/data``), ``synthetic-code``/``synthetic-conv``, or a
-path; with ``rate_rps`` it resamples Poisson arrivals from that source.
+``load_requests(spec, ...)`` resolves what a ``--trace`` option names (:mod:`strato.traces.spec`):
+``synthetic[:kind=code|conv]``, the named set ``azure-llm-2023:code|conv``, or a path; with ``rate_rps`` it
+resamples Poisson arrivals from that source.
 """
 
 from __future__ import annotations
 
-import csv
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,20 +25,21 @@ import numpy as np
 from numpy.typing import NDArray
 
 from strato.errors import ConfigError, TraceFormatError
-from strato.traces import llm_profiles
+from strato.traces.csvio import Table, read_table
+from strato.traces.llm import token_sizes
+from strato.traces.spec import parse_workload_spec
 
 TraceKind = Literal["code", "conv"]
-TRACE_FILES = {"code": "AzureLLMInferenceTrace_code.csv", "conv": "AzureLLMInferenceTrace_conv.csv"}
 _PERCENTILES: dict[str, tuple[tuple[float, ...], tuple[float, ...], float]] = {
     "code": (
-        llm_profiles.CODE_PROMPT_PERCENTILES,
-        llm_profiles.CODE_OUTPUT_PERCENTILES,
-        llm_profiles.CODE_MEAN_RATE_RPS,
+        token_sizes.CODE_PROMPT_PERCENTILES,
+        token_sizes.CODE_OUTPUT_PERCENTILES,
+        token_sizes.CODE_MEAN_RATE_RPS,
     ),
     "conv": (
-        llm_profiles.CONV_PROMPT_PERCENTILES,
-        llm_profiles.CONV_OUTPUT_PERCENTILES,
-        llm_profiles.CONV_MEAN_RATE_RPS,
+        token_sizes.CONV_PROMPT_PERCENTILES,
+        token_sizes.CONV_OUTPUT_PERCENTILES,
+        token_sizes.CONV_MEAN_RATE_RPS,
     ),
 }
 
@@ -93,96 +93,42 @@ class LlmRequests:
         }
 
 
-def read_azure_llm2023(path: str | Path) -> LlmRequests:
-    """Read a trace in the Azure LLM inference 2023 layout; bad rows raise with their line number."""
+_AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+_SPLITWISE_COLUMNS = ("arrival_timestamp", "prompt_size", "token_size")
+
+
+def read_llm_requests(path: str | Path) -> LlmRequests:
+    """Read a request trace in the Azure LLM inference 2023 layout or the public Splitwise simulator's
+    (``request_id, request_type, application_id, arrival_timestamp, batch_size, prompt_size, token_size``),
+    told apart by the header; gzip allowed. Bad rows raise with their line and column."""
     path = Path(path)
-    try:
-        handle = path.open(newline="")
-    except OSError as error:
-        raise TraceFormatError(path, f"cannot open: {error.strerror or error}") from None
-    with handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        expected = ["TIMESTAMP", "ContextTokens", "GeneratedTokens"]
-        if header is None or [column.strip() for column in header[:3]] != expected:
-            raise TraceFormatError(path, f"expected the header {','.join(expected)}, found {header!r}", row=1)
-        stamps: list[str] = []
-        prompts: list[int] = []
-        outputs: list[int] = []
-        for line, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) < 3:
-                raise TraceFormatError(path, f"expected 3 columns, found {len(row)}", row=line)
-            stamps.append(row[0].strip())
-            columns = (("ContextTokens", row[1], prompts), ("GeneratedTokens", row[2], outputs))
-            for column, text, out in columns:
-                try:
-                    value = int(text)
-                except ValueError:
-                    raise TraceFormatError(
-                        path, f"{text!r} is not a whole number of tokens", row=line, column=column
-                    ) from None
-                if value < 1:
-                    raise TraceFormatError(
-                        path, f"{value} tokens: a request needs at least one", row=line, column=column
-                    )
-                out.append(value)
-    if not stamps:
+    table = read_table(path)
+    if set(_SPLITWISE_COLUMNS) <= set(table.header):
+        table.require(_SPLITWISE_COLUMNS)
+        tokens = ("prompt_size", "token_size")
+        arrival = table.floats("arrival_timestamp") if table.rows else np.empty(0)
+    else:
+        table.require(_AZURE_COLUMNS)
+        tokens = ("ContextTokens", "GeneratedTokens")
+        arrival = _azure_seconds(table)
+    if not table.rows:
         raise TraceFormatError(path, "no requests")
+    prompts, outputs = (table.whole(column, minimum=1) for column in tokens)
+    order = np.argsort(arrival, kind="stable")
+    name = path.name.removesuffix(".gz").removesuffix(".csv")
+    return LlmRequests(name, arrival[order], prompts[order], outputs[order])
+
+
+def _azure_seconds(table: Table) -> NDArray[np.float64]:
+    """TIMESTAMP column -> seconds since the earliest request."""
+    if not table.rows:
+        return np.empty(0)
     try:
-        times = np.array(stamps, dtype="datetime64[ns]")
+        times = np.array([text.strip() for text in table.column("TIMESTAMP")], dtype="datetime64[ns]")
     except ValueError as error:
-        raise TraceFormatError(path, f"unreadable TIMESTAMP ({error})", column="TIMESTAMP") from None
-    seconds = (times - times.min()) / np.timedelta64(1, "s")
-    order = np.argsort(seconds, kind="stable")
-    return LlmRequests(
-        path.stem,
-        seconds[order].astype(np.float64),
-        np.asarray(prompts, dtype=np.int64)[order],
-        np.asarray(outputs, dtype=np.int64)[order],
-    )
-
-
-def read_splitwise_sim_trace(path: str | Path) -> LlmRequests:
-    """A request trace in the public Splitwise simulator's layout (``request_id, request_type,
-    application_id, arrival_timestamp, batch_size, prompt_size, token_size``; gzip allowed)."""
-    import gzip
-
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", newline="") as handle:
-            rows = list(csv.reader(handle))
-    except OSError as error:
-        raise TraceFormatError(path, f"cannot read: {error.strerror or error}") from None
-    if not rows:
-        raise TraceFormatError(path, "empty file")
-    header = [column.strip() for column in rows[0]]
-    needed = ("arrival_timestamp", "prompt_size", "token_size")
-    if not all(column in header for column in needed):
-        raise TraceFormatError(path, f"expected columns {', '.join(needed)}, found {header}", row=1)
-    columns = [header.index(column) for column in needed]
-    values: list[tuple[float, int, int]] = []
-    for line, row in enumerate(rows[1:], start=2):
-        try:
-            arrival, prompt, output = (
-                float(row[columns[0]]),
-                int(float(row[columns[1]])),
-                int(float(row[columns[2]])),
-            )
-        except (ValueError, IndexError):
-            raise TraceFormatError(path, f"unreadable row {row!r}", row=line) from None
-        if prompt < 1 or output < 1 or not arrival >= 0:
-            raise TraceFormatError(path, "negative time or a request without tokens", row=line)
-        values.append((arrival, prompt, output))
-    data = np.array(sorted(values), dtype=np.float64).reshape(-1, 3)
-    return LlmRequests(
-        path.name.removesuffix(".gz").removesuffix(".csv"),
-        data[:, 0],
-        data[:, 1].astype(np.int64),
-        data[:, 2].astype(np.int64),
-    )
+        raise TraceFormatError(table.path, f"unreadable TIMESTAMP ({error})", column="TIMESTAMP") from None
+    seconds: NDArray[np.float64] = ((times - times.min()) / np.timedelta64(1, "s")).astype(np.float64)
+    return seconds
 
 
 def splitwise_sim_requests(
@@ -261,37 +207,31 @@ def synthetic(
 
 
 def percentile_table(values: NDArray[np.int64]) -> tuple[float, ...]:
-    """Percentiles 0..100 of ``values``, the form :mod:`strato.traces.llm_profiles` stores."""
+    """Percentiles 0..100 of ``values``, the form :mod:`strato.traces.llm.token_sizes` stores."""
     return tuple(round(float(v), 1) for v in np.percentile(values, np.arange(101)))
 
 
-def data_dir() -> Path:
-    configured = os.environ.get("STRATO_DATA")
-    return Path(configured) if configured else Path.cwd().parent / "shared" / "data"
+_SYNTHETIC_KEYS = ("kind",)
 
 
 def load_requests(
     spec: str, *, rate_rps: float | None = None, duration_s: float | None = None, seed: int = 0
 ) -> LlmRequests:
-    """Resolve a ``--trace`` value; with ``rate_rps``, Poisson arrivals resampling its token sizes."""
-    kind = spec.removeprefix("azure-").removeprefix("synthetic-")
-    if spec.startswith("synthetic-"):
+    """Resolve a ``--trace`` value; with ``rate_rps``, Poisson arrivals resampling its token sizes.
+
+    ``synthetic[:kind=code|conv]`` (default ``code``) draws from the embedded tables at ``rate_rps`` (default
+    the trace's mean rate) for ``duration_s`` (default 600 s); ``azure-llm-2023:code|conv`` and paths are
+    read by :func:`read_llm_requests`.
+    """
+    parsed = parse_workload_spec(spec, "llm")
+    if parsed.kind == "synthetic":
+        for key in parsed.options:
+            if key not in _SYNTHETIC_KEYS:
+                raise ConfigError(f"synthetic LLM spec {spec!r}: unknown key {key!r} (known keys: kind)")
+        kind = parsed.options.get("kind", "code")
         return synthetic(kind, rate_rps, duration_s or 600.0, seed=seed)
-    if spec in ("azure-code", "azure-conv"):
-        path = data_dir() / "azure-llm-2023" / TRACE_FILES[kind]
-        if not path.exists():
-            raise ConfigError(
-                f"{spec}: {path} is missing; set STRATO_DATA to the folder holding "
-                f"azure-llm-2023/, give the CSV's path, or use synthetic-{kind} (embedded)"
-            )
-    else:
-        path = Path(spec)
-        if not path.exists():
-            raise ConfigError(
-                f"trace {spec!r} is neither a file nor one of azure-code, azure-conv, "
-                "synthetic-code, synthetic-conv"
-            )
-    requests = read_azure_llm2023(path)
+    assert parsed.path is not None
+    requests = read_llm_requests(parsed.path)
     if rate_rps is not None:
         return poisson(requests, rate_rps, duration_s or 600.0, seed=seed)
     return requests.window(duration_s) if duration_s is not None else requests

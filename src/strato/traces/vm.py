@@ -40,12 +40,10 @@ cell count; only when parsing fails is the file scanned cell by cell to name the
 
 from __future__ import annotations
 
-import gzip
 import math
 import re
 import warnings
-import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +52,8 @@ from numpy.typing import NDArray
 
 from strato.core.rng import RandomStreams
 from strato.errors import ConfigError, TraceFormatError
+from strato.traces.csvio import read_lines, read_table, wrong_field_count
+from strato.traces.spec import accepted, parse_workload_spec
 from strato.vm.model import SLOT_S, VmUsage
 
 __all__ = [
@@ -120,33 +120,19 @@ def _drawn_source(seed: int) -> str:
 
 
 def read_vcpus_csv(path: str | Path, vm_ids: Sequence[str]) -> NDArray[np.int64]:
-    """Sizes for ``vm_ids`` from a two-column CSV ``vm_id,vcpus`` (optional header ``vm_id,vcpus``).
+    """Sizes for ``vm_ids`` from a two-column CSV ``vm_id,vcpus`` (optional header ``vm_id,...``).
 
     Rows for other VMs are ignored (one file may size several data sets); a VM of ``vm_ids`` without a row
     is an error naming it. Sizes are positive integers.
     """
     path = Path(path)
-    lines = _read_lines(path)
-    start = 1
-    if lines[0].replace(" ", "").lower() in ("vm_id,vcpus", "vmid,vcpus"):
-        start = 2
+    table = read_table(path, columns=("vm_id", "vcpus"))
+    table.check_not_empty(("vm_id",))
+    sizes = table.whole("vcpus", minimum=1)
     size_of: dict[str, int] = {}
     first_row: dict[str, int] = {}
-    for row, line in enumerate(lines[start - 1 :], start=start):
-        cells = [cell.strip() for cell in line.split(",")]
-        if len(cells) != 2:
-            raise TraceFormatError(path, f"row has {len(cells)} cells, expected 2 (vm_id,vcpus)", row=row)
-        vm, text = cells
-        if not vm:
-            raise TraceFormatError(path, "empty VM id", row=row, column="vm_id")
-        try:
-            size = int(text)
-        except ValueError:
-            raise TraceFormatError(
-                path, f"vCPU count {text!r} is not an integer", row=row, column="vcpus"
-            ) from None
-        if size < 1:
-            raise TraceFormatError(path, f"vCPU count {size} must be at least 1", row=row, column="vcpus")
+    for i, (cell, size) in enumerate(zip(table.column("vm_id"), sizes.tolist(), strict=True)):
+        vm, row = cell.strip(), i + table.first_row
         if vm in size_of:
             raise TraceFormatError(
                 path, f"VM {vm} is listed twice (first on row {first_row[vm]})", row=row, column="vm_id"
@@ -163,36 +149,6 @@ def read_vcpus_csv(path: str | Path, vm_ids: Sequence[str]) -> NDArray[np.int64]
 # ------------------------------------------------------------------------------------ file reading
 
 
-def _read_lines(path: Path) -> list[str]:
-    """The file's lines (gzip recognised by its magic bytes, not its name), without ``\\r`` and trailing
-    blank lines; raises on a missing, unreadable, corrupt or empty file."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise TraceFormatError(path, "missing file") from None
-    except IsADirectoryError:
-        raise TraceFormatError(path, "is a directory, expected a file") from None
-    except OSError as exc:
-        raise TraceFormatError(path, f"cannot read: {exc.strerror}") from None
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise TraceFormatError(path, f"corrupt gzip data: {exc}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise TraceFormatError(path, f"not UTF-8 text (byte offset {exc.start})") from None
-    if "\r" in text:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-    lines = text.split("\n")
-    while lines and not lines[-1].strip():
-        lines.pop()
-    if not lines:
-        raise TraceFormatError(path, "empty file")
-    return lines
-
-
 @dataclass(frozen=True)
 class _UsageFile:
     """One avg or max file: ``values[i, j]`` is on file line ``i + 2``, VM column ``columns[j]``."""
@@ -203,7 +159,7 @@ class _UsageFile:
 
 
 def _read_usage_file(path: Path) -> _UsageFile:
-    lines = _read_lines(path)
+    lines = read_lines(path)
     header = [cell.strip() for cell in lines[0].split(",")]
     columns = header[1:]
     if not any(columns):
@@ -228,15 +184,9 @@ def _read_usage_file(path: Path) -> _UsageFile:
         )
 
     # A per-line comma count is cheap and names the row, which loadtxt's shape error would not.
-    n_cells = len(header)
     for i, line in enumerate(body):
-        found = line.count(",") + 1
-        if found != n_cells:
-            # Name the first missing cell's column, or the index of the first extra cell.
-            column: str | int = header[found] if found < n_cells else n_cells + 1
-            raise TraceFormatError(
-                path, f"row has {found} cells, the header has {n_cells}", row=i + 2, column=column
-            )
+        if line.count(",") + 1 != len(header):
+            raise wrong_field_count(path, header, i + 2, line.count(",") + 1)
 
     slot_column: str | int = header[0] or 1
     try:
@@ -508,27 +458,17 @@ class _VmTable:
 
 
 def _read_vmtable(path: Path) -> _VmTable:
-    lines = _read_lines(path)
-    first = 1
-    if lines[0].split(",", 1)[0].strip().lower() == "vmid":
-        first = 2  # tolerate a header line, although the published file has none
+    # The published file has no header; one is tolerated.
+    table = read_table(path, columns=_VMTABLE_COLUMNS)
+    first = table.first_row
     ids: list[str] = []
     index: dict[str, int] = {}
     vcpus: list[int] = []
     classes: list[str] = []
     bucketed: list[bool] = []
     c_category, c_cores = _VMTABLE_COLUMNS.index("vmcategory"), _VMTABLE_COLUMNS.index("vmcorecount")
-    for row, line in enumerate(lines[first - 1 :], start=first):
-        cells = [cell.strip() for cell in line.split(",")]
-        if len(cells) != len(_VMTABLE_COLUMNS):
-            column = _VMTABLE_COLUMNS[len(cells)] if len(cells) < len(_VMTABLE_COLUMNS) else len(cells)
-            raise TraceFormatError(
-                path,
-                f"row has {len(cells)} cells, expected {len(_VMTABLE_COLUMNS)} "
-                f"({', '.join(_VMTABLE_COLUMNS)})",
-                row=row,
-                column=column,
-            )
+    for row, fields in enumerate(table.rows, start=first):
+        cells = [cell.strip() for cell in fields]
         vm = cells[0]
         if not vm:
             raise TraceFormatError(path, "empty VM id", row=row, column="vmid")
@@ -584,32 +524,13 @@ class _Readings:
 
 
 def _read_readings(path: Path, table: _VmTable) -> _Readings:
-    lines = _read_lines(path)
-    first = 1
-    if lines[0].split(",", 1)[0].strip().lower() == "timestamp":
-        first = 2
-    body = lines[first - 1 :]
-    rows = [line.split(",") for line in body]
-    for i, cells in enumerate(rows):
-        if len(cells) != len(_READING_COLUMNS):
-            column = _READING_COLUMNS[len(cells)] if len(cells) < len(_READING_COLUMNS) else len(cells)
-            raise TraceFormatError(
-                path,
-                f"row has {len(cells)} cells, expected {len(_READING_COLUMNS)} "
-                f"({', '.join(_READING_COLUMNS)})",
-                row=i + first,
-                column=column,
-            )
-    if not rows:
+    readings = read_table(path, columns=_READING_COLUMNS)
+    first = readings.first_row
+    if not readings.rows:
         return _Readings(
             np.empty(0), np.empty(0, np.int64), np.empty(0), np.empty(0), np.empty(0, np.int64), set()
         )
-    columns = list(zip(*rows, strict=True))
-    numbers = {
-        name: _parse_numbers(path, columns[k], name, first)
-        for k, name in enumerate(_READING_COLUMNS)
-        if name != "vmid"
-    }
+    numbers = {name: readings.floats(name, negative=True) for name in _READING_COLUMNS if name != "vmid"}
     for name in ("mincpu", "maxcpu", "avgcpu"):
         values = numbers[name]
         bad = (values < 0) | (values > 100 + _PCT_NOISE)
@@ -628,7 +549,7 @@ def _read_readings(path: Path, table: _VmTable) -> _Readings:
             row=i + first,
             column="avgcpu",
         )
-    vm_names = [name.strip() for name in columns[1]]
+    vm_names = [name.strip() for name in readings.column("vmid")]
     vm = np.array([table.index.get(name, -1) for name in vm_names], dtype=np.int64)
     known = vm >= 0
     unknown = {name for name, k in zip(vm_names, known.tolist(), strict=True) if not k}
@@ -637,28 +558,9 @@ def _read_readings(path: Path, table: _VmTable) -> _Readings:
         vm=vm[known],
         max_pct=np.maximum(numbers["maxcpu"], numbers["avgcpu"])[known],
         avg_pct=numbers["avgcpu"][known],
-        row=(np.arange(len(rows), dtype=np.int64) + first)[known],
+        row=(np.arange(len(readings.rows), dtype=np.int64) + first)[known],
         unknown_vms=unknown,
     )
-
-
-def _parse_numbers(path: Path, cells: Sequence[str], column: str, first_row: int) -> NDArray[np.float64]:
-    try:
-        values = np.array(cells, dtype=np.float64)
-    except ValueError:
-        values = None
-    if values is not None and np.isfinite(values).all():
-        return values
-    for i, cell in enumerate(cells):
-        text = cell.strip()
-        try:
-            ok = math.isfinite(float(text))
-        except ValueError:
-            ok = False
-        if not ok:
-            what = "empty" if not text else f"{text!r} is not a number"
-            raise TraceFormatError(path, f"missing value: {what}", row=i + first_row, column=column)
-    raise AssertionError("unreachable: a cell failed to parse but none was found")  # pragma: no cover
 
 
 def read_public_vm_trace(
@@ -819,35 +721,26 @@ _PATH_OPTIONS = {
 
 
 def load_vm_usage(spec: str, *, seed: int = 0) -> VmUsage:
-    """VM usage named the way the command line's ``--data`` names it.
+    """VM usage named the way the command line's ``--data`` names it (:mod:`strato.traces.spec`).
 
     * ``synthetic[:vms=100,days=28,seed=0,...]``: :func:`strato.vm.synth.generate_vms` (see
       :func:`strato.vm.synth.parse_synth_vm_spec` for the keys); ``seed`` is used when the spec has none;
-    * a directory holding ``microsoft_avg_*``/``periodic_avg_*`` files (with their ``_max_`` partners), or
-      either file of a pair: :func:`read_azure_2017`, ``microsoft`` preferred when both kinds are present;
-      options ``path:kind=periodic,vcpus=sizes.csv,seed=3`` (``seed`` defaults to the argument);
+    * ``azure-vm-2017[:microsoft|periodic]``, or a directory holding ``microsoft_avg_*``/``periodic_avg_*``
+      files (with their ``_max_`` partners), or either file of a pair: :func:`read_azure_2017`,
+      ``microsoft`` preferred when both kinds are present; options ``kind=periodic,vcpus=sizes.csv,seed=3``
+      (``seed`` defaults to the argument);
     * a directory holding ``vmtable.csv[.gz]`` and ``vm_cpu_readings-file-*.csv[.gz]``:
-      :func:`read_public_vm_trace`, options ``path:start_s=0,days=7``.
+      :func:`read_public_vm_trace`, options ``start_s=0,days=7``.
 
     Anything else is a :class:`ConfigError` saying what is accepted.
     """
-    text = spec.strip()
-    if text == "synthetic" or text.startswith("synthetic:"):
+    parsed = parse_workload_spec(spec, "vm", options=_PATH_OPTIONS)
+    if parsed.kind == "synthetic":
         from strato.vm.synth import generate_vms, parse_synth_vm_spec
 
-        return generate_vms(parse_synth_vm_spec(text, seed=seed))
-    base, options = _split_options(text)
-    path = Path(base)
-    accepted = (
-        "accepted: synthetic[:vms=N,days=D,seed=S,...], a directory with microsoft_avg_*/microsoft_max_* "
-        "or periodic_avg_*/periodic_max_* CSV files (or one of those files), or a directory with "
-        "vmtable.csv and vm_cpu_readings-file-*.csv"
-    )
-    if not base:
-        raise ConfigError(f"empty --data; {accepted}")
-    if not path.exists():
-        raise ConfigError(f"--data {spec!r}: no such file or directory; {accepted}")
-
+        return generate_vms(parse_synth_vm_spec(parsed.text, seed=seed))
+    assert parsed.path is not None
+    path, options = parsed.path, parsed.options
     vmtable = _first_existing(path, ("vmtable.csv", "vmtable.csv.gz")) if path.is_dir() else None
     has_2017 = any(_is_2017_file(p) for p in path.iterdir()) if path.is_dir() else _is_2017_file(path)
     if has_2017:
@@ -877,29 +770,14 @@ def load_vm_usage(spec: str, *, seed: int = 0) -> VmUsage:
             start_s=None if start is None else _option_float(spec, "start_s", start),
             days=None if days is None else _option_float(spec, "days", days),
         )
-    raise ConfigError(f"--data {spec!r}: not a VM data set strato knows; {accepted}")
+    raise ConfigError(
+        f"--data {spec!r}: not a VM data set strato knows; accepted: {accepted('vm')}, where a path is "
+        "a directory with microsoft_avg_*/microsoft_max_* or periodic_avg_*/periodic_max_* CSV files "
+        "(or one of those files), or a directory with vmtable.csv and vm_cpu_readings-file-*.csv"
+    )
 
 
-def _split_options(text: str) -> tuple[str, dict[str, str]]:
-    """``path:key=value,...`` -> (path, options); a last ``:`` part without ``=`` belongs to the path."""
-    head, sep, tail = text.rpartition(":")
-    if not sep or "=" not in tail:
-        return text, {}
-    options: dict[str, str] = {}
-    for item in tail.split(","):
-        key, eq, value = (part.strip() for part in item.partition("="))
-        if key not in _PATH_OPTIONS:
-            known = "; ".join(f"{k} ({v})" for k, v in _PATH_OPTIONS.items())
-            raise ConfigError(f"--data {text!r}: unknown option {key!r} (known: {known})")
-        if not eq or not value:
-            raise ConfigError(f"--data {text!r}: option {key!r} needs a value ({key}=...)")
-        if key in options:
-            raise ConfigError(f"--data {text!r}: option {key!r} is given twice")
-        options[key] = value
-    return head, options
-
-
-def _reject_options(spec: str, options: dict[str, str], allowed: Sequence[str], what: str) -> None:
+def _reject_options(spec: str, options: Mapping[str, str], allowed: Sequence[str], what: str) -> None:
     for key in options:
         if key not in allowed:
             raise ConfigError(
@@ -908,7 +786,7 @@ def _reject_options(spec: str, options: dict[str, str], allowed: Sequence[str], 
             )
 
 
-def _option_int(spec: str, options: dict[str, str], key: str, default: int) -> int:
+def _option_int(spec: str, options: Mapping[str, str], key: str, default: int) -> int:
     raw = options.get(key)
     if raw is None:
         return default
