@@ -108,8 +108,16 @@ class InstantBackend:
 
 
 def run_live(
-    invocations: Invocations, memory: np.ndarray, spec: str, capacity: float | None, state_dir: Path
+    invocations: Invocations,
+    memory: np.ndarray,
+    spec: str,
+    capacity: float | None,
+    state_dir: Path,
+    *,
+    concurrency: int = 10**6,
 ) -> tuple[PolicyResult, Node, list[int]]:
+    """The invocations on a fake-clock node; with the default ``concurrency`` one instance per function
+    takes them all (no scale-out), as the simulator's one load per app."""
     clock = FakeClock()
     names = {f"app-{app}": app for app in range(invocations.n_apps)}
     statuses: list[int] = []
@@ -130,7 +138,7 @@ def run_live(
                 FunctionSpec(
                     name=name,
                     memory_mb=float(memory[app]),
-                    concurrency=10**6,
+                    concurrency=concurrency,
                     max_concurrency=10**6,
                     version=1,
                 )
@@ -250,3 +258,18 @@ def test_equal_ranks_evict_the_first_deployed_function(tmp_path: Path) -> None:
     _, node, _ = run_live(inv, memory, "fixed:30m", 250.0, tmp_path)
     assert node.report("app-0").evictions == 1
     assert node.report("app-1").evictions == 0
+
+
+def test_scale_out_holds_memory_per_instance_and_the_idle_function_wastes_all_of_it(tmp_path: Path) -> None:
+    # One instance runs one invocation: three overlapping calls of app 0 want three instances (100 MiB
+    # each) in 250 MiB; app 1 (idle, loaded) is evicted for the second, the third finds no room.
+    inv = make_invocations([[(MIN, MIN), (MIN + S, MIN), (MIN + 2 * S, MIN)], [(0, S)]], horizon_us=H)
+    memory = np.array([100.0, 100.0])
+    _, node, statuses = run_live(inv, memory, "fixed:10m", 250.0, tmp_path, concurrency=1)
+    assert sorted(statuses) == [200, 200, 200, 503]
+    app0, app1 = node.report("app-0"), node.report("app-1")
+    assert (app0.cold_starts, app0.scale_outs, app0.rejections, app0.errors) == (1, 1, 0, 1)
+    assert app1.evictions == 1
+    # Two instances stay loaded for the 10-minute window after the last call ends: 2 x 100 MiB x 600 s.
+    assert app0.wasted_mb_s == pytest.approx(2 * 100 * 600)
+    assert node.used_mb == 0
