@@ -38,7 +38,6 @@ only when that fails is the file scanned line by line to report the exact bad ro
 from __future__ import annotations
 
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +45,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from strato.errors import ConfigError, TraceFormatError
-from strato.traces.csvio import read_lines, read_table, wrong_field_count
+from strato.traces.csvio import load_block, read_lines, read_table, require_columns, wrong_field_count
 from strato.traces.model import DURATION_PERCENTILES, Workload
 
 _ID_REQUIRED = ("HashOwner", "HashApp", "HashFunction")
@@ -286,14 +285,7 @@ def _parse_invocation_header(path: Path, header: list[str]) -> tuple[int, int]:
     while n_id < len(header) and not _MINUTE_LABEL.fullmatch(header[n_id]):
         n_id += 1
     ids = header[:n_id]
-    missing = [c for c in _ID_REQUIRED if c not in ids]
-    if missing:
-        raise TraceFormatError(
-            path,
-            f"missing required column(s) {', '.join(missing)} before the minute columns",
-            row=1,
-            column=missing[0],
-        )
+    require_columns(path, ids, _ID_REQUIRED)
     for j, name in enumerate(ids):
         if name not in _ID_REQUIRED and name not in _ID_OPTIONAL:
             raise TraceFormatError(path, f"unexpected column {name!r}", row=1, column=j + 1)
@@ -377,27 +369,11 @@ def _read_invocations(path: Path) -> _Invocations:
 
 
 def _parse_counts(path: Path, lines: list[str], header: list[str], n_id: int) -> NDArray[np.int64]:
-    n_rows, n_minutes = len(lines) - 1, len(header) - n_id
-    failure: str | None = None
     try:
-        with warnings.catch_warnings():
-            # loadtxt warns rather than fails on some malformed input; treat that as malformed.
-            warnings.simplefilter("error")
-            counts = np.loadtxt(
-                lines[1:],
-                delimiter=",",
-                dtype=np.int64,
-                usecols=range(n_id, len(header)),
-                comments=None,
-                ndmin=2,
-            )
-        if counts.shape != (n_rows, n_minutes):
-            failure = f"count block has shape {counts.shape}, expected {(n_rows, n_minutes)}"
-    except (ValueError, Warning) as exc:
-        failure = str(exc)
-    if failure is not None:
+        counts: NDArray[np.int64] = load_block(lines[1:], range(n_id, len(header)), np.int64)
+    except ValueError as exc:
         _locate_bad_count(path, lines, header, n_id)
-        raise TraceFormatError(path, f"cannot parse the invocation counts: {failure}")
+        raise TraceFormatError(path, f"cannot parse the invocation counts: {exc}") from None
     # min() is one cheap pass; the argwhere that locates the cell only runs when there is one.
     if counts.size and counts.min() < 0:
         i, j = (int(v) for v in np.argwhere(counts < 0)[0])

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import csv
 import gzip
+import warnings
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -97,7 +99,7 @@ class Table:
         return parse_whole(self.path, self.column(column), column, first_row=self.first_row, minimum=minimum)
 
     def require(self, columns: Sequence[str]) -> None:
-        _require(self.path, self.header, columns)
+        require_columns(self.path, self.header, columns)
 
     def check_not_empty(self, columns: Sequence[str]) -> None:
         """Ids must not be blank."""
@@ -123,7 +125,7 @@ def read_table(
     lines = read_lines(path)
     if columns is None:
         header = [name.strip() for name in lines[0].split(",")]
-        _require(path, header, required)
+        require_columns(path, header, required)
         first_row = 2
     else:
         header = list(columns)
@@ -138,7 +140,8 @@ def read_table(
     return Table(path=path, header=header, rows=rows, first_row=first_row)
 
 
-def _require(path: Path, header: Sequence[str], columns: Sequence[str]) -> None:
+def require_columns(path: Path, header: Sequence[str], columns: Sequence[str]) -> None:
+    """Raise naming the first of ``columns`` that the header (line 1) lacks."""
     missing = [name for name in columns if name not in header]
     if missing:
         raise TraceFormatError(
@@ -206,3 +209,21 @@ def parse_whole(
             column=column,
         )
     return parsed.astype(np.int64)
+
+
+def load_block(body: Sequence[str], columns: range, dtype: type[np.generic]) -> NDArray[Any]:
+    """A rectangular numeric block of ``body`` lines (the ``columns`` fields of each) in one
+    :func:`numpy.loadtxt` call; raises ``ValueError`` on anything malformed, for the caller to locate the
+    bad cell by a slow scan and report it."""
+    with warnings.catch_warnings():
+        # loadtxt warns rather than fails on some malformed input; treat that as malformed.
+        warnings.simplefilter("error")
+        try:
+            block: NDArray[Any] = np.loadtxt(
+                body, delimiter=",", dtype=dtype, usecols=columns, comments=None, ndmin=2
+            )
+        except Warning as warning:
+            raise ValueError(str(warning)) from None
+    if block.shape != (len(body), len(columns)):
+        raise ValueError(f"block has shape {block.shape}, expected {(len(body), len(columns))}")
+    return block

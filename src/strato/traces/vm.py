@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import math
 import re
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +51,7 @@ from numpy.typing import NDArray
 
 from strato.core.rng import RandomStreams
 from strato.errors import ConfigError, TraceFormatError
-from strato.traces.csvio import read_lines, read_table, wrong_field_count
+from strato.traces.csvio import load_block, read_lines, read_table, wrong_field_count
 from strato.traces.spec import accepted, parse_workload_spec
 from strato.vm.model import SLOT_S, VmUsage
 
@@ -190,11 +189,8 @@ def _read_usage_file(path: Path) -> _UsageFile:
 
     slot_column: str | int = header[0] or 1
     try:
-        with warnings.catch_warnings():
-            # loadtxt warns rather than fails on some malformed input; treat that as malformed.
-            warnings.simplefilter("error")
-            data = np.loadtxt(body, delimiter=",", dtype=np.float64, comments=None, ndmin=2)
-    except (ValueError, Warning) as exc:
+        data: NDArray[np.float64] = load_block(body, range(len(header)), np.float64)
+    except ValueError as exc:
         _locate_bad_cell(path, body, header, slot_column)
         raise TraceFormatError(path, f"cannot parse the CPU values: {exc}") from None
     values = np.ascontiguousarray(data[:, 1:])
