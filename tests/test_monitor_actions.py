@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from sshd_helpers import SSHServer, free_port, keygen, skip_reason, sshd_server
-from strato.errors import ConfigError
+from strato.errors import ConfigError, ConflictError, NotFoundError
 from strato.monitor.actions import (
     BUILTIN_TEMPLATES,
     MAX_OUTPUT_BYTES,
@@ -506,16 +506,16 @@ def test_runner_killed_mid_action_leaves_a_complete_running_row(tmp_path: Path) 
 def test_audit_log_rules(audit: AuditLog) -> None:
     action = audit.start(who="ops", group="g", template="t", params={}, argv=["true"], members=["a", "b"])
     audit.record(action, HostResult("a", 0))
-    with pytest.raises(ConfigError, match="already has a result for host 'a'"):
+    with pytest.raises(ConflictError, match="already has a result for host 'a'"):
         audit.record(action, HostResult("a", 0))
     with pytest.raises(ConfigError, match="not a member"):
         audit.record(action, HostResult("z", 0))
     with pytest.raises(ConfigError, match="final status must be one of"):
         audit.finish(action, "done")
     audit.finish(action, "failed")
-    with pytest.raises(ConfigError, match="takes no more results"):
+    with pytest.raises(ConflictError, match="takes no more results"):
         audit.record(action, HostResult("b", 0))
-    with pytest.raises(ConfigError, match="no action with id 999"):
+    with pytest.raises(NotFoundError, match="no action with id 999"):
         audit.get(999)
     other = audit.start(who="ops", group="h", template="t", params={}, argv=["true"], members=[])
     assert [record.id for record in audit.list()] == [other, action]

@@ -97,4 +97,4 @@ def test_cli_groups_actions_and_errors(tmp_path: Path) -> None:
         assert audit[0]["members"] == ["web-1", "web-2", "web-3"]
 
     down = strato("hosts", "--source", f"127.0.0.1:{daemons.free_port()}", db=db)
-    assert down.returncode == 2 and "refused the connection" in down.stderr
+    assert down.returncode == 5 and "refused the connection" in down.stderr

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from monitor_helpers import collector
-from strato.errors import ConfigError
+from strato.errors import ConfigError, ConflictError, NotFoundError
 from strato.monitor.config import load_config
 from strato.monitor.ganglia import GangliaError
 from strato.monitor.gmetric import GmetricSender, MetricSpec, spoof_id
@@ -50,11 +50,11 @@ def test_store_crud_and_errors(tmp_path: Path) -> None:
     assert store.get("web").members == ("db-2",)
     store.set_rule("web", "load_one > 1")
     assert store.get("web").rule == "load_one > 1"
-    with pytest.raises(ConfigError, match="already exists"):
+    with pytest.raises(ConflictError, match="already exists"):
         store.create("web")
     with pytest.raises(ConfigError, match="group name"):
         store.create("bad name!")
-    with pytest.raises(ConfigError, match="no group named 'nope' \\(groups: web\\)"):
+    with pytest.raises(NotFoundError, match="no group named 'nope' \\(groups: web\\)"):
         store.get("nope")
     with pytest.raises(ConfigError, match="not listed in group 'web'"):
         store.remove_members("web", ["db-9"])

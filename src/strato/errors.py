@@ -2,7 +2,20 @@
 
 Bad input must produce an error a user can act on: which file, which row, which column, and what was
 wrong. Every error strato raises on purpose derives from :class:`StratoError`, so the CLI can print it
-cleanly and exit with status 2 instead of a traceback.
+cleanly instead of a traceback. Four kinds, each answered the same way everywhere:
+
+========================  ==========  ====  ==================================================
+class                     meaning     exit  HTTP
+========================  ==========  ====  ==================================================
+:class:`ConfigError`      bad input   2     400 (also any other StratoError)
+:class:`NotFoundError`    not found   3     404: a named thing (group, action, host) is not there
+:class:`ConflictError`    conflict    4     409: it clashes with what exists (a duplicate name)
+:class:`UnavailableError` unavailable 5     503: a service or file strato needs cannot be used
+                                                 now (a locked database, an unreachable daemon)
+========================  ==========  ====  ==================================================
+
+The exit codes are applied by :func:`strato.cli.common.friendly_errors`, the HTTP statuses by the
+monitor server's exception handler (:mod:`strato.monitor.server`).
 """
 
 from __future__ import annotations
@@ -15,11 +28,31 @@ class StratoError(Exception):
 
 
 class ConfigError(StratoError):
-    """A bad option, policy specification, size or duration."""
+    """Bad input: an option, policy specification, size, duration, rule or request value. Trying again
+    with the same input fails the same way."""
 
 
-class TraceFormatError(StratoError):
-    """A trace file that cannot be read as the format it claims to be.
+class NotFoundError(StratoError):
+    """A thing named by the caller (a group, an audited action, a host) does not exist (any more)."""
+
+
+class ConflictError(StratoError):
+    """The request clashes with the current state: creating what already exists, finishing what is done."""
+
+
+class UnavailableError(StratoError):
+    """Something strato depends on cannot be used right now (a database locked by another process, a
+    daemon or scheduler that does not answer, a failed write); the same request may work later.
+
+    ``retry_after_s``, when known, is how long to wait before trying again."""
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class TraceFormatError(ConfigError):
+    """A trace file that cannot be read as the format it claims to be (bad input).
 
     ``row`` is the 1-based line number in the file (the header is line 1); ``column`` is the column name
     when there is one, otherwise its 1-based index.

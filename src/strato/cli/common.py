@@ -12,7 +12,7 @@ from typing import Any, ParamSpec, TypeVar
 import typer
 
 from strato.core.console import console, error_console, print_table
-from strato.errors import StratoError
+from strato.errors import ConflictError, NotFoundError, StratoError, UnavailableError
 
 # Every command prints through the library's consoles and tables (strato.core.console).
 __all__ = ["console", "error_console", "friendly_errors", "print_json", "print_table"]
@@ -22,7 +22,8 @@ R = TypeVar("R")
 
 
 def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Print strato's own errors as one line and exit with status 2 instead of a traceback."""
+    """Print strato's own errors as one line and exit with the status of their kind instead of a
+    traceback: 3 not found, 4 conflict, 5 unavailable, 2 bad input or any other (strato.errors)."""
 
     @wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -31,7 +32,15 @@ def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
         except StratoError as error:
             # soft_wrap: one line however long, so scripts and logs can grep it.
             error_console.print(f"[bold red]error:[/] {error}", highlight=False, markup=True, soft_wrap=True)
-            raise typer.Exit(code=2) from None
+            if isinstance(error, NotFoundError):
+                code = 3
+            elif isinstance(error, ConflictError):
+                code = 4
+            elif isinstance(error, UnavailableError):
+                code = 5
+            else:
+                code = 2
+            raise typer.Exit(code=code) from None
 
     return wrapper
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from strato.cli.common import console, error_console, friendly_errors, print_json, print_table
-from strato.errors import ConfigError
+from strato.errors import ConfigError, UnavailableError
 
 if TYPE_CHECKING:
     from strato.monitor.config import MonitorConfig
@@ -47,6 +48,14 @@ def _monitor(config: MonitorConfig) -> Monitor:
     from strato.monitor.service import Monitor
 
     return Monitor(config)
+
+
+def _default_operator() -> str:
+    """Who runs an action when --operator is not given: the login name, for the audit log."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 def _poll(monitor: Monitor, *, required: bool) -> PollResult | None:
@@ -168,14 +177,14 @@ def group_list(
     json_output: JsonOption = False,
 ) -> None:
     """Every group with its current members (one poll of Ganglia)."""
-    from strato.monitor.server import group_json
+    from strato.monitor.views import group_view, to_json
 
     monitor = _monitor(_config(config, source, db))
     groups = monitor.store.list()
     result = _poll(monitor, required=False) if groups else None
     states = result.groups if result else {}
     if json_output:
-        print_json([group_json(group, states.get(group.name)) for group in groups])
+        print_json([to_json(group_view(group, states.get(group.name))) for group in groups])
         return
     rows = []
     for group in groups:
@@ -218,7 +227,7 @@ def group_show(
 
 
 def _show(monitor: Monitor, name: str, json_output: bool, *, poll: bool) -> None:
-    from strato.monitor.server import group_json
+    from strato.monitor.views import group_view, to_json
 
     group = monitor.store.get(name)
     if monitor.snapshot is not None:
@@ -227,7 +236,7 @@ def _show(monitor: Monitor, name: str, json_output: bool, *, poll: bool) -> None
         _poll(monitor, required=False)
     state = monitor.result.groups.get(name) if monitor.result else None
     if json_output:
-        print_json(group_json(group, state))
+        print_json(to_json(group_view(group, state)))
         return
     console.print(
         f"[bold]{group.name}[/]  rule: {group.rule or '(none)'}  listed: {', '.join(group.members) or '-'}",
@@ -273,34 +282,31 @@ def hosts(
     json_output: JsonOption = False,
 ) -> None:
     """Every host Ganglia reports now, up or down, with its groups."""
-    from strato.monitor.server import host_json
+    from strato.monitor.views import groups_by_host, host_view, to_json
 
     settings = _config(config, source, db)
     monitor = _monitor(settings)
     result = _poll(monitor, required=True)
     assert result is not None and monitor.snapshot is not None
-    groups_of: dict[str, list[str]] = {}
-    for state in result.groups.values():
-        for host in state.members:
-            groups_of.setdefault(host, []).append(state.name)
+    groups = groups_by_host(result)
     listing = [
-        host_json(host, sorted(groups_of.get(host.name, [])), settings.stale_after_s)
-        for _, host in sorted(monitor.snapshot.hosts.items())
+        host_view(host, groups.get(name, ()), settings.stale_after_s)
+        for name, host in sorted(monitor.snapshot.hosts.items())
     ]
     if json_output:
-        print_json(listing)
+        print_json([to_json(view) for view in listing])
         return
     rows = [
         {
-            "host": item["name"],
-            "ip": item["ip"],
-            "cluster": item["cluster"],
-            "state": "up" if item["up"] else "down",
-            "tn": item["tn"],
-            "metrics": len(item["metrics"]),
-            "groups": ", ".join(item["groups"]),
+            "host": view.name,
+            "ip": view.ip,
+            "cluster": view.cluster,
+            "state": "up" if view.up else "down",
+            "tn": view.tn,
+            "metrics": len(view.metrics),
+            "groups": ", ".join(view.groups),
         }
-        for item in listing
+        for view in listing
     ]
     print_table(
         rows,
@@ -373,7 +379,7 @@ def gmond(
             while daemon.running():
                 time.sleep(0.5)
         if not daemon.running() and daemon.process is not None and daemon.process.returncode:
-            raise ConfigError(f"gmond exited with {daemon.process.returncode}: {daemon.tail()}")
+            raise UnavailableError(f"gmond exited with {daemon.process.returncode}: {daemon.tail()}")
 
 
 # ---- actions --------------------------------------------------------------------------------------
@@ -401,7 +407,7 @@ def action_run(
     """Run a template on every member of a group now; exit status 1 if any host failed."""
     from strato.monitor.actions import ActionRunner
     from strato.monitor.audit import AuditLog
-    from strato.monitor.server import default_operator, record_json
+    from strato.monitor.views import to_json
 
     values: dict[str, str] = {}
     for item in params or []:
@@ -422,7 +428,7 @@ def action_run(
     snapshot = monitor.snapshot
     targets = [settings.target(host, snapshot.hosts.get(host) if snapshot else None) for host in members]
     runner = ActionRunner(AuditLog(settings.db_path), parallelism=settings.parallelism, timeout_s=timeout)
-    who = f"{operator or default_operator()} (cli)"
+    who = f"{operator or _default_operator()} (cli)"
     if not json_output:
         error_console.print(f"running {template} on {len(targets)} hosts of {group}", highlight=False)
     record = runner.run_sync(
@@ -434,7 +440,7 @@ def action_run(
         executor=settings.make_executor(),
     )
     if json_output:
-        print_json(record_json(record))
+        print_json(to_json(record))
     else:
         rows = [
             {
@@ -466,11 +472,11 @@ def action_list(
 ) -> None:
     """The audit log: who ran what on which members, and how it went."""
     from strato.monitor.audit import AuditLog
-    from strato.monitor.server import record_json
+    from strato.monitor.views import to_json
 
     records = AuditLog(_config(config, None, db).db_path).list(limit=limit, group=group)
     if json_output:
-        print_json([record_json(record) for record in records])
+        print_json([to_json(record) for record in records])
         return
     rows = [
         {
@@ -504,20 +510,20 @@ def action_list(
 @friendly_errors
 def action_templates(config: ConfigOption = None, json_output: JsonOption = False) -> None:
     """The allow-listed templates and their typed parameters."""
-    from strato.monitor.server import template_json
+    from strato.monitor.views import to_json
 
     settings = _config(config, None, None)
-    listing = [template_json(t) for t in sorted(settings.templates.values(), key=lambda item: item.name)]
+    listing = sorted(settings.templates.values(), key=lambda item: item.name)
     if json_output:
-        print_json(listing)
+        print_json([to_json(template) for template in listing])
         return
     rows = [
         {
-            "name": item["name"],
-            "argv": " ".join(item["argv"]),
-            "params": ", ".join(f"{k}:{v['type']}" for k, v in item["params"].items()),
+            "name": template.name,
+            "argv": " ".join(template.argv),
+            "params": ", ".join(f"{name}:{spec.type}" for name, spec in template.params.items()),
         }
-        for item in listing
+        for template in listing
     ]
     print_table(rows, [("name", "template"), ("argv", "command"), ("params", "parameters")])
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from strato.errors import ConfigError
+from strato.errors import ConfigError, ConflictError
 
 T = TypeVar("T")
 
@@ -30,7 +30,7 @@ class Registry(Generic[T]):
         if not name or name != name.strip():
             raise ConfigError(f"{self.kind} name {name!r} must be non-empty without surrounding spaces")
         if name in self._items:
-            raise ConfigError(f"{self.kind} {name!r} is already registered")
+            raise ConflictError(f"{self.kind} {name!r} is already registered")
         self._items[name] = item
         return item
 

@@ -26,7 +26,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import strato
-from strato.errors import ConfigError
+from strato.errors import ConfigError, ConflictError
 
 __all__ = ["FIGURE_DPI", "Report", "new_figure"]
 
@@ -261,7 +261,7 @@ class Report:
         if not _FIGURE_NAME.match(name):
             raise ConfigError(f"figure name {name!r} must be letters, digits, '.', '_' or '-'")
         if name in self._figure_names:
-            raise ConfigError(f"a figure named {name!r} is already in this report")
+            raise ConflictError(f"a figure named {name!r} is already in this report")
         self._figure_names.add(name)
         self._blocks.append(_FigureBlock(fig, name, caption))
 

@@ -1,13 +1,39 @@
-"""Admin tokens kept in a 0600 file beside a server's state, created on first start."""
+"""Admin tokens: kept in a 0600 file beside a server's state, created on first start, and checked by
+:class:`AdminToken`, the one bearer-token check both servers (the FaaS gateway, the monitor) use."""
 
 from __future__ import annotations
 
 import contextlib
+import hmac
 import os
 import secrets
 from pathlib import Path
 
-from strato.errors import StratoError
+from strato.errors import ConfigError, StratoError
+
+
+class AdminToken:
+    """A server's admin token, encoded once; every comparison is constant-time (:func:`hmac.compare_digest`),
+    so the time an answer takes says nothing about how much of a guess was right."""
+
+    def __init__(self, token: str) -> None:
+        if not token:
+            raise ConfigError("the admin token is empty")
+        self._expected = token.encode()
+
+    def matches(self, given: str | bytes) -> bool:
+        """Whether ``given`` is the token, exactly (a ``str`` is compared as its UTF-8 bytes)."""
+        return hmac.compare_digest(given.encode() if isinstance(given, str) else given, self._expected)
+
+    def bearer(self, header: str | bytes | None) -> bool:
+        """Whether an ``Authorization`` header value is ``Bearer <token>`` (the scheme in any case, spaces
+        around the token ignored). A ``str`` header is taken as ASGI servers decode headers, Latin-1, so
+        it is compared as the bytes that were sent."""
+        if header is None:
+            return False
+        raw = header.encode("latin-1", "replace") if isinstance(header, str) else header
+        scheme, _, credential = raw.partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(credential.strip(), self._expected)
 
 
 def ensure_token_file(path: Path) -> str:

@@ -36,7 +36,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from strato.errors import ConfigError
+from strato.errors import ConfigError, ConflictError, NotFoundError, UnavailableError
 from strato.monitor.dbfile import BUSY_TIMEOUT_S, busy_error, connect, is_busy
 
 FINAL_STATUSES = frozenset({"ok", "failed", "interrupted"})
@@ -47,7 +47,7 @@ STATUSES = FINAL_STATUSES | {"running", "rejected"}
 MAX_AUDITED_VALUE = 4096
 
 
-@dataclass
+@dataclass(frozen=True)
 class HostResult:
     """What one host answered. ``exit_code`` is None when the command was killed (timeout, signal) or never
     started; ``error`` then says why. ``stdout``/``stderr`` are decoded UTF-8 (invalid bytes replaced),
@@ -66,7 +66,7 @@ class HostResult:
         return self.exit_code == 0 and not self.timed_out and self.error is None
 
 
-@dataclass
+@dataclass(frozen=True)
 class ActionRecord:
     """One audited action. ``status``: ``running`` (in progress, or the runner died -- see the module
     docstring), ``ok`` (every member exited 0), ``failed``, ``interrupted`` (cancelled; children killed) or
@@ -185,7 +185,9 @@ class AuditLog:
             except sqlite3.Error as error:
                 if is_busy(error):
                     raise busy_error(self.path, self.busy_timeout_s) from error
-                raise ConfigError(f"audit log {self.path}: write failed: {error}") from error
+                if isinstance(error, sqlite3.IntegrityError):
+                    raise ConflictError(f"audit log {self.path}: write refused: {error}") from error
+                raise UnavailableError(f"audit log {self.path}: write failed: {error}") from error
 
     # -- writes -----------------------------------------------------------------------------------------
     def start(
@@ -250,7 +252,7 @@ class AuditLog:
         """Commit one host's result. The host must be a member, reported once, while the action runs."""
         status, members = self._status_and_members(action_id)
         if status != "running":
-            raise ConfigError(f"audit log: action {action_id} is {status}, it takes no more results")
+            raise ConflictError(f"audit log: action {action_id} is {status}, it takes no more results")
         if result.host not in members:
             raise ConfigError(f"audit log: host {result.host!r} is not a member of action {action_id}")
         try:
@@ -269,12 +271,10 @@ class AuditLog:
                     time.time(),
                 ),
             )
-        except ConfigError as error:
-            if isinstance(error.__cause__, sqlite3.IntegrityError):
-                raise ConfigError(
-                    f"audit log: action {action_id} already has a result for host {result.host!r}"
-                ) from error
-            raise
+        except ConflictError as error:
+            raise ConflictError(
+                f"audit log: action {action_id} already has a result for host {result.host!r}"
+            ) from error
 
     def finish(self, action_id: int, status: str) -> None:
         """Set the final status of a running action."""
@@ -284,7 +284,7 @@ class AuditLog:
             )
         current, _ = self._status_and_members(action_id)
         if current != "running":
-            raise ConfigError(f"audit log: action {action_id} is already {current}")
+            raise ConflictError(f"audit log: action {action_id} is already {current}")
         self._write(
             "UPDATE audit_actions SET status = ?, finished_at = ? WHERE id = ? AND status = 'running'",
             (status, time.time(), action_id),
@@ -297,17 +297,17 @@ class AuditLog:
                 "SELECT status, members FROM audit_actions WHERE id = ?", (action_id,)
             ).fetchone()
         if row is None:
-            raise ConfigError(f"audit log: no action with id {action_id}")
+            raise NotFoundError(f"audit log: no action with id {action_id}")
         return str(row[0]), list(json.loads(row[1]))
 
     def get(self, action_id: int) -> ActionRecord:
-        """The action with this id and every result recorded so far; unknown id -> ConfigError."""
+        """The action with this id and every result recorded so far; unknown id -> NotFoundError."""
         with self._lock:
             row = self._conn.execute(
                 f"SELECT {_ACTION_COLUMNS} FROM audit_actions WHERE id = ?", (action_id,)
             ).fetchone()
             if row is None:
-                raise ConfigError(f"audit log: no action with id {action_id}")
+                raise NotFoundError(f"audit log: no action with id {action_id}")
             records = self._assemble([row])
         return records[0]
 
@@ -329,31 +329,14 @@ class AuditLog:
 
     def _assemble(self, rows: Sequence[Sequence[Any]]) -> builtins.list[ActionRecord]:
         # Called with the lock held.
-        records = [
-            ActionRecord(
-                id=int(row[0]),
-                who=row[1],
-                started_at=float(row[2]),
-                finished_at=None if row[3] is None else float(row[3]),
-                group=row[4],
-                template=row[5],
-                params=dict(json.loads(row[6])),
-                argv=list(json.loads(row[7])),
-                members=list(json.loads(row[8])),
-                status=row[9],
-                error=row[10],
-            )
-            for row in rows
-        ]
-        if not records:
-            return records
-        by_id = {record.id: record for record in records}
-        found: dict[int, dict[str, HostResult]] = {record.id: {} for record in records}
-        placeholders = ",".join("?" * len(by_id))
+        if not rows:
+            return []
+        found: dict[int, dict[str, HostResult]] = {int(row[0]): {} for row in rows}
+        placeholders = ",".join("?" * len(found))
         for result_row in self._conn.execute(
             "SELECT action_id, host, exit_code, stdout, stderr, duration_s, timed_out, error"
             f" FROM audit_results WHERE action_id IN ({placeholders})",
-            tuple(by_id),
+            tuple(found),
         ):
             found[int(result_row[0])][result_row[1]] = HostResult(
                 host=result_row[1],
@@ -364,7 +347,24 @@ class AuditLog:
                 timed_out=bool(result_row[6]),
                 error=result_row[7],
             )
-        for record in records:
-            results = found[record.id]
-            record.results = [results[member] for member in record.members if member in results]
+        records = []
+        for row in rows:
+            members = list(json.loads(row[8]))
+            results = found[int(row[0])]
+            records.append(
+                ActionRecord(
+                    id=int(row[0]),
+                    who=row[1],
+                    started_at=float(row[2]),
+                    finished_at=None if row[3] is None else float(row[3]),
+                    group=row[4],
+                    template=row[5],
+                    params=dict(json.loads(row[6])),
+                    argv=list(json.loads(row[7])),
+                    members=members,
+                    status=row[9],
+                    results=[results[member] for member in members if member in results],
+                    error=row[10],
+                )
+            )
         return records

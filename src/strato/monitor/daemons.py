@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from strato.errors import ConfigError
+from strato.errors import ConfigError, UnavailableError
 
 DEFAULT_METRICS = (
     "load_one",
@@ -204,12 +204,12 @@ class Daemon:
         deadline = time.monotonic() + timeout_s
         while self.ready_port is not None and not port_open(self.ready_port, self.ready_host, self.netns):
             if self.process.poll() is not None:
-                raise ConfigError(
+                raise UnavailableError(
                     f"{self.name} exited with {self.process.returncode} at start: {self.tail()}"
                 )
             if time.monotonic() > deadline:
                 self.stop()
-                raise ConfigError(
+                raise UnavailableError(
                     f"{self.name} did not open port {self.ready_port} in {timeout_s:g} s: {self.tail()}"
                 )
             time.sleep(0.05)

@@ -22,15 +22,17 @@ import sqlite3
 import stat
 from pathlib import Path
 
-from strato.errors import ConfigError
+from strato.errors import ConfigError, UnavailableError
 
 BUSY_TIMEOUT_S = 2.0
+# What a refused client is told to wait: another process's write is usually over by then.
+RETRY_AFTER_S = 2.0
 SIDE_FILES = ("-wal", "-shm", "-journal")
 
 log = logging.getLogger(__name__)
 
 
-class DatabaseBusyError(ConfigError):
+class DatabaseBusyError(UnavailableError):
     """Another process held the monitor database's write lock for longer than the busy timeout."""
 
 
@@ -42,7 +44,8 @@ def is_busy(error: sqlite3.Error) -> bool:
 def busy_error(path: str | Path, waited_s: float) -> DatabaseBusyError:
     return DatabaseBusyError(
         f"the monitor database {path} is locked by another process (waited {waited_s:g} s for its write "
-        "lock); try again, or find what holds it open"
+        "lock); try again, or find what holds it open",
+        retry_after_s=RETRY_AFTER_S,
     )
 
 

@@ -30,14 +30,14 @@ from pathlib import Path
 
 import re2
 
-from strato.errors import StratoError
+from strato.errors import UnavailableError
 from strato.monitor.gmetric import parse_address
 from strato.monitor.model import NUMERIC_TYPES, Host, Metric, Snapshot
 
 MAX_DOCUMENT_BYTES = 512 * 2**20
 
 
-class GangliaError(StratoError):
+class GangliaError(UnavailableError):
     """Ganglia could not be read: unreachable, slow, or it sent something that is not Ganglia XML."""
 
 

@@ -38,7 +38,7 @@ DEFAULT_DEADLINE_S = 10.0
 _BATCH = 32
 
 
-@dataclass
+@dataclass(frozen=True)
 class GroupState:
     name: str
     rule: str | None
@@ -57,7 +57,7 @@ class GroupState:
     evaluated on every host. Only listed hosts are members then."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class PollResult:
     taken_at: float
     hosts: int

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from strato.errors import ConfigError
+from strato.errors import ConfigError, ConflictError, NotFoundError
 from strato.monitor.dbfile import BUSY_TIMEOUT_S, busy_error, connect, is_busy
 from strato.monitor.rules import parse_rule
 
@@ -80,11 +80,11 @@ def _check_hosts(hosts: Iterable[str]) -> list[str]:
     return checked
 
 
-class GroupNotFoundError(ConfigError):
+class GroupNotFoundError(NotFoundError):
     """No group has that name (any more)."""
 
 
-class GroupExistsError(ConfigError):
+class GroupExistsError(ConflictError):
     """A group of that name already exists."""
 
 
