@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from data_helpers import shared_data
 from strato.errors import ConfigError, TraceFormatError
-from strato.traces.datasets import find_data_root
 from strato.traces.llm import (
     LlmRequests,
     load_requests,
@@ -22,10 +22,9 @@ from strato.traces.llm.token_sizes import CODE_OUTPUT_PERCENTILES, CODE_PROMPT_P
 
 
 def needs(name: str) -> Path:
-    root = find_data_root()
-    path = root.path / "azure-llm-2023" / name if root else None
-    if path is None or not path.exists():
-        pytest.skip(f"real trace azure-llm-2023/{name} is absent (see strato data list)")
+    path = shared_data() / "azure-llm-2023" / name
+    if not path.exists():
+        pytest.skip(f"real trace {path} is absent (the data folder: strato data list)")
     return path
 
 

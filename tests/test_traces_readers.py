@@ -14,19 +14,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from data_helpers import shared_data
 from strato.errors import ConfigError, TraceFormatError
 from strato.traces.azure2019 import read_azure2019, write_azure2019
 from strato.traces.azure2021 import read_azure2021
 from strato.traces.model import DURATION_PERCENTILES, Workload
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = shared_data()
 AZ2019 = DATA / "azure-functions-2019"
 AZ2021 = DATA / "azure-functions-2021" / "sample-200-rows.csv"
 
 
 def needs(path: Path) -> Path:
     if not path.exists():
-        pytest.skip(f"real trace {path} not present (expected in ../shared/data beside the checkout)")
+        pytest.skip(f"real trace {path} not present (the data folder: strato data list)")
     return path
 
 

@@ -1,7 +1,7 @@
 """Tests for the VM utilisation readers, VM sizes, the ``--data`` entry point and the synthetic generator.
 
-Real-data tests read ``../shared/data/azure-vm-2017`` beside the checkout and skip when it is absent; every
-error path is exercised on small hand-made files written into ``tmp_path``.
+Real-data tests read ``azure-vm-2017`` in the data folder (``strato data list``) and skip when it is
+absent; every error path is exercised on small hand-made files written into ``tmp_path``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from data_helpers import shared_data
 from strato.errors import ConfigError, TraceFormatError
 from strato.traces.vm import (
     RC2017_VCPU_SHARES,
@@ -24,13 +25,13 @@ from strato.traces.vm import (
 from strato.vm.model import VmUsage
 from strato.vm.synth import PATTERNS, SynthVmConfig, generate_vms, group_membership, parse_synth_vm_spec
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = shared_data()
 AZ2017 = DATA / "azure-vm-2017"
 
 
 def needs(path: Path) -> Path:
     if not path.exists():
-        pytest.skip(f"real trace {path} not present (expected in ../shared/data beside the checkout)")
+        pytest.skip(f"real trace {path} not present (the data folder: strato data list)")
     return path
 
 
