@@ -19,7 +19,6 @@ Routes (admin routes need ``Authorization: Bearer <token>``; invocations too wit
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import os
 import signal
@@ -29,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs
 
-from strato.core.tokens import ensure_token_file
+from strato.core.tokens import AdminToken, ensure_token_file
 from strato.faas.live.codedir import CodeDirError, read_unprivileged
 from strato.faas.live.httpio import (
     AnyResponse,
@@ -90,7 +89,7 @@ class Gateway:
         self.config = config
         self.node = node
         self.token = token
-        self.token_bytes = token.encode()
+        self.admin = AdminToken(token)
         self.store = FunctionStore(config.node.state_dir)
         self.deploy_lock = asyncio.Lock()
         self.load_problems: list[str] = []
@@ -104,11 +103,7 @@ class Gateway:
         return problems
 
     def _authorised(self, request: Request) -> bool:
-        header = request.authorization
-        if header is None:
-            return False
-        scheme, _, credential = header.partition(b" ")
-        return scheme.lower() == b"bearer" and hmac.compare_digest(credential.strip(), self.token_bytes)
+        return self.admin.bearer(request.authorization)
 
     def handle(self, request: Request) -> AnyResponse | Awaitable[AnyResponse]:
         path = request.path
