@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from strato.errors import ConfigError
+from strato.errors import ConfigError, UnavailableError
 from strato.llm.plan import PlanOptions, parse_budget, plan, rank, shapes
 from strato.traces.llm import synthetic
 
@@ -83,7 +83,7 @@ def test_an_unreachable_dask_scheduler_is_a_clear_error() -> None:
     options = PlanOptions(
         "cost", 160.0, designs=("baseline-h100",), duration_s=10, steps=1, dask_address="tcp://127.0.0.1:9"
     )
-    with pytest.raises(ConfigError, match="cannot reach the Dask scheduler"):
+    with pytest.raises(UnavailableError, match="cannot reach the Dask scheduler"):
         plan(synthetic("code", 5.0, 60.0, seed=0), options)
 
 

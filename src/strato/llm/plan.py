@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from strato.core.progress import progress
 from strato.core.report import new_figure
-from strato.errors import ConfigError
+from strato.errors import ConfigError, UnavailableError
 from strato.llm.catalog import get_machine
 from strato.llm.designs import design_names, make_design
 from strato.llm.simulate import SimulationResult, SimulationSpec, simulate
@@ -270,7 +270,7 @@ def _map_dask(
         # distributed ships without type annotations for these calls.
         client = Client(address, timeout=10)  # type: ignore[no-untyped-call]
     except (OSError, TimeoutError) as error:
-        raise ConfigError(f"cannot reach the Dask scheduler at {address}: {error}") from None
+        raise UnavailableError(f"cannot reach the Dask scheduler at {address}: {error}") from None
     with client:
         shared = client.scatter(base, broadcast=True)  # type: ignore[no-untyped-call]
         futures = client.map(sustainable_rate, candidates, base=shared, options=options, pure=False)
