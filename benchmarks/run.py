@@ -4,7 +4,8 @@
 
 Prints one table. Both engines run in the same process on the same expanded invocations, so the ratio
 is meaningful even though absolute times vary between machines. The real-trace cases need
-../shared/data (skipped with a note when it is absent).
+the named set azure-functions-2019:sampled/1350 in the data folder (``strato data list``; skipped with a
+note when it is absent).
 """
 
 from __future__ import annotations
@@ -12,16 +13,16 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from strato.errors import ConfigError
 from strato.faas.policies import PAPER_POLICY_SET, parse_policy
 from strato.faas.simulator import EventSimulator, IdleProfile, simulate_fast
-from strato.traces.azure2019 import read_azure2019
+from strato.traces.loader import load_workload
 from strato.traces.model import Workload
 from strato.traces.synth import SynthConfig, generate
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "azure-functions-2019"
+SAMPLED = "azure-functions-2019:sampled/1350"
 
 
 def timed(action: Callable[[], Any]) -> tuple[Any, float]:
@@ -68,9 +69,12 @@ def main() -> None:
     args = parser.parse_args()
     rows: list[tuple[str, str, str, str]] = []
 
-    sampled = DATA / "sampled" / "1350_inv.csv"
-    if sampled.exists():
-        workload = read_azure2019(sampled)
+    try:
+        workload: Workload | None = load_workload(SAMPLED)
+    except ConfigError as missing:
+        workload = None
+        print(f"note: {missing}; real-trace cases skipped")
+    if workload is not None:
         n, seconds = fast_run(workload, PAPER_POLICY_SET)
         rows.append(
             ("paper policy set (13) on sampled/1350, 1 day", f"{n:,}", f"{seconds:.2f} s", "target < 10 s")
@@ -85,8 +89,6 @@ def main() -> None:
                     f"{fast / reference:.0f}x",
                 )
             )
-    else:
-        print(f"note: {sampled} is absent; real-trace cases skipped")
 
     config = SynthConfig(n_apps=args.full_scale_apps, seed=0)
     synthetic, gen_s = timed(lambda: generate(config))

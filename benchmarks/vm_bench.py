@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/vm_bench.py [--data PATH|synthetic]
 
-Default data: the real Azure 2017 sample (``../shared/data/azure-vm-2017``) when present, else the
+Default data: the real Azure 2017 sample (the named set ``azure-vm-2017``) when found, else the
 embedded synthetic generator at the same size. The whole job is timed: load, pack, train ProtoHAIL, and
 score every policy's full frontier (each heuristic's parameter sweep, ProtoHAIL's safety sweep, each
 ProtoHAIL point retrained). The baseline in the same run is a plain-Python reference evaluator (loops over
@@ -13,17 +13,24 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 
 from strato.core.console import print_table
+from strato.errors import ConfigError
+from strato.traces.datasets import DATA_SETS
 from strato.traces.vm import load_vm_usage
 from strato.vm.env import EnvConfig, window_series
 from strato.vm.evaluate import Experiment, frontier
 from strato.vm.policies import STATIC_BASELINES, parse_policy
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "azure-vm-2017"
+
+def default_data() -> str:
+    try:
+        DATA_SETS.get("azure-vm-2017").locate(None)
+    except ConfigError:
+        return "synthetic:vms=100,days=28"
+    return "azure-vm-2017"
 
 
 def reference_risk(experiment: Experiment, ratios: np.ndarray) -> tuple[int, float]:
@@ -42,7 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", default=str(REAL) if REAL.is_dir() else "synthetic:vms=100,days=28")
+    parser.add_argument("--data", default=default_data())
     args = parser.parse_args()
     started = time.perf_counter()
     usage = load_vm_usage(args.data)
