@@ -544,3 +544,29 @@ def test_bad_startup_input_exits_2_with_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1 and lines[0].startswith("error: "), bad_config.stderr
     assert f"{config}: unknown section(s) dashbaord (known: " in lines[0]
     assert not (tmp_path / "ready").exists()
+
+
+def test_openapi_documents_every_json_response(tmp_path: Path) -> None:
+    from strato.monitor.config import load_config
+    from strato.monitor.server import create_app
+    from strato.monitor.service import Monitor
+
+    monitor = Monitor(load_config(None, db_path=tmp_path / "m.db", source=f"127.0.0.1:{daemons.free_port()}"))
+    schema = create_app(monitor, "secret").openapi()
+    documented = 0
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            for status, response in operation["responses"].items():
+                if status == "204" or path == "/metrics":
+                    continue  # no body; Prometheus text
+                body = response["content"]["application/json"]["schema"]
+                named = body.get("$ref") or body.get("items", {}).get("$ref")
+                assert named, f"{method.upper()} {path} {status} has no schema: {body}"
+                if status in ("400", "401", "403", "404", "409", "413", "503"):
+                    assert named == "#/components/schemas/Problem", (method, path, status)
+                documented += 1
+    assert documented > 30
+    views = schema["components"]["schemas"]
+    assert views["GroupView"]["properties"]["listed"]["description"].startswith("Hosts listed explicitly")
+    assert set(views["ActionRecord"]["properties"]) >= {"id", "who", "members", "status", "results", "error"}
+    assert schema["paths"]["/api/groups/{name}"]["get"]["responses"]["404"]

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from strato.errors import ConfigError
 from strato.monitor.actions import Template
 from strato.monitor.audit import ActionRecord
-from strato.monitor.routes.context import ADMIN, OPERATOR, Context, Group
+from strato.monitor.routes.context import ADMIN, OPERATOR, Context, Group, refusals
 from strato.monitor.views import ActionStarted
 
 router = APIRouter(tags=["actions"])
@@ -36,7 +36,9 @@ def actions(context: Context, group: str | None = None, limit: int = 50) -> list
     return context.audit.list(limit=min(max(limit, 1), 500), group=group)
 
 
-@router.get("/api/actions/{action_id}", summary="One audited action with every host's result")
+@router.get(
+    "/api/actions/{action_id}", summary="One audited action with every host's result", responses=refusals(404)
+)
 def action(context: Context, action_id: int) -> ActionRecord:
     return context.audit.get(action_id)
 
@@ -46,6 +48,7 @@ def action(context: Context, action_id: int) -> ActionRecord:
     status_code=202,
     dependencies=ADMIN,
     summary="Run a template on every member; returns the audit id at once",
+    responses=refusals(400, 401, 403, 404, 413, 503),
 )
 async def run(
     context: Context, group: Group, request: Request, body: Annotated[ActionRequest, Body()]

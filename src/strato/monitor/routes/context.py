@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from fastapi import Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
+from pydantic import BaseModel, Field
 
 from strato.core.tokens import AdminToken
 from strato.monitor.actions import ActionError, ActionRunner, Executor, Template
@@ -165,6 +166,28 @@ def require_admin(request: Request, context: Context) -> None:
 
 ADMIN = [Depends(require_admin)]
 """Route dependencies of every endpoint that changes state."""
+
+
+class Problem(BaseModel):
+    """Every refusal: FastAPI's own (401, 403) and strato's errors (strato.monitor.server.strato_error)."""
+
+    detail: str = Field(description="What was wrong, in one line")
+
+
+_REFUSALS = {
+    400: "Bad input (a name, a rule, a parameter); detail says which and why",
+    401: "No admin token, or the wrong one",
+    403: "A change made with the dashboard's cookie that did not come from the dashboard's own pages",
+    404: "No such group, host or action",
+    409: "Conflicts with what exists (a group of that name)",
+    413: "The request body is over 1 MiB",
+    503: "The database is locked by another process; Retry-After says when to try again",
+}
+
+
+def refusals(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses`` of a route that can refuse with these statuses, for the OpenAPI schema."""
+    return {status: {"model": Problem, "description": _REFUSALS[status]} for status in statuses}
 
 
 def existing_group(name: str, context: Context) -> GroupDef:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
-from strato.monitor.routes.context import ADMIN, Context, Group
+from strato.monitor.routes.context import ADMIN, Context, Group, refusals
 from strato.monitor.store import GroupDef
 from strato.monitor.views import GroupView, HistoryView, group_view, history_view
 
@@ -44,18 +44,24 @@ def list_groups(context: Context) -> list[GroupView]:
     return [group_view(group, current.get(group.name)) for group in context.monitor.store.list()]
 
 
-@router.get("/{name}", summary="One group")
+@router.get("/{name}", summary="One group", responses=refusals(404))
 def get_group(context: Context, group: Group) -> GroupView:
     return group_view(group, context.states().get(group.name))
 
 
-@router.get("/{name}/history", summary="A group's recent aggregates of one metric")
+@router.get("/{name}/history", summary="A group's recent aggregates of one metric", responses=refusals(404))
 def history(context: Context, group: Group, metric: str = "load_one") -> HistoryView:
     # tuple() copies the deque in one step; iterating it while the poller appends would raise.
     return history_view(group.name, metric, tuple(context.monitor.engine.history.get(group.name, ())))
 
 
-@router.post("", status_code=201, dependencies=ADMIN, summary="Create a group")
+@router.post(
+    "",
+    status_code=201,
+    dependencies=ADMIN,
+    summary="Create a group",
+    responses=refusals(400, 401, 403, 409, 413, 503),
+)
 def create(context: Context, body: GroupCreate) -> GroupView:
     made = context.monitor.store.create(
         body.name, rule=body.rule, members=body.members, description=body.description
@@ -63,23 +69,44 @@ def create(context: Context, body: GroupCreate) -> GroupView:
     return _changed(context, made)
 
 
-@router.patch("/{name}", dependencies=ADMIN, summary="Change a group's rule")
+@router.patch(
+    "/{name}",
+    dependencies=ADMIN,
+    summary="Change a group's rule",
+    responses=refusals(400, 401, 403, 404, 413, 503),
+)
 def set_rule(context: Context, group: Group, body: GroupPatch) -> GroupView:
     # The group is looked up first: an unknown group is a 404 even when the new rule is also wrong.
     return _changed(context, context.monitor.store.set_rule(group.name, body.rule or None))
 
 
-@router.post("/{name}/members", dependencies=ADMIN, summary="List hosts in a group")
+@router.post(
+    "/{name}/members",
+    dependencies=ADMIN,
+    summary="List hosts in a group",
+    responses=refusals(400, 401, 403, 404, 413, 503),
+)
 def add_members(context: Context, group: Group, body: MembersChange) -> GroupView:
     return _changed(context, context.monitor.store.add_members(group.name, body.hosts))
 
 
-@router.delete("/{name}/members/{host}", dependencies=ADMIN, summary="Unlist a host")
+@router.delete(
+    "/{name}/members/{host}",
+    dependencies=ADMIN,
+    summary="Unlist a host",
+    responses=refusals(400, 401, 403, 404, 503),
+)
 def remove_member(context: Context, group: Group, host: str) -> GroupView:
     return _changed(context, context.monitor.store.remove_members(group.name, [host]))
 
 
-@router.delete("/{name}", status_code=204, dependencies=ADMIN, summary="Delete a group")
+@router.delete(
+    "/{name}",
+    status_code=204,
+    dependencies=ADMIN,
+    summary="Delete a group",
+    responses=refusals(401, 403, 404, 503),
+)
 def delete(context: Context, name: str) -> Response:
     context.monitor.store.delete(name)
     context.monitor.refresh_groups()

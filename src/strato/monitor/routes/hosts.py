@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from strato.errors import NotFoundError
-from strato.monitor.routes.context import Context
+from strato.monitor.routes.context import Context, refusals
 from strato.monitor.views import HostView, groups_by_host, host_view
 
 router = APIRouter(prefix="/api/hosts", tags=["hosts"])
@@ -21,7 +21,7 @@ def list_hosts(context: Context) -> list[HostView]:
     return [host_view(host, groups.get(name, ()), stale) for name, host in sorted(snapshot.hosts.items())]
 
 
-@router.get("/{name}", summary="One host")
+@router.get("/{name}", summary="One host", responses=refusals(404))
 def get_host(context: Context, name: str) -> HostView:
     snapshot = context.monitor.snapshot
     host = snapshot.hosts.get(name) if snapshot else None
