@@ -116,6 +116,8 @@ def call(tmp_path: Path) -> Call:
 
 
 def test_http_status_per_kind_on_real_routes(call: Call, tmp_path: Path) -> None:
+    wrong = call("POST", "/api/groups", json={"name": "web"}, headers={"Authorization": "Bearer secreT"})
+    assert wrong.status_code == 401 and call("GET", "/api/groups").json() == []
     created = call("POST", "/api/groups", json={"name": "web", "members": ["web-1"]}, headers=ADMIN)
     assert created.status_code == 201 and created.json()["listed"] == ["web-1"]
 
