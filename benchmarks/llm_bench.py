@@ -90,8 +90,8 @@ def main() -> int:
             "simulator": "strato (whole job)",
             "wall_s": strato_s,
             "requests_per_s": len(requests) / strato_s,
-            "ttft_p50": result["ttft_s"]["p50"],
-            "e2e_p99": result["e2e_s"]["p99"],
+            "ttft_p50": result.ttft_s.p50,
+            "e2e_p99": result.e2e_s.p99,
         }
     ]
     if public_s is not None:

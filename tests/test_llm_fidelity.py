@@ -112,9 +112,13 @@ def test_designs_match_the_public_simulator_within_5_percent(
     perf = {pool.machine.name: BatchTokenTable(PERF, model, pool.machine, 8) for pool in cluster.pools}
     times = ClusterSimulator(cluster, model, perf, SchedulerConfig.public_simulator()).run(requests)
     summary = latency_summary(times, "public-sim")
-    ours = [summary[m][q] for m in ("ttft_s", "tbt_s", "e2e_s") for q in ("p50", "p90", "p99")]
+    ours = [
+        value
+        for percentiles in (summary.ttft_s, summary.tbt_s, summary.e2e_s)
+        for value in (percentiles.p50, percentiles.p90, percentiles.p99)
+    ]
     *expected, verdict = PUBLIC_SIMULATOR[(kind, rate, design, sizes)]
     for got, want in zip(ours, expected, strict=True):
         assert got == pytest.approx(want, rel=0.05)
     reference = BatchTokenTable(PERF, model, "a100-80gb", 8)
-    assert all(check["met"] for check in slo_checks(times, reference, "public-sim")) is verdict
+    assert all(check.met for check in slo_checks(times, reference, "public-sim")) is verdict

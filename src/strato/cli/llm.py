@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from strato.cli.common import console, friendly_errors, print_json, print_table
+from strato.cli.common import friendly_errors, print_json
+from strato.core.console import console, print_table
 from strato.errors import ConfigError
 
 app = typer.Typer(
@@ -73,34 +74,33 @@ def simulate(
         requests,
     )
     if plot is not None:
-        latency_cdf_figure([(result["design"], times)], result["conventions"]).savefig(plot, dpi=120)
+        latency_cdf_figure([(result.design, times)], result.conventions).savefig(plot, dpi=120)
     if json_output:
-        print_json(result)
+        print_json(result.to_json())
         return
     rows = [
-        {"metric": name, **values}
-        for name, values in (
-            ("TTFT s", result["ttft_s"]),
-            ("TBT s", result["tbt_s"]),
-            ("E2E s", result["e2e_s"]),
-        )
+        {"metric": name, **values.to_row()}
+        for name, values in (("TTFT s", result.ttft_s), ("TBT s", result.tbt_s), ("E2E s", result.e2e_s))
     ]
     print_table(
         rows,
         [("metric", "metric"), ("p50", "p50"), ("p90", "p90"), ("p99", "p99")],
-        title=f"{result['design']} on {result['trace']}",
+        title=f"{result.design} on {result.trace}",
         formats={"p50": ".4f", "p90": ".4f", "p99": ".4f"},
     )
     failed = [
-        f"{c['metric']} p{c['percentile']} {c['slowdown']:.2f}x > {c['limit']}x"
-        for c in result["slo_checks"]
-        if not c["met"]
+        f"{c.metric} p{c.percentile} {c.slowdown:.2f}x > {c.limit}x"
+        if c.slowdown is not None
+        else f"{c.metric} p{c.percentile} (no request has it)"
+        for c in result.slo_checks
+        if not c.met
     ]
+    throughput = "-" if result.throughput_rps is None else f"{result.throughput_rps:.2f}"
     console.print(
-        f"{result['completed']:,}/{result['requests']:,} requests, throughput "
-        f"{result['throughput_rps']:.2f} req/s; SLOs {'met' if result['slo_met'] else 'MISSED: '}"
-        f"{', '.join(failed)}; cost ${result['cost_per_hour']:.1f}/h, power {result['power_kw']:.1f} kW; "
-        f"perf model {result['perf']}"
+        f"{result.completed:,}/{result.requests:,} requests, throughput "
+        f"{throughput} req/s; SLOs {'met' if result.slo_met else 'MISSED: '}"
+        f"{', '.join(failed)}; cost ${result.cost_per_hour:.1f}/h, power {result.power_kw:.1f} kW; "
+        f"perf model {result.perf}"
     )
 
 
@@ -177,10 +177,10 @@ def plan(
             plot, dpi=120
         )
     if json_output:
-        print_json(rows)
+        print_json([row.to_json() for row in rows])
         return
     print_table(
-        rows[:top],
+        [row.to_row() for row in rows[:top]],
         [
             ("design", "design"),
             ("rate_rps", "sustained req/s"),

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from strato.cli.common import console, error_console, friendly_errors, print_json, print_table
+from strato.cli.common import friendly_errors, print_json
+from strato.core.console import console, error_console, print_table
 from strato.errors import ConfigError
 
 if TYPE_CHECKING:
-    from strato.vm.evaluate import Experiment
-    from strato.vm.protohail import ProtoHAIL
+    from strato.vm.evaluate import Experiment, Score
+    from strato.vm.policies import Policy
+    from strato.vm.protohail import PrototypeRow
+
+PolicyT = TypeVar("PolicyT", bound="Policy")
 
 app = typer.Typer(
     help="VM oversubscription: learned, human-guided ProtoHAIL vs static heuristics.", no_args_is_help=True
@@ -74,7 +78,7 @@ def _experiment(
     )
 
 
-def _with_knowledge(policy: Any, rules: Path | None, feedback: Path | None) -> Any:
+def _with_knowledge(policy: PolicyT, rules: Path | None, feedback: Path | None) -> PolicyT:
     from strato.vm.protohail import Feedback, HumanRules, ProtoHAIL
 
     if isinstance(policy, ProtoHAIL) and not policy.fitted:
@@ -85,14 +89,15 @@ def _with_knowledge(policy: Any, rules: Path | None, feedback: Path | None) -> A
     return policy
 
 
-def _rows(scores: list[Any]) -> list[dict[str, Any]]:
-    rows = []
-    for item in scores:
-        row = item.row()
-        row["risk_ci"] = f"{row['risk_low']:.1e}..{row['risk_high']:.1e}"
-        row["benefit_ci"] = f"{row['benefit_low']:.2f}..{row['benefit_high']:.2f}"
-        rows.append(row)
-    return rows
+def _rows(scores: list[Score]) -> list[dict[str, str | int | float]]:
+    return [
+        {
+            **item.to_row(),
+            "risk_ci": f"{item.risk_ci[0]:.1e}..{item.risk_ci[1]:.1e}",
+            "benefit_ci": f"{item.benefit_ci[0]:.2f}..{item.benefit_ci[1]:.2f}",
+        }
+        for item in scores
+    ]
 
 
 @app.command()
@@ -128,7 +133,7 @@ def evaluate(
     specs = policy or [*STATIC_BASELINES, "oracle", "protohail"]
     policies = [_with_knowledge(parse_policy(spec), rules, feedback) for spec in specs]
     headline = [ev.run_policy(experiment, item) for item in progress(policies, description="policies")]
-    sweeps: dict[str, list[Any]] = {}
+    sweeps: dict[str, list[Score]] = {}
     if frontier:
         for item in progress(policies, description="frontiers"):
             sweeps[item.name] = ev.frontier(experiment, item)
@@ -153,9 +158,9 @@ def evaluate(
         print_json(
             {
                 "experiment": describe,
-                "policies": [s.row() for s in headline],
-                "frontiers": {name: [s.row() for s in points] for name, points in sweeps.items()},
-                "comparison": [vars(c) for c in comparison],
+                "policies": [s.to_json() for s in headline],
+                "frontiers": {name: [s.to_json() for s in points] for name, points in sweeps.items()},
+                "comparison": [c.to_json() for c in comparison],
             }
         )
     else:
@@ -168,37 +173,25 @@ def evaluate(
         )
         print_table(_rows(headline), SCORE_COLUMNS, formats=SCORE_FORMATS)
         if comparison:
-            rows = [
-                {
-                    "policy": c.policy,
-                    "risk": c.risk,
-                    "benefit": c.benefit,
-                    "static_benefit": c.static_benefit_at_equal_risk,
-                    "gain": c.benefit_gain,
-                    "static_risk": c.static_risk_at_equal_benefit,
-                    "reduction": c.risk_reduction,
-                }
-                for c in comparison
-            ]
             print_table(
-                rows,
+                [c.to_row() for c in comparison],
                 [
                     ("policy", "ProtoHAIL"),
                     ("risk", "risk"),
                     ("benefit", "benefit"),
-                    ("static_benefit", "best static benefit at equal risk"),
-                    ("gain", "benefit x"),
-                    ("static_risk", "best static risk at equal benefit"),
-                    ("reduction", "risk /"),
+                    ("static_benefit_at_equal_risk", "best static benefit at equal risk"),
+                    ("benefit_gain", "benefit x"),
+                    ("static_risk_at_equal_benefit", "best static risk at equal benefit"),
+                    ("risk_reduction", "risk /"),
                 ],
                 title="ProtoHAIL against the static heuristics' frontier",
                 formats={
                     "risk": ".2e",
                     "benefit": ".2f",
-                    "static_benefit": ".2f",
-                    "gain": ".2f",
-                    "static_risk": ".2e",
-                    "reduction": ".1f",
+                    "static_benefit_at_equal_risk": ".2f",
+                    "benefit_gain": ".2f",
+                    "static_risk_at_equal_benefit": ".2e",
+                    "risk_reduction": ".1f",
                 },
             )
     if plot is not None:
@@ -231,14 +224,14 @@ def train(
     model = _with_knowledge(ProtoHAIL(k=k, safety=safety, seed=seed), rules, feedback)
     model.fit_experiment(experiment)
     model.save(out)
-    rows = _prototype_rows(model)
+    rows = model.prototypes()
     if json_output:
-        print_json({"model": str(out), "prototypes": rows})
+        print_json({"model": str(out), "prototypes": [row.to_json() for row in rows]})
         return
     _print_prototypes(rows, title=f"ProtoHAIL model written to {out}")
 
 
-def _print_prototypes(rows: list[dict[str, Any]], *, title: str | None = None) -> None:
+def _print_prototypes(rows: list[PrototypeRow], *, title: str | None = None) -> None:
     columns = [
         ("prototype", "prototype"),
         ("members", "training windows"),
@@ -246,24 +239,9 @@ def _print_prototypes(rows: list[dict[str, Any]], *, title: str | None = None) -
         ("ratio", "ratio used"),
         ("feedback", "feedback"),
     ]
-    print_table(rows, columns, title=title, formats={"learned": ".2f", "ratio": ".2f"})
-
-
-def _prototype_rows(model: ProtoHAIL) -> list[dict[str, Any]]:
-    from strato.vm.protohail import prototype_id
-
-    assert model.learned is not None and model.prototype_ratios is not None and model.members is not None
-    verdicts = {proto: model.feedback.entries[name].action for name, proto in model.feedback_map.items()}
-    return [
-        {
-            "prototype": prototype_id(index),
-            "members": int(model.members[index]),
-            "learned": float(model.learned[index]),
-            "ratio": float(model.prototype_ratios[index]),
-            "feedback": verdicts.get(prototype_id(index), ""),
-        }
-        for index in range(len(model.learned))
-    ]
+    print_table(
+        [row.to_row() for row in rows], columns, title=title, formats={"learned": ".2f", "ratio": ".2f"}
+    )
 
 
 @app.command()
@@ -323,7 +301,7 @@ def review(
             f"{len(verdicts)} verdict(s) stored in {feedback}; retrain with --feedback {feedback}",
             highlight=False,
         )
-    rows = _prototype_rows(model)
+    rows = model.prototypes()
     if out is not None:
         from strato.vm.plots import review_report
 
@@ -334,9 +312,9 @@ def review(
             int(model.trained_on.get("packings", 5)),
             int(model.trained_on.get("seed", seed)),
         )
-        index = review_report(model, experiment, rows, out)
+        index = review_report(model, experiment, out)
         error_console.print(f"review written to {index}", highlight=False)
     if json_output:
-        print_json(rows)
+        print_json([row.to_json() for row in rows])
     else:
         _print_prototypes(rows)
