@@ -212,6 +212,7 @@ def test_snapshots_show_the_machines_as_the_run_goes_and_idle_at_its_end() -> No
         (requests.output_tokens == 1).sum()
     )
     assert all(m.role == m.home_role and not m.busy and m.kv_used_tokens == 0 for m in last.machines)
+    assert all(m.queued_prompts == m.queued_decodes == m.pending_decode_tokens == 0 for m in last.machines)
     assert [m.busy_s for m in last.machines] == [node.busy_s for node in simulator.nodes]
 
 

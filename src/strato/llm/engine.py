@@ -151,6 +151,9 @@ class MachineSnapshot:
     role: str
     """The pool it serves in now (a machine the mixed pool borrowed is ``mixed`` until it is idle)."""
     queued_prompts: int
+    """Prompts waiting for a prefill iteration on it."""
+    queued_decodes: int
+    """Requests whose KV cache has arrived, waiting for room in its decode batch."""
     pending_prompt_tokens: int
     """Prompt tokens routed to it and not yet prefilled."""
     pending_decode_tokens: int
@@ -318,6 +321,7 @@ class ClusterSimulator:
             home_role=node.role,
             role=node.pool,
             queued_prompts=len(node.prompt_queue),
+            queued_decodes=len(node.join_queue),
             pending_prompt_tokens=node.pending_prompt_tokens,
             pending_decode_tokens=node.pending_decode_tokens,
             decoding=len(node.finish),
