@@ -20,19 +20,26 @@ if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   exit 0
 fi
 echo "system-deps: installing ${need[*]}" >&2
-created_policy=0
-if [ ! -e /usr/sbin/policy-rc.d ]; then
-  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-  chmod +x /usr/sbin/policy-rc.d
-  created_policy=1
+# The packages' maintainer scripts start gmond/gmetad with their default (multicast) configuration through
+# invoke-rc.d or deb-systemd-invoke; both ask /usr/sbin/policy-rc.d first, and 101 means "do not". So no
+# daemon starts, and there is nothing to stop afterwards: this script never signals a process (a pgrep by
+# name would also hit other users' daemons). A policy already in place that forbids both starts is left
+# alone; any other is set aside for the install and put back.
+policy=/usr/sbin/policy-rc.d
+saved=""
+forbids() { [ -x "$policy" ] && { "$policy" "$1" start >/dev/null 2>&1; [ $? = 101 ]; }; }
+restore() {
+  if [ -n "$saved" ]; then mv -f "$saved" "$policy"; else rm -f "$policy"; fi
+}
+if ! { forbids ganglia-monitor && forbids gmetad; }; then
+  if [ -e "$policy" ]; then
+    saved=$(mktemp /usr/sbin/policy-rc.d.strato-saved.XXXXXX)
+    mv -f "$policy" "$saved"
+  fi
+  printf '#!/bin/sh\nexit 101\n' > "$policy"
+  chmod +x "$policy"
+  trap restore EXIT
 fi
-trap 'if [ $created_policy = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi' EXIT
 export DEBIAN_FRONTEND=noninteractive
-running_before=" $(pgrep -x 'gmond|gmetad' | tr '\n' ' ') "
 apt-get update -qq || true
 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-# A package's init script may still have started a daemon with its default (multicast) configuration:
-# stop exactly the ones that appeared during this install, by PID, and nothing that ran before.
-for pid in $(pgrep -x 'gmond|gmetad' || true); do
-  case "$running_before" in *" $pid "*) ;; *) kill "$pid" 2>/dev/null || true ;; esac
-done
