@@ -55,8 +55,8 @@ def test_hybrid_4h_dominates_fixed_10m_on_the_trace_with_real_apps(comparison):
     name, _, result = comparison
     if name != "raw-format-100-8h":
         pytest.skip(
-            "on sampled/1350 (one function per app, one day) hybrid 4h spends more memory; "
-            "see docs/keepalive.md"
+            "on sampled/1350 hybrid 4h spends more memory, with or without history (its apps' "
+            "idle-time structure; see docs/keepalive.md)"
         )
     hybrid, fixed = result.row("hybrid:4h"), result.row("fixed:10m")
     assert hybrid.cold_start_pct_p75_app < fixed.cold_start_pct_p75_app

@@ -24,13 +24,20 @@ class DemoContext:
 def keepalive_section(report: Report, context: DemoContext) -> None:
     """Serverless in the Wild: the paper's policy set on a synthetic Azure-like day."""
     from strato.faas.keepalive import cold_start_cdf_figure, compare_policies, tradeoff_figure
-    from strato.faas.results import KEEPALIVE_FORMATS, keepalive_columns
-    from strato.traces.describe import describe, format_characterisation
+    from strato.faas.results import BASELINE_POLICY, KEEPALIVE_FORMATS, keepalive_columns
+    from strato.traces.describe import (
+        describe,
+        format_characterisation,
+        format_idle_structures,
+        idle_structure,
+    )
     from strato.traces.synth import SynthConfig, generate
 
     workload = generate(SynthConfig(n_apps=context.apps, seed=context.seed))
     characterisation = describe(workload, seed=context.seed)
+    idle = idle_structure(workload, seed=context.seed)
     comparison = compare_policies(workload, seed=context.seed)
+    hybrid, fixed = comparison.row("hybrid:4h"), comparison.row(BASELINE_POLICY)
     columns = keepalive_columns(comparison.rows)
     rows = [row.to_row() for row in comparison.rows]
     print_table(rows, columns, title=f"keep-alive on {comparison.title}", formats=KEEPALIVE_FORMATS)
@@ -38,8 +45,23 @@ def keepalive_section(report: Report, context: DemoContext) -> None:
     report.add_heading("FaaS keep-alive (Serverless in the Wild, ATC 2020)")
     report.add_text(
         f"Workload: {workload.name}, a synthetic day generated from the published Azure Functions "
-        "characterisation. Policies: never-unload, fixed keep-alive 5 min to 2 h, and the hybrid "
-        "histogram policy with 1 to 4 h ranges. Wasted memory is normalised so fixed 10 min = 100."
+        "characterisation, its per-app idle times calibrated against the real traces (docs/keepalive.md). "
+        "Policies: never-unload, fixed keep-alive 5 min to 2 h, and the hybrid histogram policy with 1 to "
+        "4 h ranges. Wasted memory is normalised so fixed 10 min = 100."
+    )
+    report.add_text(
+        "The trade-off figure puts each policy at its 3rd-quartile app's cold-start % (x) and its wasted "
+        f"memory (y); lower-left is better. Here hybrid 4 h cuts that app's cold starts from "
+        f"{fixed.cold_start_pct_p75_app:.0f} % to {hybrid.cold_start_pct_p75_app:.0f} % but wastes "
+        f"{hybrid.wasted_memory_normalized or 0:.0f} against fixed 10 min's 100. The paper's headline, "
+        "fewer cold starts with less memory, holds on the real-app trace raw-format-100-8h (hybrid 4 h at "
+        "91.8 with a 16 h warm-up) but not on the real sampled/1350 day (147.6), and this workload "
+        "resembles the latter. Hybrid saves memory on regular apps, which it unloads and pre-warms just "
+        f"in time; {100 * idle.share_timer_like:.0f} % of the apps measured here are timer-like, against "
+        "38 % in raw-format-100-8h. Most others make follow-up calls or have spread idle times, so their "
+        f"5th-percentile idle time is under a minute (the median app's: {idle.p5_min[2]:.2f} min): the "
+        "policy does not pre-warm them and holds each to its 99th-percentile idle time, for most of them "
+        "longer than 10 minutes. History does not change this (docs/keepalive.md)."
     )
     report.add_code(f"strato faas simulate --trace synthetic:apps={context.apps},seed={context.seed} --json")
     report.add_table(
@@ -60,6 +82,7 @@ def keepalive_section(report: Report, context: DemoContext) -> None:
     )
     report.add_heading("Workload characterisation")
     report.add_code(format_characterisation(characterisation))
+    report.add_code(format_idle_structures([idle]))
 
 
 def live_replay_section(report: Report, context: DemoContext) -> None:
