@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from data_helpers import shared_data
 from faas_helpers import MIN, S, make_invocations
 from strato.cli.faas import app as faas_app
 from strato.errors import ConfigError
@@ -28,7 +28,7 @@ from strato.faas.simulator import EventSimulator
 from strato.traces.azure2019 import read_azure2019
 from strato.traces.synth import SynthConfig, generate
 
-REAL_APPS = Path(__file__).resolve().parents[1].parent / "shared/data/azure-functions-2019/raw-format-100-8h"
+REAL_APPS = shared_data() / "azure-functions-2019" / "raw-format-100-8h"
 
 
 def test_repeat_shifts_each_copy_by_the_horizon_and_keeps_apps_in_time_order():
@@ -226,7 +226,7 @@ def test_cli_rules_table_names_every_rule():
 
 def test_hybrid_4h_dominates_fixed_10m_on_real_apps_with_history():
     if not REAL_APPS.exists():
-        pytest.skip(f"real trace {REAL_APPS} is absent (it lives in ../shared/data beside the checkout)")
+        pytest.skip(f"real trace {REAL_APPS} is absent (the data folder: strato data list)")
     comparison = compare_policies(
         read_azure2019(REAL_APPS),
         ["fixed:10m", "hybrid"],

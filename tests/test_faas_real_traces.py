@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from data_helpers import shared_data
 from strato.faas.keepalive import compare_policies
 from strato.faas.policies import PAPER_POLICY_SET
 from strato.traces.azure2019 import read_azure2019
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "azure-functions-2019"
+DATA = shared_data() / "azure-functions-2019"
 TRACES = {
     "sampled-1350": DATA / "sampled" / "1350_inv.csv",
     "raw-format-100-8h": DATA / "raw-format-100-8h",
@@ -22,7 +21,7 @@ TRACES = {
 def comparison(request):
     path = TRACES[request.param]
     if not path.exists():
-        pytest.skip(f"real trace {path} is absent (it lives in ../shared/data beside the checkout)")
+        pytest.skip(f"real trace {path} is absent (the data folder: strato data list)")
     workload = read_azure2019(path)
     return request.param, workload, compare_policies(workload, PAPER_POLICY_SET, seed=0, show_progress=False)
 

@@ -1,6 +1,6 @@
 """Tests for the iteration-time models: the profile table, the analytic roofline, and their agreement.
 
-Real-data tests read the public Splitwise profile from ``../shared/data`` beside the checkout and skip when
+Real-data tests read the public Splitwise profile from the data folder (``strato data list``) and skip when
 it is absent; interpolation arithmetic and every error path are checked on small files written into
 ``tmp_path``, so they run everywhere.
 """
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from data_helpers import shared_data
 from strato.errors import ConfigError, TraceFormatError
 from strato.llm.catalog import get_machine, model_names
 from strato.llm.perf import (
@@ -35,7 +36,7 @@ from strato.llm.perf import (
     read_profile_rows,
 )
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = shared_data()
 PROFILE = DATA / "splitwise-profiles" / "perf_model.csv"
 
 # The worst per-table MAPE (percent) the fitted analytic model reaches on the public profile, rounded up;
@@ -49,7 +50,7 @@ TOKEN_MAPE_MEAN_BOUND = 5.0
 
 def needs_profile() -> Path:
     if not PROFILE.exists():
-        pytest.skip(f"real profile {PROFILE} not present (expected in ../shared/data beside the checkout)")
+        pytest.skip(f"real profile {PROFILE} not present (the data folder: strato data list)")
     return PROFILE
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from data_helpers import shared_data
 from strato.traces.describe import (
     IDLE_QUANTILES,
     MIN_INTERARRIVALS,
@@ -24,8 +24,7 @@ from strato.traces.describe import (
 from strato.traces.model import DURATION_PERCENTILES, Workload
 from strato.traces.synth import SynthConfig, generate
 
-_DEFAULT_SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-SHARED_DATA = Path(os.environ.get("STRATO_SHARED_DATA", _DEFAULT_SHARED))
+SHARED_DATA = shared_data()
 SAMPLED_1350 = SHARED_DATA / "azure-functions-2019" / "sampled" / "1350_inv.csv"
 
 
