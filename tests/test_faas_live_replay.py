@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
+from data_helpers import shared_data
 from strato.errors import ConfigError
 from strato.faas.live.replay import ReplayOptions, replay, select
 from strato.traces.azure2019 import read_azure2019
 from strato.traces.synth import SynthConfig, generate
 
-TRACE = (
-    Path(__file__).resolve().parents[1].parent
-    / "shared"
-    / "data"
-    / "azure-functions-2019"
-    / "raw-format-100-8h"
-)
+TRACE = shared_data() / "azure-functions-2019" / "raw-format-100-8h"
 
 
 @pytest.mark.shared_data
 @pytest.mark.parametrize("policy", ["fixed:10m", "hybrid"])
 def test_live_replay_matches_the_simulator(policy: str) -> None:
     if not TRACE.exists():
-        pytest.skip(f"real trace {TRACE} is absent (it lives in ../shared/data beside the checkout)")
+        pytest.skip(f"real trace {TRACE} is absent (the data folder: strato data list)")
     workload = read_azure2019(TRACE)
     report = replay(workload, ReplayOptions(trace=str(TRACE), policy=policy, speedup=120, hours=1.0))
     sim, live = report.simulated, report.live

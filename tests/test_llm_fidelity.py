@@ -6,10 +6,9 @@ TP8, the seeded trace recipe it uses; commands and semantics in docs/splitwise-s
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
+from data_helpers import shared_data
 from strato.llm.catalog import get_model
 from strato.llm.compat import BatchTokenTable
 from strato.llm.designs import make_design
@@ -17,7 +16,7 @@ from strato.llm.engine import ClusterSimulator, SchedulerConfig
 from strato.llm.metrics import latency_summary, slo_checks
 from strato.traces.llm import read_llm_requests, splitwise_sim_requests
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = shared_data()
 PERF = DATA / "splitwise-profiles" / "perf_model.csv"
 TRACES = {kind: DATA / "azure-llm-2023" / f"AzureLLMInferenceTrace_{kind}.csv" for kind in ("code", "conv")}
 
@@ -104,7 +103,7 @@ def test_designs_match_the_public_simulator_within_5_percent(
     kind: str, rate: int, design: str, sizes: tuple[tuple[str, int], ...]
 ) -> None:
     if not PERF.exists() or not TRACES[kind].exists():
-        pytest.skip(f"{PERF} or {TRACES[kind]} is absent (they live in ../shared/data beside the checkout)")
+        pytest.skip(f"{PERF} or {TRACES[kind]} is absent (the data folder: strato data list)")
     model = get_model("llama2-70b")
     requests = splitwise_sim_requests(read_llm_requests(TRACES[kind]), rate, 600, seed=0)
     assert len(requests) == {"conv": 48263, "code": 78242}[kind]
