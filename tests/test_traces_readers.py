@@ -1,7 +1,7 @@
 """Tests for the Azure Functions 2019 reader/writer and the 2021 reader.
 
-Real-data tests read ``../shared/data`` beside the checkout and skip when it is absent; every error path
-is exercised on a small hand-made file written into ``tmp_path``.
+Real-data tests read the data folder (``strato data list``) and skip when a trace is absent; every error
+path is exercised on a small hand-made file written into ``tmp_path``.
 """
 
 from __future__ import annotations

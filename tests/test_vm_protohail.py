@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from data_helpers import shared_data
 from strato.traces.vm import load_vm_usage
 from strato.vm.env import EnvConfig
 from strato.vm.evaluate import Experiment, compare, frontier
@@ -18,7 +19,7 @@ from strato.vm.policies import STATIC_BASELINES, parse_policy
 from strato.vm.protohail import HumanRules, ProtoHAIL, encode, nearest, subset
 from strato.vm.synth import known_best_workload
 
-AZ2017 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "azure-vm-2017"
+AZ2017 = shared_data() / "azure-vm-2017"
 
 
 def test_recovers_the_known_best_policy_and_the_pattern_classes() -> None:
@@ -50,7 +51,7 @@ def test_beats_the_static_frontier_on_real_held_out_days() -> None:
     """The issue's bar: the best static heuristic's benefit at 10x lower risk, or 1.2x its benefit at
     equal risk, on the last week after training on the first three."""
     if not AZ2017.is_dir():
-        pytest.skip(f"real trace {AZ2017} not present (expected in ../shared/data beside the checkout)")
+        pytest.skip(f"real trace {AZ2017} not present (the data folder: strato data list)")
     experiment = Experiment.build(load_vm_usage(str(AZ2017)), EnvConfig(), train_days=21)
     static = [point for spec in STATIC_BASELINES for point in frontier(experiment, parse_policy(spec))]
     rows = compare(frontier(experiment, ProtoHAIL()), static)
