@@ -85,6 +85,7 @@ def test_workload_specs_of_each_kind(data: Path, tmp_path: Path) -> None:
     ("spec", "domain", "words"),
     [
         ("", "faas", "empty workload spec; accepted: synthetic"),
+        ("synthetic:conv", "llm", "'conv' is not key=value"),
         ("azure-vm-2017", "faas", "azure-vm-2017 holds VM CPU usage, not FaaS invocations"),
         ("azure-llm-2023", "llm", "needs a member: azure-llm-2023:code, azure-llm-2023:conv"),
         ("azure-llm-2023:chat", "llm", "has no member 'chat'"),

@@ -94,6 +94,16 @@ def test_load_vm_usage_real_directory() -> None:
     assert load_vm_usage(str(AZ2017 / "periodic_avg_78.csv.gz")).vm_class[0].startswith("periodic-")
 
 
+def test_load_vm_usage_named_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    needs(AZ2017)
+    monkeypatch.setenv("STRATO_DATA", str(AZ2017.parent))
+    assert load_vm_usage("azure-vm-2017").vms == 100  # the default member
+    periodic = load_vm_usage("azure-vm-2017:periodic,seed=4")
+    assert periodic.vms == 77 and periodic.vcpus_source.endswith("seed 4")
+    with pytest.raises(ConfigError, match="the member names the kind"):
+        load_vm_usage("azure-vm-2017:periodic,kind=microsoft")
+
+
 # ---------------------------------------------------------------------------- crafted 2017 files
 
 HEADER = ",vm1,vm2,vm3"

@@ -55,7 +55,10 @@ def parse_workload_spec(text: str, domain: Domain, *, options: Mapping[str, str]
         raise ConfigError(f"empty workload spec; accepted: {accepted(domain)}")
     head = stripped.partition(":")[0].strip()
     if is_synthetic(stripped):
-        return WorkloadSpec(stripped, "synthetic", options=split_spec(stripped, what="workload").params)
+        parts = split_spec(stripped, what="workload")
+        if parts.positional is not None:
+            raise ConfigError(f"synthetic spec {stripped!r}: {parts.positional!r} is not key=value")
+        return WorkloadSpec(stripped, "synthetic", options=parts.params)
     if head in DATA_SETS:
         data_set = DATA_SETS.get(head)
         if data_set.domain != domain:

@@ -24,7 +24,8 @@ Public Azure VM trace, V1 layout (:func:`read_public_vm_trace`)
 Synthetic (:mod:`strato.vm.synth`)
     ``synthetic[:vms=100,days=28,seed=0,...]``, generated offline; the embedded default.
 
-:func:`load_vm_usage` is what every command-line ``--data`` goes through.
+:func:`load_vm_usage` is what every command-line ``--data`` goes through, in the workload grammar of
+:mod:`strato.traces.spec` (the named set ``azure-vm-2017[:microsoft|periodic]``, a path, or synthetic).
 
 Validation. Every reader raises :class:`~strato.errors.TraceFormatError` naming the file, the 1-based line
 (``row``, the header being line 1 where there is one) and the column (for a CPU cell, the VM's header
@@ -737,6 +738,8 @@ def load_vm_usage(spec: str, *, seed: int = 0) -> VmUsage:
         return generate_vms(parse_synth_vm_spec(parsed.text, seed=seed))
     assert parsed.path is not None
     path, options = parsed.path, parsed.options
+    if parsed.data_set is not None and "kind" in options:
+        raise ConfigError(f"--data {spec!r}: the member names the kind ({parsed.data_set.choices()})")
     vmtable = _first_existing(path, ("vmtable.csv", "vmtable.csv.gz")) if path.is_dir() else None
     has_2017 = any(_is_2017_file(p) for p in path.iterdir()) if path.is_dir() else _is_2017_file(path)
     if has_2017:

@@ -103,16 +103,17 @@ def read_llm_requests(path: str | Path) -> LlmRequests:
     told apart by the header; gzip allowed. Bad rows raise with their line and column."""
     path = Path(path)
     table = read_table(path)
-    if set(_SPLITWISE_COLUMNS) <= set(table.header):
-        table.require(_SPLITWISE_COLUMNS)
-        tokens = ("prompt_size", "token_size")
-        arrival = table.floats("arrival_timestamp") if table.rows else np.empty(0)
-    else:
+    splitwise = set(_SPLITWISE_COLUMNS) <= set(table.header)
+    if not splitwise:
         table.require(_AZURE_COLUMNS)
-        tokens = ("ContextTokens", "GeneratedTokens")
-        arrival = _azure_seconds(table)
     if not table.rows:
         raise TraceFormatError(path, "no requests")
+    if splitwise:
+        tokens = ("prompt_size", "token_size")
+        arrival = table.floats("arrival_timestamp")
+    else:
+        tokens = ("ContextTokens", "GeneratedTokens")
+        arrival = _azure_seconds(table)
     prompts, outputs = (table.whole(column, minimum=1) for column in tokens)
     order = np.argsort(arrival, kind="stable")
     name = path.name.removesuffix(".gz").removesuffix(".csv")
@@ -121,8 +122,6 @@ def read_llm_requests(path: str | Path) -> LlmRequests:
 
 def _azure_seconds(table: Table) -> NDArray[np.float64]:
     """TIMESTAMP column -> seconds since the earliest request."""
-    if not table.rows:
-        return np.empty(0)
     try:
         times = np.array([text.strip() for text in table.column("TIMESTAMP")], dtype="datetime64[ns]")
     except ValueError as error:
