@@ -128,15 +128,15 @@ def splitwise_section(report: Report, context: DemoContext) -> None:
         result = simulate(spec, requests)
         rows.append(
             {
-                "design": result["design"],
-                "ttft_p50": result["ttft_s"]["p50"],
-                "ttft_p99": result["ttft_s"]["p99"],
-                "tbt_p50": result["tbt_s"]["p50"],
-                "tbt_p99": result["tbt_s"]["p99"],
-                "e2e_p99": result["e2e_s"]["p99"],
-                "slo": "met" if result["slo_met"] else "missed",
-                "cost": result["cost_per_hour"],
-                "power": result["power_kw"],
+                "design": result.design,
+                "ttft_p50": result.ttft_s.p50,
+                "ttft_p99": result.ttft_s.p99,
+                "tbt_p50": result.tbt_s.p50,
+                "tbt_p99": result.tbt_s.p99,
+                "e2e_p99": result.e2e_s.p99,
+                "slo": "met" if result.slo_met else "missed",
+                "cost": result.cost_per_hour,
+                "power": result.power_kw,
             }
         )
     columns = [
