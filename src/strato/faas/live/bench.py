@@ -88,8 +88,6 @@ class BenchOptions:
     """Offered rate of the equal-load latency runs; ``None``: half the lower maximum throughput."""
     cold_starts: int = 40
     """Cold invocations per spawn mode (0 skips the cold-start part)."""
-    cold_pause_s: float = 0.03
-    """Pause before each cold invocation, long enough for ``fixed:1ms`` to unload the instance."""
     warmup_s: float = 1.0
     """Load sent but not counted at the start of every throughput and latency run."""
     search: bool = True
@@ -100,12 +98,12 @@ class BenchOptions:
     seed: int = 1
     """Seed of the Poisson schedule; both backends get the same one."""
     start_timeout_s: float = 30.0
-    """How long a server may take to print that it is serving."""
+    """How long a server may take to print that it is serving, its function to answer a first request,
+    and an idle instance to be unloaded before a cold start."""
 
     def __post_init__(self) -> None:
         _positive("duration", self.duration_s)
         _positive("search probe duration", self.search_probe_s)
-        _positive("cold-start pause", self.cold_pause_s)
         _positive("server start timeout", self.start_timeout_s)
         if not (math.isfinite(self.warmup_s) and self.warmup_s >= 0):
             raise ConfigError(f"warm-up must be a finite number of seconds >= 0, got {self.warmup_s}")
@@ -478,6 +476,15 @@ def _deploy_echo(client: FaasClient, connections: int) -> None:
     )
 
 
+def _wait_until(ready: Callable[[], bool], timeout_s: float, failure: str) -> None:
+    """Poll ``ready`` until it holds; :class:`StratoError` with ``failure`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if time.monotonic() > deadline:
+            raise StratoError(failure)
+        time.sleep(0.005)
+
+
 def _instances(client: FaasClient) -> tuple[int, int]:
     """(live instances of the echo function, instances the server has started in all)."""
     stats = client.stats()
@@ -508,25 +515,33 @@ class _Bench:
         return Target.from_url(f"{server.url}/function/{FUNCTION}", self.body)
 
     def warm_up(self, server: ServerProcess) -> Warmup:
-        """Closed-loop bursts until the instance count stops changing and a few hundred requests ran."""
+        """Once the function answers, closed-loop bursts until the instance count stops changing and a
+        few hundred requests ran."""
         options = self.options
-        client = server.client()
+        client = server.client(timeout_s=options.start_timeout_s)
         target = self.target(server)
         requests = rounds = 0
         previous = -1
         stable = False
         burst_s = 0.3 if options.duration_s < 5 else 0.5
         try:
+            # A burst is shorter than a cold start on a busy machine: first wait for an instance to answer
+            # (the request waits for it to boot).
+            first = client.invoke(FUNCTION, self.body)
+            if first.status != 200:
+                raise StratoError(
+                    f"the {server.describe} answered the first request to {FUNCTION} with {first.status}: "
+                    f"{first.body[:200].decode(errors='replace')}"
+                )
             while rounds < 20:
                 result = run_in_subprocess(
                     target, "closed", connections=options.connections, duration_s=burst_s, warmup_s=0.0
                 )
                 rounds += 1
                 requests += result.completed
-                if result.completed == 0:
-                    raise StratoError(f"the {server.describe} answered no request during the warm-up")
                 instances, _ = _instances(client)
-                if instances == previous and requests >= 300:
+                # A burst the server answered nothing of (starved of CPU) is no sign of a steady state.
+                if instances == previous and requests >= 300 and result.completed > 0:
                     stable = True
                     break
                 previous = instances
@@ -617,11 +632,20 @@ class _Bench:
             sandbox=sandbox,
             timeout_s=options.start_timeout_s,
         ) as server:
-            client = server.client()
+            client = server.client(timeout_s=options.start_timeout_s)
+
+            def unloaded() -> None:
+                # fixed:1ms unloads an idle instance at once, but a busy machine runs that timer late.
+                _wait_until(
+                    lambda: _instances(client)[0] == 0,
+                    options.start_timeout_s,
+                    f"the {server.describe} kept {FUNCTION}'s idle instance for more than "
+                    f"{options.start_timeout_s:g} s under fixed:1ms",
+                )
+
             try:
                 _deploy_echo(client, 1)
                 # Discarded: the first start after a deployment also pays for cold page caches.
-                time.sleep(options.cold_pause_s)
                 client.invoke(FUNCTION, self.body)
                 stats = client.stats()
                 starts_before = len(stats["instance_starts_s"])
@@ -629,7 +653,7 @@ class _Bench:
                 latencies: list[float] = []
                 errors = 0
                 for _ in range(options.cold_starts):
-                    time.sleep(options.cold_pause_s)
+                    unloaded()
                     started = time.perf_counter()
                     result = client.invoke(FUNCTION, self.body)
                     latencies.append(time.perf_counter() - started)
