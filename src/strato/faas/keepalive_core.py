@@ -51,7 +51,7 @@ class Phase(IntEnum):
 Outcome = Literal["warm", "cold", "rejected"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Timer:
     """A timer an engine sets for an app; stale (ignored by :meth:`KeepAliveCore.fire`) once the app's
     idle period ends or the app is unloaded."""
@@ -61,7 +61,7 @@ class Timer:
     token: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Admission:
     """The answer to a request for memory (an arrival or one more live instance)."""
 
@@ -70,13 +70,17 @@ class Admission:
     """Apps the core evicted to make room, in eviction order; the engine stops their instances."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IdleDecision:
     """What to do when an app goes idle."""
 
     unload_now: bool
     """The app was loaded and is unloaded now (an empty window, or one that pre-warms later)."""
     timers: tuple[Timer, ...]
+
+
+_WARM, _COLD, _REJECTED = Admission("warm"), Admission("cold"), Admission("rejected")
+_NOTHING, _UNLOADED = IdleDecision(False, ()), IdleDecision(True, ())
 
 
 class MemoryBudget:
@@ -228,31 +232,37 @@ class KeepAliveCore:
     def arrive(self, app: int, now: int) -> Admission:
         a = self.apps[app]
         if a.forgotten:
-            return Admission("rejected")
-        cold = not self.loaded(app)
+            return _REJECTED
+        budget = self.budget
+        cold = budget.held[app] <= 0.0
         victims: list[tuple[int, float]] = []
         if cold:
-            found = self.budget.victims(a.memory_mb)
+            found = budget.victims(a.memory_mb)
             if found is None:
                 a.counters.rejections += 1
                 self.rejections += 1
-                return Admission("rejected")
+                return _REJECTED
             victims = found
-        if a.running == 0 and a.idle_since >= 0:
-            self._account(a, now)
-            a.waste_since = None
-            self.policy.on_idle_time(a.state, now - a.idle_since)
-        a.epoch += 1
-        self.budget.unmark(app)
+        if a.running == 0:
+            # Timers and heap entries exist only while the app is idle: this idle period is over.
+            a.epoch += 1
+            budget.unmark(app)
+            if a.idle_since >= 0:
+                self._account(a, now)
+                a.waste_since = None
+                self.policy.on_idle_time(a.state, now - a.idle_since)
         for victim, rank in victims:
             self._evict(self.apps[victim], rank, now)
+        counters = a.counters
         if cold:
-            a.counters.cold_starts += 1
-            self.budget.take(app, a.memory_mb)
-        a.counters.invocations += 1
-        self.policy.on_invocation(a.state, cold=cold, clock=self.budget.clock)
+            counters.cold_starts += 1
+            budget.take(app, a.memory_mb)
+        counters.invocations += 1
+        self.policy.on_invocation(a.state, cold=cold, clock=budget.clock)
         a.running += 1
-        return Admission("cold" if cold else "warm", tuple(victim for victim, _ in victims))
+        if victims:
+            return Admission("cold", tuple(victim for victim, _ in victims))
+        return _COLD if cold else _WARM
 
     def end(self, app: int, now: int) -> IdleDecision | None:
         """An execution ended; the decision when it was the app's last one running, else None."""
@@ -264,12 +274,12 @@ class KeepAliveCore:
             return None
         a.idle_since = now
         window = self.policy.decide(a.state)
-        was_loaded = self.loaded(app)
+        was_loaded = self.budget.held[app] > 0.0
         unload_now = was_loaded and (window.empty or window.prewarm_us > 0)
         a.counters.unloads += unload_now
         if window.empty:
             self._unload(a)
-            return IdleDecision(unload_now, ())
+            return _UNLOADED if unload_now else _NOTHING
         timers: list[Timer] = []
         if window.prewarm_us > 0:
             self._unload(a)

@@ -43,6 +43,10 @@ from strato.faas.policies.base import KeepAlivePolicy
 from strato.faas.results import PolicyResult
 from strato.traces.model import Invocations
 
+_BAND = 2**40
+"""Kernel priority = phase x _BAND + app index: phase order first, then app order."""
+_ARRIVAL, _END = int(Phase.ARRIVAL) * _BAND, int(Phase.END) * _BAND
+
 
 @dataclass(frozen=True)
 class IdleProfile:
@@ -188,9 +192,7 @@ class EventSimulator:
         k = self._next_arrival
         if k < len(self._arrival_time):
             app = self._arrival_app[k]
-            self._kernel.schedule(
-                self._arrival_time[k], self._arrive, k, priority=_priority(Phase.ARRIVAL, app)
-            )
+            self._kernel.schedule(self._arrival_time[k], self._arrive, k, priority=_ARRIVAL + app)
             self._next_arrival += 1
 
     def _arrive(self, k: int) -> None:
@@ -198,24 +200,16 @@ class EventSimulator:
         now = int(self._kernel.now)
         app = self._arrival_app[k]
         if self._core.arrive(app, now).outcome != "rejected":
-            self._kernel.schedule(
-                now + self._arrival_duration[k], self._end, app, priority=_priority(Phase.END, app)
-            )
+            self._kernel.schedule(now + self._arrival_duration[k], self._end, app, priority=_END + app)
 
     def _end(self, app: int) -> None:
         decision = self._core.end(app, int(self._kernel.now))
         if decision is not None:
             for timer in decision.timers:
-                self._kernel.schedule(
-                    timer.at_us, self._fire, app, timer, priority=_priority(timer.phase, app)
-                )
+                self._kernel.schedule(timer.at_us, self._fire, app, timer, priority=timer.phase * _BAND + app)
 
     def _fire(self, app: int, timer: Timer) -> None:
         self._core.fire(app, timer, int(self._kernel.now))
-
-
-def _priority(phase: Phase, app: int) -> int:
-    return phase * 2**40 + app
 
 
 def simulate(
