@@ -1,10 +1,11 @@
-# Two entry points do all set-up from a fresh clone: `make demo` and `make test`.
+# Two entry points do all set-up from a fresh clone: `make demo` and `make test` (everything: lint, types,
+# every test tier). `make test-fast` is the unit tier alone: no real daemons or processes, nothing slow.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean install
+.PHONY: demo test test-fast lint bench clean install
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +23,9 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q
+
+test-fast: $(STAMP)
+	$(VENV)/bin/pytest -q -m "not system and not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

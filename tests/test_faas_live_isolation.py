@@ -38,6 +38,8 @@ from strato.faas.live.isolation import (
     runtime_dirs,
 )
 
+pytestmark = pytest.mark.system
+
 SUPPORT = probe_host()
 TIMEOUT_S = 10.0
 NOTHING = HostSupport(root=False, namespaces=frozenset(), cgroup=None, cgroup_base=None, setuid=False)

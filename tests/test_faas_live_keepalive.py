@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from live_helpers import write_function
 from strato.faas.live.httpio import Response
 from strato.faas.live.platform import Node, NodeConfig
@@ -15,6 +17,8 @@ from strato.faas.live.registry import FunctionSpec
 from strato.faas.policies.base import NEVER, KeepAlivePolicy, Window
 from strato.faas.policies.fixed import FixedKeepAlive, NeverUnload
 from strato.faas.policies.greedy_dual import GreedyDual
+
+pytestmark = pytest.mark.system
 
 
 class ScriptedPolicy(KeepAlivePolicy):

@@ -19,6 +19,8 @@ from live_helpers import Server, running_server, write_function
 from strato.faas.live.client import ApiError, FaasClient
 from strato.faas.live.isolation import probe_host
 
+pytestmark = pytest.mark.system
+
 BACKENDS = ["lean", "faasd"]
 
 

@@ -13,6 +13,8 @@ import pytest
 from live_helpers import write_function
 from strato.faas.live.runtime import FATAL_HEADER, InstanceSpec, LoadedFunction, http_response, parse_head
 
+pytestmark = pytest.mark.system
+
 
 @pytest.fixture(autouse=True)
 def fresh_handler_module() -> None:

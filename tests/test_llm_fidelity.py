@@ -16,6 +16,8 @@ from strato.llm.engine import ClusterSimulator, SchedulerConfig
 from strato.llm.metrics import latency_summary, slo_checks
 from strato.traces.llm import read_llm_requests, splitwise_sim_requests
 
+pytestmark = pytest.mark.slow
+
 DATA = shared_data()
 PERF = DATA / "splitwise-profiles" / "perf_model.csv"
 TRACES = {kind: DATA / "azure-llm-2023" / f"AzureLLMInferenceTrace_{kind}.csv" for kind in ("code", "conv")}

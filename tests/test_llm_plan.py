@@ -11,6 +11,8 @@ from strato.errors import ConfigError, UnavailableError
 from strato.llm.plan import PlanOptions, parse_budget, plan, rank, shapes
 from strato.traces.llm import synthetic
 
+pytestmark = pytest.mark.slow
+
 
 def test_shapes_fill_the_budget() -> None:
     options = PlanOptions("cost", 400.0, designs=("baseline-h100", "splitwise-ha"), max_splits=50)

@@ -38,6 +38,8 @@ from strato.monitor.actions import (
     templates_from_config,
 )
 
+pytestmark = pytest.mark.system
+
 INJECTIONS = ["; rm -rf /", "$(id)", "`id`", "a && id", "a | id", "a\nid", "a\x00id", "a || id", "a > /etc/x"]
 
 

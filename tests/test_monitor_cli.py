@@ -8,8 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from monitor_helpers import collector
 from strato.monitor import daemons
+
+pytestmark = pytest.mark.system
 
 
 def strato(*args: str, db: Path) -> subprocess.CompletedProcess[str]:

@@ -16,6 +16,8 @@ import pytest
 from monitor_helpers import collector
 from monitor_server_helpers import FLEET, WEB, MonitorServer, monitor_server, spoof_hosts, wait_until
 
+pytestmark = pytest.mark.system
+
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 

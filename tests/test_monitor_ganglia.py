@@ -16,6 +16,8 @@ from strato.errors import ConfigError
 from strato.monitor import daemons, ganglia
 from strato.monitor.gmetric import GmetricSender, MetricSpec, encode, parse_address, spoof_id
 
+pytestmark = pytest.mark.system
+
 SAMPLE = b"""<?xml version="1.0" encoding="ISO-8859-1" standalone="yes"?>
 <!DOCTYPE GANGLIA_XML [ <!ELEMENT GANGLIA_XML (GRID|CLUSTER|HOST)*> ]>
 <GANGLIA_XML VERSION="3.7.2" SOURCE="gmetad">

@@ -20,6 +20,8 @@ from strato.monitor.model import Host, Metric, Snapshot
 from strato.monitor.service import Monitor
 from strato.monitor.store import GroupDef, GroupStore
 
+pytestmark = pytest.mark.system
+
 
 def host(name: str, ip: str, tn: int = 0, **metrics: float | str) -> Host:
     made = Host(name=name, ip=ip, tn=tn, tmax=20)

@@ -31,6 +31,8 @@ from strato.monitor.config import load_config
 from strato.monitor.groups import PollResult
 from strato.monitor.model import Snapshot
 
+pytestmark = pytest.mark.system
+
 HOSTS = ("web-1", "web-2", "db-1")
 STALE_AFTER_S = 3.0
 """Short stale limit: with 1 s heartbeats a stopped host is down about 4 s later."""

@@ -28,6 +28,8 @@ from strato.monitor.model import Snapshot
 from strato.monitor.publish_llm import LlmClusterFeed, MachineSample, Tick, publish
 from strato.traces.llm import LlmRequests, synthetic
 
+pytestmark = pytest.mark.system
+
 MODEL = get_model("llama2-70b")
 
 

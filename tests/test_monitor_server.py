@@ -38,6 +38,8 @@ from monitor_server_helpers import (
 from strato.monitor import daemons
 from strato.monitor.audit import AuditLog
 
+pytestmark = pytest.mark.system
+
 WEB_RULE = 'name matches "web-*"'
 WEB_NAMES = [host.name for host in WEB]
 WEB_LOADS = [host.load_one for host in WEB]

@@ -19,6 +19,8 @@ from strato.vm.policies import STATIC_BASELINES, parse_policy
 from strato.vm.protohail import HumanRules, ProtoHAIL, encode, nearest, subset
 from strato.vm.synth import known_best_workload
 
+pytestmark = pytest.mark.slow
+
 AZ2017 = shared_data() / "azure-vm-2017"
 
 

@@ -18,6 +18,8 @@ from live_helpers import Server, running_server, write_function
 from raw_http import address, exchange, request
 from strato.faas.live.isolation import probe_host
 
+pytestmark = pytest.mark.system
+
 SECRET = "s3cr3t-admin-token-from-the-environment"
 
 ENVIRON = """

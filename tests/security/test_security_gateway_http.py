@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 from live_helpers import Server, running_server, write_function
 from raw_http import address, exchange, request
 
+pytestmark = pytest.mark.system
+
 ECHO = "def handle(event):\n    return event.body\n"
 
 

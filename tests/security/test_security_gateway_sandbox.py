@@ -16,6 +16,8 @@ import strato
 from live_helpers import Server, running_server, write_function
 from strato.faas.live.isolation import probe_host
 
+pytestmark = pytest.mark.system
+
 SUPPORT = probe_host()
 
 FORKER = """

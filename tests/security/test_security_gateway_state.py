@@ -23,6 +23,8 @@ from strato.errors import StratoError
 from strato.faas.live.client import ApiError, FaasClient
 from strato.faas.live.serverproc import ServerProcess
 
+pytestmark = pytest.mark.system
+
 HANDLER = "def handle(event):\n    return open(event.text, 'rb').read() if event.text else 'ok'\n"
 ROOT = os.geteuid() == 0
 

@@ -50,6 +50,8 @@ from strato.monitor.model import Host, Metric, Snapshot
 from strato.monitor.rules import RuleSyntaxError, parse_rule
 from strato.monitor.store import GroupDef, GroupStore
 
+pytestmark = pytest.mark.system
+
 WEB_RULE = 'name matches "web-*"'
 WEB_NAMES = [host.name for host in WEB]
 # Forty-eight 'a' and a '!': a backtracking matcher tries about 2**48 ways before it gives up on it.
