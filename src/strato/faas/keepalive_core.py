@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from enum import IntEnum
 from typing import Any, Literal
 
@@ -141,8 +141,9 @@ class MemoryBudget:
             self._idle_mb -= self.held[app]
 
     def victims(self, memory_mb: float) -> list[tuple[int, float]] | None:
-        """The idle apps to evict, in order, so that ``memory_mb`` fits; None (nothing popped) if even
-        all of them are too little."""
+        """The idle apps to evict, in order, so that ``memory_mb`` fits; None if even all of them are too
+        little (then nothing is consumed). The caller evicts every app returned: their heap entries are
+        consumed."""
         if self.fits_free(memory_mb):
             return []
         if self.used_mb - self._idle_mb + memory_mb > self.capacity_mb:
@@ -159,19 +160,36 @@ class MemoryBudget:
 
 
 @dataclass
-class AppCounters:
+class _Counters:
+    """An app's running totals (see :class:`AppCounters`)."""
+
     invocations: int = 0
     cold_starts: int = 0
     rejections: int = 0
     prewarms: int = 0
     unloads: int = 0
-    """Unloads the policy chose (at idle or at the end of a window); evictions are counted apart."""
     evictions: int = 0
     wasted_us: int = 0
-    """Time loaded while idle."""
     wasted_mb_us: float = 0.0
-    """Memory held x time while loaded and idle (differs from ``wasted_us`` x memory only with several
-    live instances)."""
+
+
+@dataclass(frozen=True)
+class AppCounters:
+    """What happened to one app (:meth:`KeepAliveCore.counters`)."""
+
+    invocations: int
+    """Admitted invocations (a rejected one is not counted)."""
+    cold_starts: int
+    rejections: int
+    prewarms: int
+    unloads: int
+    """Unloads the policy chose (at idle or at the end of a window); evictions are counted apart."""
+    evictions: int
+    wasted_us: int
+    """Time loaded while idle."""
+    wasted_mb_us: float
+    """Memory held x time while loaded and idle (differs from ``wasted_us`` x memory only when a live
+    function held several instances)."""
 
 
 class AppController:
@@ -204,7 +222,7 @@ class AppController:
         self.waste_since: int | None = None
         """Start of the current loaded-and-idle stretch not yet accounted."""
         self.forgotten = False
-        self.counters = AppCounters()
+        self.counters = _Counters()
 
 
 class KeepAliveCore:
@@ -365,7 +383,7 @@ class KeepAliveCore:
         a = self.apps[app]
         if not a.forgotten:
             self._account(a, now)
-        return a.counters
+        return AppCounters(**asdict(a.counters))
 
     def _account(self, a: AppController, now: int) -> None:
         if a.waste_since is not None:
