@@ -218,5 +218,8 @@ def test_a_full_budget_with_everything_busy_is_503(tmp_path: Path) -> None:
         assert response.status == 503
         assert b"memory budget" in response.body
         assert (await busy).status == 200
+        rejected = node.report("f1")
+        assert (rejected.rejections, rejected.invocations, rejected.cold_starts) == (1, 0, 0)
+        assert node.functions["f1"].live() == []
 
     run_node(tmp_path, NeverUnload(), body, budget_mb=200, functions=2)
