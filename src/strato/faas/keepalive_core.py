@@ -337,9 +337,9 @@ class KeepAliveCore:
     def add_instance(self, app: int, memory_mb: float, now: int) -> Admission:
         """Reserve one more instance's memory for a busy app (scale-out), evicting idle apps as an arrival
         would; rejected when it cannot fit. The app's own memory is never evicted for it."""
-        found = self.budget.victims(memory_mb)
+        found = None if self.apps[app].forgotten else self.budget.victims(memory_mb)
         if found is None:
-            return Admission("rejected")
+            return _REJECTED
         for victim, rank in found:
             self._evict(self.apps[victim], rank, now)
         self.budget.take(app, memory_mb)
