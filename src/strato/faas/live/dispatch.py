@@ -138,7 +138,8 @@ class FaasdBackend:
         ready = await self.spawner.spawn(instance)
         instance.port = ready.get("port")
         instance.function_pid = ready.get("function_pid")
-        if self.pool is not None and instance.port is not None:
+        # An instance stopped while it started is never registered (nothing would unregister it).
+        if self.pool is not None and instance.port is not None and instance.state != "stopping":
             await self.pool.request(
                 "PUT",
                 f"/system/instances/{instance.id}",
