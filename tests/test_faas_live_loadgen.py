@@ -357,6 +357,26 @@ def test_run_schedule_per_request(server: str) -> None:
     assert warm.sent == 30
 
 
+def test_run_schedule_from_a_given_origin(server: str) -> None:
+    # The caller fixes which clock reading offset 0 stands for, and can write it into the requests.
+    origin = time.perf_counter() + 0.2
+    entries: list[ScheduledRequest] = [
+        (0.05 * i, "/echo", b"%.6f" % (origin + 0.05 * i), ()) for i in range(3)
+    ]
+    result = run_schedule(Target.from_url(server + "/unused"), entries, keep_per_request=True, origin=origin)
+    per = result.per_request
+    assert per is not None and per.status.tolist() == [200, 200, 200]
+    finished = origin + np.array([0.0, 0.05, 0.1]) + per.latency_s
+    sent = finished - per.service_s
+    assert (sent >= origin + np.array([0.0, 0.05, 0.1]) - 1e-6).all()
+    # An origin already past: everything goes at once, each request as late as the clock says.
+    late = run_schedule(
+        Target.from_url(server + "/unused"), entries, keep_per_request=True, origin=time.perf_counter() - 1.0
+    )
+    assert late.per_request is not None
+    assert (late.per_request.latency_s - late.per_request.service_s >= 0.9).all()
+
+
 def test_result_json_round_trip(server: str) -> None:
     result = run_schedule(
         Target.from_url(server + "/echo"),

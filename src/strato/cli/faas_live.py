@@ -331,9 +331,30 @@ def register_replay(app: typer.Typer) -> None:
             float, typer.Option(help="Share of each app's memory its synthetic handler really allocates")
         ] = 0.02,
         sandbox: Annotated[bool, typer.Option(help="Isolate instances")] = True,
+        repeat: Annotated[
+            int,
+            typer.Option(
+                min=1, help="Send the trace this many times back to back (history for the policies)"
+            ),
+        ] = 1,
+        warmup: Annotated[
+            str | None,
+            typer.Option(
+                help="Learn from but do not count this first stretch of the (repeated) trace, in trace time; "
+                "with a unit: 30m"
+            ),
+        ] = None,
+        max_uncertainty: Annotated[
+            float,
+            typer.Option(
+                help="Refuse to compare when the host kept the replay so far behind its trace that the "
+                "simulator's cold starts or wasted memory are uncertain by more than this share"
+            ),
+        ] = 0.05,
         json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON")] = False,
     ) -> None:
         """Replay a trace live (time-compressed) and compare with the simulator's prediction."""
+        from strato.cli.faas import _duration_with_unit
         from strato.faas.live.replay import ReplayOptions
         from strato.faas.live.replay import replay as run_replay
         from strato.traces.loader import load_workload
@@ -349,6 +370,9 @@ def register_replay(app: typer.Typer) -> None:
             seed=seed,
             footprint_fraction=footprint,
             sandbox=sandbox,
+            repeat=repeat,
+            warmup_s=_duration_with_unit(warmup, "--warmup") if warmup is not None else 0.0,
+            max_uncertainty=max_uncertainty,
         )
         workload = load_workload(trace)
         report = run_replay(
@@ -358,15 +382,27 @@ def register_replay(app: typer.Typer) -> None:
             print_json(report.to_json())
             return
         print_table(
-            report.rows(),
-            [("metric", "metric"), ("simulator", "simulator"), ("live", "live"), ("gap_pct", "gap %")],
+            [row.to_json() for row in report.rows()],
+            [
+                ("metric", "metric"),
+                ("planned", "simulator, as planned"),
+                ("simulator", "simulator, as sent"),
+                ("live", "live"),
+                ("gap_pct", "gap %"),
+            ],
             title=f"{policy} on {report.workload}: live replay at {speedup:g}x vs simulator",
-            formats={"simulator": ",.2f", "live": ",.2f", "gap_pct": "+.2f"},
+            formats={"planned": ",.2f", "simulator": ",.2f", "live": ",.2f", "gap_pct": "+.2f"},
         )
-        load = report.load
+        load, lag = report.load, report.realisation
         console.print(
             f"{report.invocations:,} invocations of {report.apps} apps over "
-            f"{report.horizon_s / 3600:.2f} h replayed in {report.wall_s:.0f} s; errors: "
-            f"{report.live_errors or 'none'}; gateway latency p50 {1e3 * (load['p50'] or 0):.1f} ms, "
-            f"p99 {1e3 * (load['p99'] or 0):.1f} ms (real time)"
+            f"{report.horizon_s / 3600:.2f} h ({report.measured_s / 3600:.2f} h counted) replayed in "
+            f"{report.wall_s:.0f} s; errors: {report.live_errors or 'none'}; gateway latency p50 "
+            f"{1e3 * (load['p50'] or 0):.1f} ms, p99 {1e3 * (load['p99'] or 0):.1f} ms (real time)"
+        )
+        console.print(
+            f"behind the trace (policy time): sends p99 {lag.send_lag_p99_s:.2f} s, responses after the "
+            f"planned end p50 {lag.end_lag_p50_s:.2f} s, p99 {lag.end_lag_p99_s:.2f} s; counters read "
+            f"{lag.counters_late_s:.2f} s late; uncertainty {lag.uncertainty:.1%}; the gap is live vs the "
+            "simulator on the requests as sent"
         )

@@ -859,7 +859,7 @@ async def _replay(
     pools: list[_Pool],
     window: tuple[float, float],
     timeout_s: float,
-    on_start: Callable[[float], None] | None = None,
+    origin: float | None = None,
 ) -> tuple[dict[str, Any], float]:
     """Fire every request at its intended time; return the raw per-request arrays and the start time."""
     loop = asyncio.get_running_loop()
@@ -894,9 +894,7 @@ async def _replay(
     offs: list[float] = offsets.tolist()
     idx: list[int] = order.tolist() if order is not None else list(range(n))
     # A short lead so the first requests are not late because of set-up.
-    t0 = _now() + 0.005
-    if on_start is not None:
-        on_start(t0)
+    t0 = _now() + 0.005 if origin is None else origin
     pos = 0
     while pos < n:
         now = _now()
@@ -1023,12 +1021,13 @@ def run_schedule(
     max_connections: int = 256,
     timeout_s: float = 10.0,
     keep_per_request: bool = False,
-    on_start: Callable[[float], None] | None = None,
+    origin: float | None = None,
 ) -> LoadResult:
     """Replay a trace: each request has its own intended offset (seconds from start), path, body, headers.
 
-    ``on_start`` is called (in the generator's thread) with the ``time.perf_counter()`` value that offset 0
-    corresponds to, so a caller can line other measurements up with the schedule.
+    ``origin`` is the ``time.perf_counter()`` value offset 0 stands for (by default just after set-up), so
+    a caller can line other measurements, and the requests' contents, up with the schedule; requests whose
+    time has passed when the generator is ready go at once, late, as with any other dispatch lag.
 
     An entry's second item is either a path on ``target`` (method, base headers and host from ``target``;
     its headers are added) or a whole :class:`Target` (which may name another host:port). The measured
@@ -1093,9 +1092,7 @@ def run_schedule(
             return pool_for(dest.host, dest.port), payload
         return pool_for(*base_key), base_builder.build(dest, body, headers)
 
-    (raw, t0), cpu = _run(
-        _replay(sorted_offsets, order, build, make_pools, pools, window, timeout_s, on_start)
-    )
+    (raw, t0), cpu = _run(_replay(sorted_offsets, order, build, make_pools, pools, window, timeout_s, origin))
     in_window = int(((offsets >= window[0]) & (offsets < window[1])).sum())
     offered = in_window / duration_s if duration_s > 0 else None
     result = _open_result("schedule", offsets, raw, t0, window, duration_s, offered, keep_per_request)
