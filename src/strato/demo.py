@@ -96,7 +96,8 @@ def live_replay_section(report: Report, context: DemoContext) -> None:
     result = replay(workload, options, progress=lambda message: console.print(message, style="dim"))
     columns = [("metric", "metric"), ("simulator", "simulator"), ("live", "live"), ("gap_pct", "gap %")]
     formats = {"simulator": ",.2f", "live": ",.2f", "gap_pct": "+.2f"}
-    print_table(result.rows(), columns, title="live replay vs simulator", formats=formats)
+    rows = [row.to_json() for row in result.rows()]
+    print_table(rows, columns, title="live replay vs simulator", formats=formats)
     report.add_heading("Live FaaS platform (Junctiond-style lean path, live keep-alive)")
     report.add_text(
         f"One hour of a synthetic 40-app workload replayed at 240x against a real local platform "
@@ -106,7 +107,7 @@ def live_replay_section(report: Report, context: DemoContext) -> None:
     )
     report.add_code(f"strato faas replay --trace {spec} --policy hybrid --speedup 240")
     report.add_table(
-        result.rows(),
+        rows,
         columns=[key for key, _ in columns],
         caption="Live replay vs simulator",
         formats=formats,
