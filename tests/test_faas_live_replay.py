@@ -49,7 +49,7 @@ def _real_trace() -> Workload:
 @pytest.mark.parametrize("policy", ["fixed:10m", "hybrid"])
 def test_live_replay_matches_the_simulator(policy: str, cpu_hogs: list[int]) -> None:
     # 60x: the half hour's 630 requests/s stay within what this platform serves on two shared cores with
-    # two busy loops beside it (at 120x it cannot keep up there, and the replay says so: see replay.py).
+    # two busy loops beside it and other work on top (at 120x it fell behind then, and said so: replay.py).
     options = ReplayOptions(trace=str(TRACE), policy=policy, speedup=60, hours=0.5)
     report = replay(_real_trace(), options)
     sim, live = report.realised, report.live

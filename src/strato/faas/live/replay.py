@@ -12,16 +12,16 @@ simulator's "full run less its warm-up prefix".
 
 A busy host and an honest comparison
 ------------------------------------
-A live replay shares the CPUs with whatever else runs. On this project's 2-core machine, busy with other
-work, fixed 10 min on the first hour of raw-format-100-8h at 120x lost 4.5 % of the simulator's wasted
-memory (5.2 % beside two busy loops, 14.5 % once under a load of 4-7). Requests left the load generator
-0.6 ms late on average, but responses came 31 ms after their executions' planned end on average (230 ms
-at p99): a CPU-starved handler wakes late from its sleep, instances boot slowly, every hop queues. At 120x
-each such millisecond is 0.12 s of busy time the trace does not have, taken from the idle time after it.
-The simulator run on the requests' real send and response times bracketed the live figure (14,401 <
-14,866 < 15,570 GiB-s planned): the node's accounting was right about what it saw; the workload it saw was
-not the trace. Neither late keep-alive timers nor time-scale rounding (integer µs) explained the drift.
-Hence three rules:
+A live replay shares the CPUs with whatever else runs. Before the rules below, on this project's 2-core
+machine busy with other work, fixed 10 min on the first hour of raw-format-100-8h at 120x lost 4.5 % of
+the simulator's wasted memory (5.2 % beside two busy loops, 14.5 % once under a load of 4-7). Requests
+left the load generator 0.6 ms late on average, but responses came 31 ms after their executions' planned
+end on average (230 ms at p99): a CPU-starved handler wakes late from its sleep, instances boot slowly,
+every hop queues. At 120x each such millisecond is 0.12 s of busy time the trace does not have, taken from
+the idle time after it. The simulator run on the requests' real send and response times bracketed the live
+figure (14,401 < 14,866 < 15,570 GiB-s planned): the node's accounting was right about what it saw; the
+workload it saw was not the trace. Late keep-alive timers would have raised the live figure, not lowered
+it, and policy time is rounded to the microsecond only. Hence three rules:
 
 * a synthetic handler runs until its invocation's *planned* end (the replay's origin plus arrival plus
   duration, on the host's monotonic clock, sent as the request body), not for a duration counted from
@@ -35,9 +35,10 @@ Hence three rules:
   cold starts (by more than one) or wasted memory by more than ``max_uncertainty``, the replay fell too
   far behind to mean anything and :class:`ReplayFellBehind` says so, with the lags, instead of a gap
   that is only the load.
-  Beside two busy loops the platform cannot serve the 1,260 requests/s of that hour at 120x at all
-  (requests queued 360 ms for a connection at p99; uncertainty 16-18 %), while at 60x it follows within
-  2.3 %: a lower speedup is the remedy.
+  With two busy loops beside it and the machine's other work on top (load 7-8), the platform could not
+  serve the 1,260 requests/s of that hour at 120x (requests queued 360 ms for a connection at p99;
+  uncertainty 16-18 %: refused), while the half hour at 60x followed within 2.3 %; with the two busy
+  loops alone, 120x followed within 1.6 % (live -0.95 %). A lower speedup is the remedy.
 """
 
 from __future__ import annotations
