@@ -12,7 +12,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from strato.core.report import Report, new_figure
-from strato.errors import ConfigError
+from strato.errors import ConfigError, ConflictError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -207,7 +207,7 @@ def test_table_errors() -> None:
 def test_figure_errors() -> None:
     report = Report("Figures")
     report.add_figure(new_figure(), "one")
-    with pytest.raises(ConfigError, match="already"):
+    with pytest.raises(ConflictError, match="already"):
         report.add_figure(new_figure(), "one")
     with pytest.raises(ConfigError, match="figure name"):
         report.add_figure(new_figure(), "../escape")

@@ -150,7 +150,7 @@ def test_cli_simulate_json_has_the_promised_fields() -> None:
 
 
 def test_routers_are_pluggable_objects() -> None:
-    from strato.llm.schedulers import Router, register_router
+    from strato.llm.schedulers import ROUTERS, Router, register_router
 
     class FirstMachine(Router):
         """Sends everything to machine 0: a router a test can see the effect of."""
@@ -161,10 +161,16 @@ def test_routers_are_pluggable_objects() -> None:
             return cluster.nodes[0], cluster.nodes[0]
 
     register_router(FirstMachine.name, FirstMachine)
-    design = make_design("baseline-h100", machines=3)
-    requests = synthetic("conv", 5.0, 30.0, seed=4)
-    simulator = ClusterSimulator(design, MODEL, perf_models(design), SchedulerConfig(router="first-machine"))
-    simulator.run(requests)
+    try:
+        design = make_design("baseline-h100", machines=3)
+        requests = synthetic("conv", 5.0, 30.0, seed=4)
+        simulator = ClusterSimulator(
+            design, MODEL, perf_models(design), SchedulerConfig(router="first-machine")
+        )
+        simulator.run(requests)
+    finally:
+        # The registry is process-wide: other tests list the known routers.
+        ROUTERS.remove(FirstMachine.name)
     assert simulator.nodes[0].busy_s > 0 and simulator.nodes[1].busy_s == simulator.nodes[2].busy_s == 0
     with pytest.raises(ConfigError, match="unknown router"):
         ClusterSimulator(design, MODEL, perf_models(design), SchedulerConfig(router="nobody"))

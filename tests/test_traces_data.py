@@ -245,6 +245,10 @@ def test_registry() -> None:
         things.register("a", 3)
     with pytest.raises(ConfigError, match="must be non-empty"):
         things.register(" a", 3)
+    things.remove("a")
+    assert things.names() == ["b"]
+    with pytest.raises(ConfigError, match=r"unknown thing 'a' \(known: b\)"):
+        things.remove("a")
 
 
 def test_every_plug_in_kind_uses_the_registry() -> None:

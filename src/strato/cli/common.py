@@ -11,11 +11,9 @@ from typing import Any, ParamSpec, TypeVar
 
 import typer
 
-from strato.core.console import console, error_console, print_table
-from strato.errors import ConflictError, NotFoundError, StratoError, UnavailableError
-
-# Every command prints through the library's consoles and tables (strato.core.console).
-__all__ = ["console", "error_console", "friendly_errors", "print_json", "print_table"]
+from strato.core.console import error_console
+from strato.core.units import parse_duration
+from strato.errors import ConfigError, ConflictError, NotFoundError, StratoError, UnavailableError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -43,6 +41,15 @@ def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(code=code) from None
 
     return wrapper
+
+
+def duration_option(text: str, option: str) -> float:
+    """Seconds for an option's ``text``, which must name its unit: a bare 16 could mean minutes or hours."""
+    try:
+        float(text)
+    except ValueError:
+        return parse_duration(text)
+    raise ConfigError(f"{option} needs a unit, e.g. 16h or 90m (got {text!r})")
 
 
 def _jsonable(value: Any) -> Any:

@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from strato.cli.common import console, friendly_errors, print_json, print_table
+from strato.cli.common import friendly_errors, print_json
+from strato.core.console import console, print_table
 from strato.traces.datasets import find_data_root, survey
 
 app = typer.Typer(help="The data folder and the named data sets in it.", no_args_is_help=True)

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from strato.cli import faas_bench, faas_live
-from strato.cli.common import console, friendly_errors, print_json, print_table
+from strato.cli.common import duration_option, friendly_errors, print_json
+from strato.core.console import console, print_table
 from strato.core.units import parse_duration, parse_size_mb
 from strato.errors import ConfigError
 
@@ -42,15 +43,6 @@ def _print_rules_table(comparison: KeepAliveComparison) -> None:
     print_table(
         rows, columns, title="rule behind each hybrid decision: % of idle periods (apps it decided for)"
     )
-
-
-def _duration_with_unit(text: str, option: str) -> float:
-    """Seconds for ``text``, which must name its unit: a bare 16 could mean minutes or hours."""
-    try:
-        float(text)
-    except ValueError:
-        return parse_duration(text)
-    raise ConfigError(f"{option} needs a unit, e.g. 16h or 90m (got {text!r})")
 
 
 @app.command()
@@ -116,7 +108,7 @@ def simulate(
         capacity_mb=capacity,
         cold_start_s=parse_duration(cold_start),
         repeat=repeat,
-        warmup_s=_duration_with_unit(warmup, "--warmup") if warmup is not None else 0.0,
+        warmup_s=duration_option(warmup, "--warmup") if warmup is not None else 0.0,
         count_rules=rules,
         show_progress=False if json_output else None,
     )

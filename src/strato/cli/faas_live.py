@@ -9,7 +9,8 @@ from typing import Annotated
 
 import typer
 
-from strato.cli.common import console, friendly_errors, print_json, print_table
+from strato.cli.common import duration_option, friendly_errors, print_json
+from strato.core.console import console, print_table
 from strato.core.units import parse_duration, parse_size_mb
 from strato.errors import ConfigError, StratoError
 
@@ -354,7 +355,6 @@ def register_replay(app: typer.Typer) -> None:
         json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON")] = False,
     ) -> None:
         """Replay a trace live (time-compressed) and compare with the simulator's prediction."""
-        from strato.cli.faas import _duration_with_unit
         from strato.faas.live.replay import ReplayOptions
         from strato.faas.live.replay import replay as run_replay
         from strato.traces.loader import load_workload
@@ -371,7 +371,7 @@ def register_replay(app: typer.Typer) -> None:
             footprint_fraction=footprint,
             sandbox=sandbox,
             repeat=repeat,
-            warmup_s=_duration_with_unit(warmup, "--warmup") if warmup is not None else 0.0,
+            warmup_s=duration_option(warmup, "--warmup") if warmup is not None else 0.0,
             max_uncertainty=max_uncertainty,
         )
         workload = load_workload(trace)

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from strato.cli.common import console, error_console, friendly_errors, print_json, print_table
+from strato.cli.common import friendly_errors, print_json
+from strato.core.console import console, error_console, print_table
 from strato.errors import ConfigError, UnavailableError
 
 if TYPE_CHECKING:

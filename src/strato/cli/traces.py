@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from strato.cli.common import console, friendly_errors, print_json
+from strato.cli.common import friendly_errors, print_json
+from strato.core.console import console
 from strato.traces.loader import load_workload
 
 app = typer.Typer(help="Read, describe and synthesise FaaS traces.", no_args_is_help=True)

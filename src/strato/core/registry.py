@@ -42,6 +42,12 @@ class Registry(Generic[T]):
 
         return decorate
 
+    def remove(self, name: str) -> None:
+        """Withdraw a plug-in (a test's, or one an extension replaces)."""
+        if name not in self._items:
+            raise ConfigError(f"unknown {self.kind} {name!r} (known: {', '.join(self.names())})")
+        del self._items[name]
+
     def get(self, name: str) -> T:
         try:
             return self._items[name]
