@@ -17,10 +17,11 @@ from typing import Any
 
 from strato.errors import ConfigError
 from strato.faas.policies import PAPER_POLICY_SET, parse_policy
-from strato.faas.simulator import EventSimulator, IdleProfile, simulate_fast
-from strato.traces.loader import load_workload
-from strato.traces.model import Workload
-from strato.traces.synth import SynthConfig, generate
+from strato.faas.simulator import EventSimulator, simulate_fast
+from strato.traces.faas.idle import IdleProfile
+from strato.traces.faas.loader import load_workload
+from strato.traces.faas.model import Workload
+from strato.traces.faas.synth import SynthConfig, generate
 
 SAMPLED = "azure-functions-2019:sampled/1350"
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from strato.traces.model import Invocations
+from strato.traces.faas.model import Invocations
 
 S = 1_000_000
 MIN = 60 * S

@@ -31,7 +31,7 @@ from strato.faas.live.registry import FunctionSpec
 from strato.faas.policies import parse_policy
 from strato.faas.results import PolicyResult
 from strato.faas.simulator import EventSimulator
-from strato.traces.model import Invocations
+from strato.traces.faas.model import Invocations
 
 SETTLE_STEPS = 50
 """Loop iterations run after each clock event; a cold start needs about six (task, boot, hand-out)."""

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from faas_helpers import MIN, H, S, make_invocations
 from strato.faas.policies import HybridHistogram, parse_policy
-from strato.faas.simulator import EventSimulator, IdleProfile, simulate, simulate_fast
+from strato.faas.simulator import EventSimulator, simulate, simulate_fast
+from strato.traces.faas.idle import IdleProfile
 
 MEMORY = np.array([256.0, 128.0, 512.0, 64.0])
 

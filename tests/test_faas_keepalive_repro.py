@@ -25,8 +25,8 @@ from strato.faas.policies import HybridHistogram, parse_policy
 from strato.faas.policies.hybrid import RULES
 from strato.faas.results import KeepAliveRow
 from strato.faas.simulator import EventSimulator
-from strato.traces.azure2019 import read_azure2019
-from strato.traces.synth import SynthConfig, generate
+from strato.traces.faas.azure2019 import read_azure2019
+from strato.traces.faas.synth import SynthConfig, generate
 
 REAL_APPS = shared_data() / "azure-functions-2019" / "raw-format-100-8h"
 

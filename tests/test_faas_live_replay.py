@@ -22,9 +22,9 @@ from strato.faas.live.replay import (
 from strato.faas.policies import parse_policy
 from strato.faas.results import PolicyResult
 from strato.faas.simulator import simulate
-from strato.traces.azure2019 import read_azure2019
-from strato.traces.model import Invocations, Workload
-from strato.traces.synth import SynthConfig, generate
+from strato.traces.faas.azure2019 import read_azure2019
+from strato.traces.faas.model import Invocations, Workload
+from strato.traces.faas.synth import SynthConfig, generate
 
 TRACE = shared_data() / "azure-functions-2019" / "raw-format-100-8h"
 

@@ -8,7 +8,7 @@ import pytest
 from data_helpers import shared_data
 from strato.faas.keepalive import compare_policies
 from strato.faas.policies import PAPER_POLICY_SET
-from strato.traces.azure2019 import read_azure2019
+from strato.traces.faas.azure2019 import read_azure2019
 
 DATA = shared_data() / "azure-functions-2019"
 TRACES = {

@@ -19,7 +19,7 @@ from strato.faas.policies import POLICIES as FAAS_POLICIES
 from strato.llm.schedulers import ROUTERS, make_router
 from strato.traces import csvio
 from strato.traces.datasets import DATA_SETS, data_root, find_data_root
-from strato.traces.loader import load_workload
+from strato.traces.faas.loader import load_workload
 from strato.traces.spec import parse_workload_spec
 from strato.traces.vm import load_vm_usage
 from strato.vm.policies import POLICIES as VM_POLICIES

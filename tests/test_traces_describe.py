@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from data_helpers import shared_data
-from strato.traces.describe import (
+from strato.traces.faas.describe import (
     IDLE_QUANTILES,
     MIN_INTERARRIVALS,
     PAPER,
@@ -21,8 +21,8 @@ from strato.traces.describe import (
     format_idle_structures,
     idle_structure,
 )
-from strato.traces.model import DURATION_PERCENTILES, Workload
-from strato.traces.synth import SynthConfig, generate
+from strato.traces.faas.model import DURATION_PERCENTILES, Workload
+from strato.traces.faas.synth import SynthConfig, generate
 
 SHARED_DATA = shared_data()
 SAMPLED_1350 = SHARED_DATA / "azure-functions-2019" / "sampled" / "1350_inv.csv"
@@ -224,7 +224,7 @@ def _minimal_counts(path: Path) -> np.ndarray:
 @pytest.mark.shared_data
 @pytest.mark.skipif(not SAMPLED_1350.exists(), reason=f"real Azure 2019 sample not found at {SAMPLED_1350}")
 def test_describe_on_the_real_sampled_day() -> None:
-    from strato.traces.azure2019 import read_azure2019
+    from strato.traces.faas.azure2019 import read_azure2019
 
     w = read_azure2019(SAMPLED_1350.parent / "1350")
     c = describe(w)

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from data_helpers import shared_data
 from strato.errors import ConfigError, TraceFormatError
-from strato.traces.azure2019 import read_azure2019, write_azure2019
-from strato.traces.azure2021 import read_azure2021
-from strato.traces.model import DURATION_PERCENTILES, Workload
+from strato.traces.faas.azure2019 import read_azure2019, write_azure2019
+from strato.traces.faas.azure2021 import read_azure2021
+from strato.traces.faas.model import DURATION_PERCENTILES, Workload
 
 DATA = shared_data()
 AZ2019 = DATA / "azure-functions-2019"

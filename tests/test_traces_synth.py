@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from strato.errors import ConfigError
-from strato.traces.describe import PAPER, Characterisation, describe, idle_structure
-from strato.traces.model import Workload
-from strato.traces.synth import (
+from strato.traces.faas.describe import PAPER, Characterisation, describe, idle_structure
+from strato.traces.faas.model import Workload
+from strato.traces.faas.synth import (
     TRIGGER_FUNCTION_SHARE,
     TRIGGERS,
     SynthConfig,
@@ -266,7 +266,7 @@ def test_config_validates_its_fields(kwargs: dict[str, object]) -> None:
 
 
 def test_loader_builds_the_same_synthetic_workload() -> None:
-    from strato.traces.loader import load_workload
+    from strato.traces.faas.loader import load_workload
 
     _assert_same(load_workload("synthetic:apps=50,seed=2"), generate(SynthConfig(n_apps=50, seed=2)))
 

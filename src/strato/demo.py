@@ -25,13 +25,13 @@ def keepalive_section(report: Report, context: DemoContext) -> None:
     """Serverless in the Wild: the paper's policy set on a synthetic Azure-like day."""
     from strato.faas.keepalive import cold_start_cdf_figure, compare_policies, tradeoff_figure
     from strato.faas.results import BASELINE_POLICY, KEEPALIVE_FORMATS, keepalive_columns
-    from strato.traces.describe import (
+    from strato.traces.faas.describe import (
         describe,
         format_characterisation,
         format_idle_structures,
         idle_structure,
     )
-    from strato.traces.synth import SynthConfig, generate
+    from strato.traces.faas.synth import SynthConfig, generate
 
     workload = generate(SynthConfig(n_apps=context.apps, seed=context.seed))
     characterisation = describe(workload, seed=context.seed)
@@ -88,7 +88,7 @@ def keepalive_section(report: Report, context: DemoContext) -> None:
 def live_replay_section(report: Report, context: DemoContext) -> None:
     """Junctiond-style live platform: a synthetic trace replayed live next to the simulator's prediction."""
     from strato.faas.live.replay import ReplayFellBehind, ReplayOptions, replay
-    from strato.traces.synth import SynthConfig, generate
+    from strato.traces.faas.synth import SynthConfig, generate
 
     spec = f"synthetic:apps=40,minutes=60,seed={context.seed}"
     workload = generate(SynthConfig(n_apps=40, minutes=60, seed=context.seed))

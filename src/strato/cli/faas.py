@@ -90,7 +90,7 @@ def simulate(
     # Imported here: scipy and matplotlib would otherwise slow every `strato faas` command down.
     from strato.faas.keepalive import compare_policies, tradeoff_figure
     from strato.faas.policies import PAPER_POLICY_SET
-    from strato.traces.loader import load_workload
+    from strato.traces.faas.loader import load_workload
 
     if rules and json_output:
         raise ConfigError("--rules prints a table; leave out --json")

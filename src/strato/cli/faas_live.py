@@ -357,7 +357,7 @@ def register_replay(app: typer.Typer) -> None:
         """Replay a trace live (time-compressed) and compare with the simulator's prediction."""
         from strato.faas.live.replay import ReplayOptions
         from strato.faas.live.replay import replay as run_replay
-        from strato.traces.loader import load_workload
+        from strato.traces.faas.loader import load_workload
 
         options = ReplayOptions(
             trace=trace,

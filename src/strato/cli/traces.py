@@ -9,7 +9,7 @@ import typer
 
 from strato.cli.common import friendly_errors, print_json
 from strato.core.console import console
-from strato.traces.loader import load_workload
+from strato.traces.faas.loader import load_workload
 
 app = typer.Typer(help="Read, describe and synthesise FaaS traces.", no_args_is_help=True)
 
@@ -22,8 +22,8 @@ def describe(
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON")] = False,
 ) -> None:
     """Print the characterisation statistics of a trace next to the paper's figures."""
-    from strato.traces.describe import describe as characterise
-    from strato.traces.describe import format_characterisation
+    from strato.traces.faas.describe import describe as characterise
+    from strato.traces.faas.describe import format_characterisation
 
     workload = load_workload(path)
     result = characterise(workload, seed=seed)
@@ -46,7 +46,7 @@ def idle(
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON")] = False,
 ) -> None:
     """Per-app idle-time structure (CV, p5, p99, timer-like apps) of traces, side by side."""
-    from strato.traces.describe import format_idle_structures, idle_structure
+    from strato.traces.faas.describe import format_idle_structures, idle_structure
 
     structures = [idle_structure(load_workload(path), seed=seed) for path in paths]
     if json_output:
@@ -67,7 +67,7 @@ def synth(
     ] = None,
 ) -> None:
     """Generate an Azure-like workload in the Azure 2019 format."""
-    from strato.traces.azure2019 import write_azure2019
+    from strato.traces.faas.azure2019 import write_azure2019
 
     spec = ",".join([f"apps={apps}", f"minutes={minutes}", f"seed={seed}", *(param or [])])
     workload = load_workload(f"synthetic:{spec}")

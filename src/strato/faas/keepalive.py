@@ -32,8 +32,9 @@ from strato.errors import ConfigError
 from strato.faas.policies import PAPER_POLICY_SET, KeepAlivePolicy, parse_policy
 from strato.faas.policies.hybrid import RULES, HybridHistogram
 from strato.faas.results import BASELINE_POLICY, KeepAliveRow, PolicyResult, summarise
-from strato.faas.simulator import IdleProfile, simulate
-from strato.traces.model import DurationMode, Invocations, Workload
+from strato.faas.simulator import simulate
+from strato.traces.faas.idle import IdleProfile
+from strato.traces.faas.model import DurationMode, Invocations, Workload
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""Trace layer: readers for the Azure Functions traces, a synthetic generator, and characterisation."""
+"""The one data layer: workloads of every domain, read, generated and characterised.
 
-from strato.traces.model import DURATION_PERCENTILES, Invocations, Workload
-
-__all__ = ["DURATION_PERCENTILES", "Invocations", "Workload"]
+``faas`` (Azure Functions traces, the synthetic generator, characterisation), ``llm`` (inference
+requests), ``vm`` (VM CPU traces); shared by them: ``spec`` (the one workload grammar), ``datasets``
+(``data_root()`` and the named sets) and ``csvio`` (CSV/gzip reading with file/row/column errors).
+"""

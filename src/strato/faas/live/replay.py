@@ -63,7 +63,7 @@ from strato.faas.live.loadgen import LoadResult, ScheduledRequest, Target, run_s
 from strato.faas.live.serverproc import ServerProcess, running_server
 from strato.faas.policies import parse_policy
 from strato.faas.results import PolicyResult
-from strato.traces.model import Invocations, Workload
+from strato.traces.faas.model import Invocations, Workload
 
 SYNTHETIC_HANDLER = '''\
 """A synthetic function of a replayed trace: holds some memory, runs until its invocation's planned end."""

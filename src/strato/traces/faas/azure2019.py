@@ -46,7 +46,7 @@ from numpy.typing import NDArray
 
 from strato.errors import ConfigError, TraceFormatError
 from strato.traces.csvio import load_block, read_lines, read_table, require_columns, wrong_field_count
-from strato.traces.model import DURATION_PERCENTILES, Workload
+from strato.traces.faas.model import DURATION_PERCENTILES, Workload
 
 _ID_REQUIRED = ("HashOwner", "HashApp", "HashFunction")
 _ID_OPTIONAL = ("Trigger",)

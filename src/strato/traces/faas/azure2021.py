@@ -20,9 +20,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from strato.errors import ConfigError, TraceFormatError
-from strato.traces.azure2019 import UNKNOWN_TRIGGER
 from strato.traces.csvio import read_table
-from strato.traces.model import DURATION_PERCENTILES, Workload
+from strato.traces.faas.azure2019 import UNKNOWN_TRIGGER
+from strato.traces.faas.model import DURATION_PERCENTILES, Workload
 
 _REQUIRED = ("app", "func", "end_timestamp", "duration")
 _START_TOLERANCE_S = 1e-3

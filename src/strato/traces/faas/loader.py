@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from strato.traces.csvio import first_line
-from strato.traces.model import Workload
+from strato.traces.faas.model import Workload
 from strato.traces.spec import parse_workload_spec
 
 _AZURE_2021_HEADER = ("app", "func", "end_timestamp", "duration")
@@ -18,16 +18,16 @@ def load_workload(spec: str) -> Workload:
     2021 invocation CSV (told apart by its header)."""
     parsed = parse_workload_spec(spec, "faas")
     if parsed.kind == "synthetic":
-        from strato.traces.synth import generate, parse_synth_spec
+        from strato.traces.faas.synth import generate, parse_synth_spec
 
         return generate(parse_synth_spec(parsed.text))
     path = parsed.path
     assert path is not None  # set for named sets and paths
     if path.is_file() and _header(path)[: len(_AZURE_2021_HEADER)] == _AZURE_2021_HEADER:
-        from strato.traces.azure2021 import read_azure2021
+        from strato.traces.faas.azure2021 import read_azure2021
 
         return read_azure2021(path)
-    from strato.traces.azure2019 import read_azure2019
+    from strato.traces.faas.azure2019 import read_azure2019
 
     return read_azure2019(path)
 

@@ -1,8 +1,9 @@
 """Seeded synthetic workloads shaped like the Azure Functions 2019 trace (Shahrad et al., ATC 2020).
 
 The generator reproduces the paper's published characterisation, not any particular day of the trace. Every
-distribution below is either a published fit or calibrated so that :func:`strato.traces.describe.describe`
-measures the published figure on the output; ``tests/test_traces_synth.py`` checks that it does.
+distribution below is either a published fit or calibrated so that the characterisation
+(:func:`strato.traces.faas.describe.describe`) measures the published figure on the output;
+``tests/test_traces_synth.py`` checks that it does.
 
 Structure
     * Functions per app: P(1) 54 %, P(2) 16 %, P(3) 10 %, P(4-5) 8 %, P(6-10) 7 %, P(11+) 5 % (the paper's
@@ -89,7 +90,7 @@ from scipy.special import ndtri
 from strato.core.rng import RandomStreams
 from strato.core.specs import parse_synthetic_spec
 from strato.errors import ConfigError
-from strato.traces.model import DURATION_PERCENTILES, Workload
+from strato.traces.faas.model import DURATION_PERCENTILES, Workload
 
 __all__ = [
     "TRIGGERS",

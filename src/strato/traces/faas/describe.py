@@ -35,7 +35,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from strato.core.stats import top_share
-from strato.traces.model import MICROS, Workload, _spread_minutes
+from strato.traces.faas.idle import IdleProfile
+from strato.traces.faas.model import MICROS, Workload, _spread_minutes
 
 __all__ = [
     "IDLE_QUANTILES",
@@ -171,7 +172,6 @@ class IdleStructure:
 def idle_structure(workload: Workload, *, seed: int = 0) -> IdleStructure:
     """Measure the per-app idle-time structure of ``workload``; see the module docstring."""
     # The simulators' own definition of an idle time, so the figures describe what the policies see.
-    from strato.faas.simulator import IdleProfile
 
     profile = IdleProfile.from_invocations(workload.expand(seed=seed))
     cv, p5, p99, timer_like = [], [], [], []
