@@ -50,13 +50,13 @@ def test_hybrid_4h_has_fewer_cold_starts_than_fixed_10m(comparison):
     assert hybrid.cold_starts < fixed.cold_starts
 
 
-def test_hybrid_4h_dominates_fixed_10m_on_the_trace_with_real_apps(comparison):
+def test_hybrid_4h_memory_against_fixed_10m_is_what_docs_keepalive_says(comparison):
+    """raw-format-100-8h: hybrid 4 h dominates fixed 10 min. sampled/1350: it spends more memory, with or
+    without history (its apps' idle-time structure, docs/keepalive.md); a change to either is news."""
     name, _, result = comparison
-    if name != "raw-format-100-8h":
-        pytest.skip(
-            "on sampled/1350 hybrid 4h spends more memory, with or without history (its apps' "
-            "idle-time structure; see docs/keepalive.md)"
-        )
     hybrid, fixed = result.row("hybrid:4h"), result.row("fixed:10m")
     assert hybrid.cold_start_pct_p75_app < fixed.cold_start_pct_p75_app
-    assert hybrid.wasted_memory_normalized < fixed.wasted_memory_normalized
+    if name == "raw-format-100-8h":
+        assert hybrid.wasted_memory_normalized < fixed.wasted_memory_normalized
+    else:
+        assert hybrid.wasted_memory_normalized > fixed.wasted_memory_normalized
