@@ -70,7 +70,8 @@ def stack(
 
 
 def members(server: MonitorServer, group: str) -> list[str]:
-    return list(server.get(f"/api/groups/{group}").get("members", []))
+    # null until the server has polled since the group was made
+    return list(server.get(f"/api/groups/{group}")["members"] or [])
 
 
 def wait_members(server: MonitorServer, group: str, expected: list[str], timeout_s: float = 10.0) -> None:

@@ -60,7 +60,8 @@ CATASTROPHIC = ("^(a+)+$", "^(a|aa)+$", "^(a|a?)+$", "^(a*)*b$")
 
 
 def members(server: MonitorServer, group: str) -> list[str]:
-    return list(server.get(f"/api/groups/{group}").get("members", []))
+    # null until the server has polled since the group was made
+    return list(server.get(f"/api/groups/{group}")["members"] or [])
 
 
 def detail(response: httpx.Response) -> str:
