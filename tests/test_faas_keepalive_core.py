@@ -64,8 +64,8 @@ def _budget_with_two_idle_apps_of_equal_rank() -> MemoryBudget:
     for app in range(3):
         budget.add_app()
         budget.take(app, 100.0)
-    budget.mark_idle(2, 1.0, 0)
-    budget.mark_idle(1, 1.0, 0)
+    budget.mark_idle(2, 1.0)
+    budget.mark_idle(1, 1.0)
     return budget
 
 
@@ -74,6 +74,23 @@ def test_budget_ties_go_by_app_index_and_infeasible_requests_pop_nothing() -> No
     budget = _budget_with_two_idle_apps_of_equal_rank()
     assert budget.victims(250.0) is None
     assert budget.victims(150.0) == [(1, 1.0), (2, 1.0)]
+
+
+def test_an_app_re_ranked_while_idle_is_evicted_once_and_the_budget_holds() -> None:
+    # An idle function with two instances loses one (it crashed): the core ranks it again. Its first heap
+    # entry must not count too, or one eviction is counted as two and the node goes over its memory.
+    core = KeepAliveCore(Recording(), capacity_mb=300.0)
+    two, small, big = core.register(100.0), core.register(100.0), core.register(250.0)
+    assert core.arrive(two, 0).outcome == "cold"
+    assert core.add_instance(two, 100.0, 1).outcome == "warm"
+    core.end(two, 2)
+    core.release(two, 100.0, 3)
+    assert core.arrive(small, 4).outcome == "cold"
+    core.end(small, 5)
+    admitted = core.arrive(big, 6)
+    assert admitted.outcome == "cold" and admitted.evicted == (two, small)
+    assert core.budget.used_mb == 250.0 <= core.budget.capacity_mb
+    assert core.counters(two, 6).evictions == 1
 
 
 def test_a_capacity_must_be_positive() -> None:

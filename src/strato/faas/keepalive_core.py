@@ -100,7 +100,9 @@ class MemoryBudget:
         self.held: list[float] = []
         self._heap: list[tuple[float, int, int]] = []
         self._idle: dict[int, int] = {}
-        """Evictable apps -> the epoch of their live heap entry."""
+        """Evictable apps -> the token of their live heap entry. The budget issues the tokens itself, so
+        an app re-ranked while idle (an instance left it) leaves exactly one live entry behind."""
+        self._tokens = 0
         self._idle_mb = 0.0
 
     @property
@@ -128,9 +130,11 @@ class MemoryBudget:
         self.used_mb -= self.held[app]
         self.held[app] = 0.0
 
-    def mark_idle(self, app: int, rank: float, epoch: int) -> None:
-        heapq.heappush(self._heap, (rank, app, epoch))
-        self._idle[app] = epoch
+    def mark_idle(self, app: int, rank: float) -> None:
+        self.unmark(app)
+        self._tokens += 1
+        heapq.heappush(self._heap, (rank, app, self._tokens))
+        self._idle[app] = self._tokens
         self._idle_mb += self.held[app]
 
     def is_idle(self, app: int) -> bool:
@@ -151,8 +155,8 @@ class MemoryBudget:
         chosen: list[tuple[int, float]] = []
         freed = 0.0
         while self.used_mb - freed + memory_mb > self.capacity_mb and self._heap:
-            rank, app, epoch = heapq.heappop(self._heap)
-            if self._idle.get(app) != epoch:
+            rank, app, token = heapq.heappop(self._heap)
+            if self._idle.get(app) != token:
                 continue
             chosen.append((app, rank))
             freed += self.held[app]
@@ -400,7 +404,7 @@ class KeepAliveCore:
         rank = self.policy.eviction_rank(
             a.state, clock=self.budget.clock, idle_since_us=a.idle_since, unload_at_us=a.unload_at
         )
-        self.budget.mark_idle(a.index, rank, a.epoch)
+        self.budget.mark_idle(a.index, rank)
 
     def _unload(self, a: AppController) -> None:
         a.epoch += 1
