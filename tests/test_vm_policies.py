@@ -118,6 +118,22 @@ def test_parse_policy_and_errors() -> None:
             parse_policy(bad)
 
 
+def test_vm_policy_specs_use_the_one_spec_grammar() -> None:
+    # These were accepted silently before (an empty item skipped, the last of two values kept, a spaced key
+    # reported as unknown); now they get the grammar's errors, and spaces around '=' are allowed.
+    for bad, message in (
+        ("nsigma:n=2,,", "empty item"),
+        ("nsigma:n=2,n=3", "given twice"),
+        ("protohail:k=4,k=5", "given twice"),
+        ("oracle:x", "takes no options"),
+        ("fixed:1.2,n=3", "one ratio"),
+        ("nsigma:2", "expected one of n="),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            parse_policy(bad)
+    assert parse_policy("nsigma: n = 2").name == "nsigma:n=2"
+
+
 def test_protohail_learns_patterns_and_beats_its_knobs_ends() -> None:
     experiment = Experiment.build(patterned(), EnvConfig(cores=8, packings=3), train_days=10)
     model = ProtoHAIL(k=4, safety=0.1).fit_experiment(experiment)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from strato.core.registry import Registry
+from strato.core.specs import Spec, split_spec
 from strato.errors import ConfigError
 from strato.vm.env import snap_down
 
@@ -168,12 +169,14 @@ class HindsightOracle(Policy):
         return _from_peak(inputs.future_max.max(axis=1), inputs.ratios)
 
 
-def _options(text: str, known: dict[str, type]) -> dict[str, object]:
+def _options(spec: Spec, known: dict[str, type]) -> dict[str, object]:
+    expected = ", ".join(f"{k}=" for k in known)
+    if spec.positional is not None:
+        raise ConfigError(f"option {spec.positional!r}: expected one of {expected}")
     values: dict[str, object] = {}
-    for item in filter(None, text.split(",")):
-        key, sep, raw = item.partition("=")
-        if not sep or key not in known:
-            raise ConfigError(f"option {item!r}: expected one of {', '.join(f'{k}=' for k in known)}")
+    for key, raw in spec.params.items():
+        if key not in known:
+            raise ConfigError(f"option {key}={raw!r}: expected one of {expected}")
         try:
             values[key] = known[key](raw)
         except ValueError:
@@ -181,52 +184,58 @@ def _options(text: str, known: dict[str, type]) -> dict[str, object]:
     return values
 
 
-def _fixed(rest: str) -> Policy:
+def _fixed(spec: Spec) -> Policy:
+    if spec.params:
+        raise ConfigError(f"{spec.text}: fixed takes one ratio, e.g. fixed:1.2")
     try:
-        ratio = float(rest or 1.2)
+        ratio = float(spec.positional or 1.2)
     except ValueError:
-        raise ConfigError(f"fixed:{rest!r}: the ratio must be a number like 1.2") from None
+        raise ConfigError(f"{spec.text}: the ratio must be a number like 1.2") from None
     if ratio < 1.0:
-        raise ConfigError(f"fixed:{rest}: a ratio below 1.0 would sell fewer vCPUs than cores")
+        raise ConfigError(f"{spec.text}: a ratio below 1.0 would sell fewer vCPUs than cores")
     return FixedRatio(ratio)
 
 
-def _nsigma(rest: str) -> Policy:
-    return NSigma(**_options(rest, {"n": float}))  # type: ignore[arg-type]
+def _nsigma(spec: Spec) -> Policy:
+    return NSigma(**_options(spec, {"n": float}))  # type: ignore[arg-type]
 
 
-def _percentile(rest: str) -> Policy:
-    options = _options(rest, {"p": float})
+def _percentile(spec: Spec) -> Policy:
+    options = _options(spec, {"p": float})
     if not 0 < float(options.get("p", 99.0)) <= 100:  # type: ignore[arg-type]
-        raise ConfigError(f"percentile:{rest}: p must be in (0, 100]")
+        raise ConfigError(f"{spec.text}: p must be in (0, 100]")
     return PercentileSum(**options)  # type: ignore[arg-type]
 
 
-def _borg(rest: str) -> Policy:
-    options = _options(rest, {"f": float})
+def _borg(spec: Spec) -> Policy:
+    options = _options(spec, {"f": float})
     if not 0 < float(options.get("f", 0.9)) <= 1:  # type: ignore[arg-type]
-        raise ConfigError(f"borg:{rest}: f must be in (0, 1]")
+        raise ConfigError(f"{spec.text}: f must be in (0, 1]")
     return BorgFraction(**options)  # type: ignore[arg-type]
 
 
-def _max(rest: str) -> Policy:
-    return MaxOfTwo(**_options(rest, {"n": float, "p": float}))  # type: ignore[arg-type]
+def _max(spec: Spec) -> Policy:
+    return MaxOfTwo(**_options(spec, {"n": float, "p": float}))  # type: ignore[arg-type]
 
 
-def _oracle(rest: str) -> Policy:
-    if rest:
-        raise ConfigError(f"oracle:{rest}: the oracle takes no options")
+def _oracle(spec: Spec) -> Policy:
+    if spec.positional is not None or spec.params:
+        raise ConfigError(f"{spec.text}: the oracle takes no options")
     return HindsightOracle()
 
 
-def _protohail(rest: str) -> Policy:
+def _protohail(spec: Spec) -> Policy:
     from strato.vm.protohail import ProtoHAIL
 
-    return ProtoHAIL.from_spec(rest)
+    if spec.positional is not None:
+        raise ConfigError(
+            f"protohail option {spec.positional!r}: expected k=, safety=, seed=, level= or model="
+        )
+    return ProtoHAIL.from_options(spec.params, text=spec.text)
 
 
-POLICIES: Registry[Callable[[str], Policy]] = Registry("policy")
-"""Policy name -> factory of the text after ``name:``."""
+POLICIES: Registry[Callable[[Spec], Policy]] = Registry("policy")
+"""Policy name -> factory of the split spec (:func:`strato.core.specs.split_spec`)."""
 POLICIES.register("fixed", _fixed)
 POLICIES.register("nsigma", _nsigma)
 POLICIES.register("percentile", _percentile)
@@ -239,8 +248,8 @@ POLICIES.register("protohail", _protohail)
 def parse_policy(spec: str) -> Policy:
     """``fixed:1.2``, ``nsigma:n=3``, ``percentile:p=99``, ``borg:f=0.9``, ``max:n=3,p=99``, ``oracle``,
     ``protohail[:k=12,safety=0.1,history-days=7]``, ``protohail:model=PATH``."""
-    kind, _, rest = spec.strip().partition(":")
-    return POLICIES.get(kind)(rest)
+    parts = split_spec(spec, what="VM policy")
+    return POLICIES.get(parts.head)(parts)
 
 
 STATIC_BASELINES = ("fixed:1.2", "nsigma:n=3", "percentile:p=99", "borg:f=0.9", "max:n=3,p=99")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -340,13 +341,13 @@ class ProtoHAIL(Policy):
         return self.centroids is not None
 
     @classmethod
-    def from_spec(cls, text: str) -> ProtoHAIL:
-        options: dict[str, str] = {}
-        for item in filter(None, text.split(",")):
-            key, sep, value = item.partition("=")
-            if not sep or key not in ("k", "safety", "seed", "level", "model"):
-                raise ConfigError(f"protohail option {item!r}: expected k=, safety=, seed=, level= or model=")
-            options[key] = value
+    def from_options(cls, options: Mapping[str, str], *, text: str) -> ProtoHAIL:
+        """A model from a policy spec's ``key=value`` options (``text``, the whole spec, for errors)."""
+        for key, value in options.items():
+            if key not in ("k", "safety", "seed", "level", "model"):
+                raise ConfigError(
+                    f"protohail option {key}={value!r}: expected k=, safety=, seed=, level= or model="
+                )
         if "model" in options:
             if len(options) > 1:
                 raise ConfigError("protohail:model=PATH takes no other options (they are in the model)")
@@ -359,7 +360,7 @@ class ProtoHAIL(Policy):
                 level_weight=float(options.get("level", LEVEL_WEIGHT)),
             )
         except ValueError as error:
-            raise ConfigError(f"protohail:{text}: {error}") from None
+            raise ConfigError(f"{text}: {error}") from None
 
     # ---- fit / predict ------------------------------------------------------------------------
 
