@@ -23,7 +23,7 @@ import time
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
-from strato.cli.common import print_table
+from strato.core.console import print_table
 from strato.monitor import daemons
 from strato.monitor.actions import BUILTIN_TEMPLATES, ActionRunner, HostTarget, LocalExecutor
 from strato.monitor.audit import AuditLog

@@ -161,3 +161,27 @@ def test_store_errors_have_their_kind(tmp_path: Path) -> None:
         store.delete("nope")
     with pytest.raises(ConfigError):
         store.create("broken", rule="load_one >>")
+
+
+def test_print_json_writes_non_finite_numbers_as_null(capsys: pytest.CaptureFixture[str]) -> None:
+    # json.dump writes NaN/Infinity (not JSON) and never passes floats to its default hook.
+    import json
+
+    import numpy as np
+
+    from strato.cli.common import print_json
+
+    print_json({"a": float("nan"), "b": [float("inf"), 1.5], "c": np.float64("-inf"), "d": (2, None)})
+    assert json.loads(capsys.readouterr().out, parse_constant=lambda name: pytest.fail(name)) == {
+        "a": None,
+        "b": [None, 1.5],
+        "c": None,
+        "d": [2, None],
+    }
+
+
+def test_every_error_kind_carries_its_exit_code_and_http_status() -> None:
+    kinds = (ConfigError, NotFoundError, ConflictError, UnavailableError, StratoError)
+    assert [(kind.exit_code, kind.http_status) for kind in kinds] == [
+        (2, 400), (3, 404), (4, 409), (5, 503), (2, 400)
+    ]  # fmt: skip

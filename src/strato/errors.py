@@ -14,8 +14,8 @@ class                     meaning     exit  HTTP
                                                  now (a locked database, an unreachable daemon)
 ========================  ==========  ====  ==================================================
 
-The exit codes are applied by :func:`strato.cli.common.friendly_errors`, the HTTP statuses by the
-monitor server's exception handler (:mod:`strato.monitor.server`).
+Each class carries its ``exit_code`` and ``http_status``; :func:`strato.cli.common.friendly_errors` and
+the monitor server's exception handler (:mod:`strato.monitor.server`) read them.
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ from pathlib import Path
 class StratoError(Exception):
     """Base class for every error strato raises on purpose."""
 
+    exit_code = 2
+    http_status = 400
+
 
 class ConfigError(StratoError):
     """Bad input: an option, policy specification, size, duration, rule or request value. Trying again
@@ -35,9 +38,15 @@ class ConfigError(StratoError):
 class NotFoundError(StratoError):
     """A thing named by the caller (a group, an audited action, a host) does not exist (any more)."""
 
+    exit_code = 3
+    http_status = 404
+
 
 class ConflictError(StratoError):
     """The request clashes with the current state: creating what already exists, finishing what is done."""
+
+    exit_code = 4
+    http_status = 409
 
 
 class UnavailableError(StratoError):
@@ -45,6 +54,9 @@ class UnavailableError(StratoError):
     daemon or scheduler that does not answer, a failed write); the same request may work later.
 
     ``retry_after_s``, when known, is how long to wait before trying again."""
+
+    exit_code = 5
+    http_status = 503
 
     def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
         super().__init__(message)

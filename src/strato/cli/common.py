@@ -13,7 +13,7 @@ import typer
 
 from strato.core.console import error_console
 from strato.core.units import parse_duration
-from strato.errors import ConfigError, ConflictError, NotFoundError, StratoError, UnavailableError
+from strato.errors import ConfigError, StratoError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -30,15 +30,7 @@ def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
         except StratoError as error:
             # soft_wrap: one line however long, so scripts and logs can grep it.
             error_console.print(f"[bold red]error:[/] {error}", highlight=False, markup=True, soft_wrap=True)
-            if isinstance(error, NotFoundError):
-                code = 3
-            elif isinstance(error, ConflictError):
-                code = 4
-            elif isinstance(error, UnavailableError):
-                code = 5
-            else:
-                code = 2
-            raise typer.Exit(code=code) from None
+            raise typer.Exit(code=error.exit_code) from None
 
     return wrapper
 
@@ -53,13 +45,23 @@ def duration_option(text: str, option: str) -> float:
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
     if hasattr(value, "item"):
         return value.item()
     return value
 
 
+def _finite(value: Any) -> Any:
+    """NaN and infinities as null: json.dump writes them as NaN/Infinity, which is not JSON, and never
+    hands floats to ``default``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
 def print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, default=_jsonable)
+    json.dump(_finite(data), sys.stdout, indent=2, default=lambda value: _finite(_jsonable(value)))
     sys.stdout.write("\n")

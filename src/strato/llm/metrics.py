@@ -127,9 +127,6 @@ class LatencySummary:
     tbt_s: Percentiles
     e2e_s: Percentiles
 
-    def to_json(self) -> dict[str, dict[str, float | None]]:
-        return {"ttft_s": self.ttft_s.to_json(), "tbt_s": self.tbt_s.to_json(), "e2e_s": self.e2e_s.to_json()}
-
 
 def latency_summary(times: RequestTimes, convention: str = "strato") -> LatencySummary:
     return LatencySummary(
@@ -149,9 +146,6 @@ class SloCheck:
     """None when no request has the metric (then the check is not met)."""
     limit: float
     met: bool
-
-    def to_row(self) -> dict[str, str | int | float | bool | None]:
-        return asdict(self)
 
     def to_json(self) -> dict[str, str | int | float | bool | None]:
         return {**asdict(self), "slowdown": _finite(self.slowdown)}

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from strato.monitor.groups import STATISTICS, PollResult
 from strato.monitor.model import Snapshot
 from strato.monitor.service import PollStatus
+from strato.monitor.views import groups_by_host
 
 _INVALID = re.compile(r"[^a-zA-Z0-9_:]")
 
@@ -88,10 +89,7 @@ def render(
     if snapshot is None or result is None:
         return "\n".join(lines) + "\n"
 
-    groups_of: dict[str, list[str]] = {}
-    for state in result.groups.values():
-        for member in state.members:
-            groups_of.setdefault(member, []).append(state.name)
+    groups_of = groups_by_host(result)
 
     family("strato_host_up", "gauge", "1 when the host reported within its stale limit.")
     for host in snapshot.hosts.values():

@@ -25,7 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from strato.core.tokens import AdminToken
-from strato.errors import ConflictError, NotFoundError, StratoError, UnavailableError
+from strato.errors import StratoError, UnavailableError
 from strato.monitor.actions import ActionRunner
 from strato.monitor.audit import AuditLog
 from strato.monitor.routes import actions, groups, hosts, metrics, pages
@@ -125,16 +125,6 @@ def _nested_deeper(body: bytes | bytearray, limit: int) -> bool:
     return False
 
 
-def _status(error: StratoError) -> int:
-    if isinstance(error, NotFoundError):
-        return 404
-    if isinstance(error, ConflictError):
-        return 409
-    if isinstance(error, UnavailableError):
-        return 503
-    return 400  # bad input, and any other error strato raises on purpose
-
-
 async def strato_error(_: Request, error: Exception) -> JSONResponse:
     """Every strato error a route lets through, answered once: its status by kind (strato.errors) and
     the message as ``detail``, the shape FastAPI gives its own errors."""
@@ -142,7 +132,7 @@ async def strato_error(_: Request, error: Exception) -> JSONResponse:
     headers = {}
     if isinstance(error, UnavailableError) and error.retry_after_s is not None:
         headers["Retry-After"] = str(math.ceil(error.retry_after_s))
-    return JSONResponse({"detail": str(error)}, status_code=_status(error), headers=headers)
+    return JSONResponse({"detail": str(error)}, status_code=error.http_status, headers=headers)
 
 
 def create_app(monitor: Monitor, token: str, *, audit: AuditLog | None = None) -> FastAPI:
