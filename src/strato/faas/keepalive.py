@@ -105,15 +105,17 @@ def repeat_invocations(invocations: Invocations, times: int) -> Invocations:
 
 def invocations_before(invocations: Invocations, end_us: int) -> Invocations:
     """The invocations arriving before ``end_us``, with ``end_us`` as the horizon."""
-    keep = invocations.arrival_us < end_us
-    return Invocations(
-        app=invocations.app[keep],
-        function=invocations.function[keep],
-        arrival_us=invocations.arrival_us[keep],
-        duration_us=invocations.duration_us[keep],
-        n_apps=invocations.n_apps,
-        horizon_us=end_us,
-    )
+    return invocations.subset(invocations.arrival_us < end_us, horizon_us=end_us)
+
+
+def check_warmup(warmup_us: int, horizon_us: int) -> None:
+    """Refuse a warm-up that leaves nothing to measure (what a user asks for; the engines accept it)."""
+    if warmup_us >= horizon_us:
+        raise ConfigError(
+            f"a warm-up of {format_duration(warmup_us / 1e6)} leaves nothing to measure of the "
+            f"{format_duration(horizon_us / 1e6)} simulated (the trace times its repeats); "
+            "shorten it or repeat the trace more often"
+        )
 
 
 def simulate_after_warmup(
@@ -204,12 +206,7 @@ def compare_policies(
         policies.append(parse_policy(BASELINE_POLICY))
     invocations = repeat_invocations(workload.expand(seed=seed, durations=durations), repeat)
     warmup_us = round(warmup_s * 1e6)
-    if warmup_us >= invocations.horizon_us:
-        length = format_duration(invocations.horizon_us / 1e6)
-        raise ConfigError(
-            f"a warm-up of {format_duration(warmup_s)} leaves nothing to measure of {workload.name} "
-            f"({length} with repeat {repeat}); shorten it or repeat the trace more often"
-        )
+    check_warmup(warmup_us, invocations.horizon_us)
     results = simulate_after_warmup(
         invocations,
         workload.app_memory_mb,

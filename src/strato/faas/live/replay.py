@@ -12,8 +12,11 @@ simulator's "full run less its warm-up prefix".
 
 A busy host and an honest comparison
 ------------------------------------
-A live replay shares the CPUs with whatever else runs. Before the rules below, on this project's 2-core
-machine busy with other work, fixed 10 min on the first hour of raw-format-100-8h at 120x lost 4.5 % of
+A live replay shares the CPUs with whatever else runs. The figures here come from
+``strato faas replay --trace azure-functions-2019:raw-format-100-8h --hours 1 --speedup 120 --policy
+fixed:10m`` (``--hours 0.5 --speedup 60`` where said), with two ``python -c 'while True: pass'`` beside it
+where said; the first ones at f050cd1, before the rules below. On this project's 2-core machine busy with
+other work, fixed 10 min on the first hour of raw-format-100-8h at 120x lost 4.5 % of
 the simulator's wasted memory (5.2 % beside two busy loops, 14.5 % once under a load of 4-7). Requests
 left the load generator 0.6 ms late on average, but responses came 31 ms after their executions' planned
 end on average (230 ms at p99): a CPU-starved handler wakes late from its sleep, instances boot slowly,
@@ -55,9 +58,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from strato.core.units import format_duration
 from strato.errors import ConfigError, StratoError, UnavailableError
-from strato.faas.keepalive import invocations_before, repeat_invocations, simulate_after_warmup
+from strato.faas.keepalive import (
+    check_warmup,
+    invocations_before,
+    repeat_invocations,
+    simulate_after_warmup,
+)
 from strato.faas.live.client import FaasClient
 from strato.faas.live.loadgen import LoadResult, ScheduledRequest, Target, run_schedule
 from strato.faas.live.serverproc import ServerProcess, running_server
@@ -244,14 +251,7 @@ def select(invocations: Invocations, *, hours: float | None, apps: int | None) -
         keep &= invocations.arrival_us < horizon
     n_apps = invocations.n_apps if apps is None else min(apps, invocations.n_apps)
     keep &= invocations.app < n_apps
-    return Invocations(
-        app=invocations.app[keep],
-        function=invocations.function[keep],
-        arrival_us=invocations.arrival_us[keep],
-        duration_us=invocations.duration_us[keep],
-        n_apps=n_apps,
-        horizon_us=horizon,
-    )
+    return invocations.subset(keep, horizon_us=horizon, n_apps=n_apps)
 
 
 @dataclass(frozen=True)
@@ -284,12 +284,7 @@ def replay(
         raise ConfigError("the selected part of the trace has no invocations")
     invocations = repeat_invocations(selected, options.repeat)
     warmup_us = round(options.warmup_s * 1e6)
-    if warmup_us >= invocations.horizon_us:
-        raise ConfigError(
-            f"a warm-up of {format_duration(options.warmup_s)} leaves nothing to measure of the "
-            f"{format_duration(invocations.horizon_us / 1e6)} replayed (repeat {options.repeat}); "
-            "shorten it or repeat the trace more often"
-        )
+    check_warmup(warmup_us, invocations.horizon_us)
     memory = np.asarray(workload.app_memory_mb[: invocations.n_apps], dtype=np.float64)
     say(f"simulating {options.policy} on {len(invocations):,} invocations of {invocations.n_apps} apps")
     simulated = simulate_after_warmup(
@@ -446,22 +441,21 @@ def _realised(
     horizon = round((run.at_end.at - run.origin) * scale)
     warmup = 0 if run.at_warmup is None else round((run.at_warmup.at - run.origin) * scale)
 
+    policy = parse_policy(options.policy)
+    by_app = np.lexsort((sent[reached], app[reached]))
+    sent_by_app = sent[reached][by_app]
+
     def simulate_until(ends: NDArray[np.int64]) -> PolicyResult:
-        by_app = np.lexsort((sent[reached], app[reached]))
         replayed = Invocations(
             app=app[reached][by_app],
             function=function[reached][by_app],
-            arrival_us=sent[reached][by_app],
-            duration_us=np.maximum(ends[reached] - sent[reached], 0)[by_app],
+            arrival_us=sent_by_app,
+            duration_us=np.maximum(ends[reached][by_app] - sent_by_app, 0),
             n_apps=invocations.n_apps,
             horizon_us=invocations.horizon_us,
         )
         return simulate_after_warmup(
-            invocations_before(replayed, horizon),
-            memory,
-            [parse_policy(options.policy)],
-            warmup_us=warmup,
-            show_progress=False,
+            invocations_before(replayed, horizon), memory, [policy], warmup_us=warmup, show_progress=False
         )[0]
 
     realised = simulate_until(end)

@@ -107,10 +107,10 @@ def _hybrid(positional: str | None, params: dict[str, str]) -> KeepAlivePolicy:
     return HybridHistogram(**kwargs)  # type: ignore[arg-type]
 
 
-POLICIES.register("fixed", _fixed)
-POLICIES.register("never-unload", _never_unload)
-POLICIES.register("greedy-dual", _greedy_dual)
-POLICIES.register("hybrid", _hybrid)
+register_policy("fixed", _fixed)
+register_policy("never-unload", _never_unload)
+register_policy("greedy-dual", _greedy_dual)
+register_policy("hybrid", _hybrid)
 
 __all__ = [
     "NEVER",

@@ -21,6 +21,7 @@ since the app went idle until which it stays loaded. Idle times are in-bound whe
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,19 +99,22 @@ class HybridHistogram(KeepAlivePolicy):
         self.arima_high = 1.0 + arima_margin
         self.arima_history = int(arima_history)
         arima = "off" if not use_arima else "-".join(str(x) for x in arima_order)
-        # Spec keys as parse_policy reads them; each shown only where it differs from the default.
+        # Spec keys as parse_policy reads them; each shown only where it differs from the signature's
+        # default (read from the signature so a changed default cannot leave a wrong name behind).
+        default = _DEFAULTS
+        default_arima = "-".join(str(x) for x in default["arima_order"]) if default["use_arima"] else "off"
         given: tuple[tuple[str, object, object, str], ...] = (
-            ("bin", self.bin_us, 60_000_000, format_duration(self.bin_us / 1e6)),
-            ("head", head_pct, 5.0, spec_number(head_pct)),
-            ("tail", tail_pct, 99.0, spec_number(tail_pct)),
-            ("head-margin", head_margin, 0.10, spec_number(head_margin)),
-            ("tail-margin", tail_margin, 0.10, spec_number(tail_margin)),
-            ("cv", cv_threshold, 2.0, spec_number(cv_threshold)),
-            ("oob", oob_threshold, 0.5, spec_number(oob_threshold)),
-            ("min-samples", min_samples, 1, str(min_samples)),
-            ("arima", arima, "1-0-0", arima),
-            ("arima-margin", arima_margin, 0.15, spec_number(arima_margin)),
-            ("arima-history", arima_history, 64, str(arima_history)),
+            ("bin", bin_s, default["bin_s"], format_duration(self.bin_us / 1e6)),
+            ("head", head_pct, default["head_pct"], spec_number(head_pct)),
+            ("tail", tail_pct, default["tail_pct"], spec_number(tail_pct)),
+            ("head-margin", head_margin, default["head_margin"], spec_number(head_margin)),
+            ("tail-margin", tail_margin, default["tail_margin"], spec_number(tail_margin)),
+            ("cv", cv_threshold, default["cv_threshold"], spec_number(cv_threshold)),
+            ("oob", oob_threshold, default["oob_threshold"], spec_number(oob_threshold)),
+            ("min-samples", min_samples, default["min_samples"], str(min_samples)),
+            ("arima", arima, default_arima, arima),
+            ("arima-margin", arima_margin, default["arima_margin"], spec_number(arima_margin)),
+            ("arima-history", arima_history, default["arima_history"], str(arima_history)),
         )
         self.name = spec_name(
             "hybrid",
@@ -270,3 +274,10 @@ class HybridHistogram(KeepAlivePolicy):
             prewarm[decision] = np.floor(head_us * self.head_factor).astype(np.int64)
             unload[decision] = np.ceil(tail_us * self.tail_factor).astype(np.int64)
         return np.concatenate(passed) if passed else np.zeros(0, dtype=np.int64)
+
+
+_DEFAULTS: dict[str, Any] = {
+    name: parameter.default
+    for name, parameter in inspect.signature(HybridHistogram.__init__).parameters.items()
+    if parameter.default is not inspect.Parameter.empty
+}

@@ -43,6 +43,17 @@ class Invocations:
     def __len__(self) -> int:
         return int(self.arrival_us.size)
 
+    def subset(self, keep: NDArray[np.bool_], *, horizon_us: int, n_apps: int | None = None) -> Invocations:
+        """The invocations where ``keep`` is true (order kept), observed up to ``horizon_us``."""
+        return Invocations(
+            app=self.app[keep],
+            function=self.function[keep],
+            arrival_us=self.arrival_us[keep],
+            duration_us=self.duration_us[keep],
+            n_apps=self.n_apps if n_apps is None else n_apps,
+            horizon_us=horizon_us,
+        )
+
     def app_bounds(self) -> NDArray[np.int64]:
         """Offsets such that app ``a``'s invocations are ``[bounds[a], bounds[a + 1])``."""
         return np.searchsorted(self.app, np.arange(self.n_apps + 1)).astype(np.int64)

@@ -70,7 +70,8 @@ Per-app idle-time structure. The shapes, the scheduled share, the follow-ups and
 calibrated against the real traces' per-app idle times (``strato traces idle``, docs/keepalive.md has the
 table): the distribution over apps of the idle-time CV, 5th and 99th percentiles and the share of
 timer-like apps. The two real references disagree (raw-format-100-8h has 38 % timer-like apps among 66
-measured, sampled/1350 13 % among 863); the generator sits between them, nearer the larger sample. It used to
+measured, sampled/1350 13 % among 863); the generator's CV and percentile distributions sit between
+them, nearer the larger sample, but it makes fewer timer-like apps than either (7-9 %). It used to
 give every smooth app gamma(3) idle times, with no timer-like smooth apps and no short idle times in
 periodic ones.
 
