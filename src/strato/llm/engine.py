@@ -95,6 +95,10 @@ class SchedulerConfig:
 
 _ARRIVAL, _JOIN, _BOUNDARY, _COMPLETION = range(4)
 
+PHASE_IDLE, PHASE_PREFILL, PHASE_DECODE = range(3)
+"""Kinds of :attr:`ClusterSimulator.phase_log` entries: a machine idle, running an iteration with prompts
+(prefill or mixed), or in a decode-only stretch."""
+
 
 @dataclass
 class MachineState:
@@ -138,6 +142,10 @@ class MachineState:
     pool: str = ""
     served: int = 0
     """Finished requests whose last token this machine produced."""
+    prompt_slowdown: float = 1.0
+    """Multiplier on prefill and mixed iteration times (a locked or capped clock, :meth:`set_slowdown`)."""
+    token_slowdown: float = 1.0
+    """Multiplier on decode iteration times."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +239,9 @@ class ClusterSimulator:
             raise ConfigError(f"design {design.name} needs machines for both prompts and tokens")
         self.token_nodes = self.pools["token"] or self.pools["mixed"]
         self.router = make_router(self.config.router, split=self.split)
+        self.phase_log: list[tuple[float, int, int, int, int]] | None = None
+        """With :meth:`record_phases`, what each machine starts doing and when: ``(time_s, machine, kind,
+        prompt_tokens, batch)``; an entry holds until the machine's next one (power models read it)."""
 
     # ---- running ---------------------------------------------------------------------------------
 
@@ -297,6 +308,25 @@ class ClusterSimulator:
             requests.prompt_tokens,
             requests.output_tokens,
         )
+
+    def record_phases(self) -> None:
+        """Start filling :attr:`phase_log` (the caller empties it as it reads; every machine starts idle)."""
+        self.phase_log = [(self.now, node.index, PHASE_IDLE, 0, 0) for node in self.nodes]
+
+    def set_slowdown(self, machine: int, *, prompt: float, token: float) -> None:
+        """Scale one machine's iteration times from now on (a clock lock or power cap on its GPUs).
+
+        An iteration with prompts already running keeps its price; a decode stretch is cut at its next
+        iteration boundary and re-priced, so the new speed applies within one iteration.
+        """
+        if not (prompt >= 1.0 and token >= 1.0 and math.isfinite(prompt) and math.isfinite(token)):
+            raise ConfigError(f"slowdowns are finite multipliers >= 1, got prompt={prompt!r} token={token!r}")
+        node = self.nodes[machine]
+        if node.prompt_slowdown == prompt and node.token_slowdown == token:
+            return
+        node.prompt_slowdown, node.token_slowdown = prompt, token
+        if node.finish and not node.prompt_busy:
+            self._wake(node)
 
     @property
     def running(self) -> bool:
@@ -525,9 +555,11 @@ class ClusterSimulator:
             node.sat_out.pop(request, None)
         node.decode_order = waiting + riding
         decodes = len(riding)
-        duration = node.perf.iteration_time_s(
+        duration = node.prompt_slowdown * node.perf.iteration_time_s(
             tokens, decodes, prompt_requests=len(batch), context_tokens=node.kv_used if decodes else None
         )
+        if self.phase_log is not None:
+            self.phase_log.append((self.now, node.index, PHASE_PREFILL, tokens, len(batch) + decodes))
         node.prompt_busy = True
         node.current_batch = batch
         node.busy_s += duration
@@ -544,11 +576,15 @@ class ClusterSimulator:
             heapq.heappop(node.decoding)  # stale entries must not decide when the next completion is
         if not node.finish:
             node.iteration_s = 0.0
+            if self.phase_log is not None:
+                self.phase_log.append((self.now, node.index, PHASE_IDLE, 0, 0))
             if not node.prompt_queue and not node.join_queue:
                 self._return_home(node)
             return
         batch = len(node.finish)
-        node.iteration_s = node.perf.token_time_s(batch, node.kv_used)
+        node.iteration_s = node.token_slowdown * node.perf.token_time_s(batch, node.kv_used)
+        if self.phase_log is not None:
+            self.phase_log.append((self.now, node.index, PHASE_DECODE, 0, batch))
         finish = node.decoding[0][0]
         self._push(
             self.now + (finish - node.iterations) * node.iteration_s, _COMPLETION, node.index, node.version

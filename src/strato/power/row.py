@@ -1,0 +1,463 @@
+"""A row of LLM inference servers under one power budget, on the Splitwise engine, with a controller.
+
+:class:`RowSimulator` drives one :class:`~strato.llm.engine.ClusterSimulator` per priority class step by
+step (``start``/``advance``/``result``) and turns the engine's phase log (what each machine starts doing,
+and when) into row power with a :class:`~strato.power.model.PowerModel`: exact averages over 10 Hz bins
+(every machine's power is piecewise constant between its log entries and the controller's actions, so the
+bins integrate it exactly rather than sample it). Every ``telemetry_s`` the controller sees the row's mean
+power over the last interval; its actions take effect after their channel's delay (out-of-band 40 s, brake
+5 s), change the GPUs' clocks or caps, and through :meth:`PowerModel.slowdown` the engine's iteration times.
+
+Priority classes are by server: a share of the row's servers is low priority and serves the low-priority
+stream; clocks are set per server (per GPU in the hardware, all of a server's GPUs together here, since a
+tensor-parallel model runs at its slowest GPU's pace), so a class maps onto the servers that run it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from strato.errors import ConfigError
+from strato.llm.catalog import get_model
+from strato.llm.designs import Design, make_design
+from strato.llm.engine import ClusterSimulator, SchedulerConfig
+from strato.llm.metrics import Percentiles, RequestTimes
+from strato.llm.perf import load_perf_model
+from strato.power.catalog import power_model
+from strato.power.controllers import Action, PowerController, RowInfo, RowObservation
+from strato.power.model import DECODE, IDLE, PREFILL, PowerModel
+from strato.traces.llm import LlmRequests
+from strato.traces.llm.diurnal import diurnal
+
+FloatArray = NDArray[np.float64]
+CLASSES = ("high", "low")
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """The row's hardware, budget and control infrastructure."""
+
+    servers: int = 52
+    budget_servers: int = 40
+    """The row the budget was provisioned for; ``servers - budget_servers`` were added under it."""
+    budget_w: float | None = None
+    """Row power budget; None: ``budget_servers`` times the server's rated power (its nameplate)."""
+    design: str = "baseline-a100"
+    """An engine design whose machines all have one type; each class is that design at its size."""
+    prompt_share: float = 0.6
+    """For Splitwise designs: the share of each class's servers in the prompt pool."""
+    model: str = "llama2-70b"
+    low_priority_share: float = 0.5
+    telemetry_s: float = 2.0
+    actuation_delay_s: float = 40.0
+    brake_delay_s: float = 5.0
+    brake_mhz: float = 288.0
+    sample_hz: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.servers < 1 or self.budget_servers < 1:
+            raise ConfigError(
+                f"a row needs servers: got {self.servers} servers, budget for {self.budget_servers}"
+            )
+        if not 0 <= self.low_priority_share <= 1:
+            raise ConfigError(f"low-priority share must be in [0, 1], got {self.low_priority_share!r}")
+        for name in ("telemetry_s", "sample_hz"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
+        for name in ("actuation_delay_s", "brake_delay_s"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ConfigError(f"{name} must be a finite, non-negative delay, got {getattr(self, name)!r}")
+        if not 0 < self.prompt_share < 1:
+            raise ConfigError(f"prompt share must be in (0, 1), got {self.prompt_share!r}")
+        if self.telemetry_s * self.sample_hz < 1:
+            raise ConfigError("the telemetry interval must hold at least one power sample")
+
+    @property
+    def class_sizes(self) -> dict[str, int]:
+        low = round(self.servers * self.low_priority_share)
+        return {"high": self.servers - low, "low": low}
+
+
+@dataclass(frozen=True)
+class RowWorkload:
+    """A diurnal stream per class: ``peak_rps_per_server`` times the class's servers at the day's peak."""
+
+    base: LlmRequests
+    peak_rps_per_server: float
+    duration_s: float = 86_400.0
+    start_day: int = 0
+    start_s: float = 0.0
+    seed: int = 0
+
+    def requests(self, servers: int, class_index: int) -> LlmRequests:
+        return diurnal(
+            self.base,
+            self.peak_rps_per_server * servers,
+            self.duration_s,
+            start_day=self.start_day,
+            start_s=self.start_s,
+            seed=self.seed * 1009 + class_index,
+            name=f"{self.base.name}@diurnal {CLASSES[class_index]}",
+        )
+
+
+@dataclass(frozen=True)
+class ClassLatency:
+    requests: int
+    completed: int
+    ttft_s: Percentiles
+    e2e_s: Percentiles
+
+    @classmethod
+    def of(cls, times: RequestTimes) -> ClassLatency:
+        done = np.isfinite(times.completion_s)
+        return cls(
+            requests=int(times.arrival_s.size),
+            completed=int(done.sum()),
+            ttft_s=Percentiles.of(times.ttft_s[done]),
+            e2e_s=Percentiles.of(times.e2e_s[done]),
+        )
+
+
+@dataclass(frozen=True)
+class AppliedAction:
+    time_s: float
+    decided_s: float
+    action: str
+
+
+@dataclass(frozen=True)
+class RowRun:
+    """One controller's day on one row: power, control and latency."""
+
+    controller: str
+    servers: int
+    budget_servers: int
+    budget_w: float
+    provisioned_w: float
+    """``budget_servers`` times the rated server power (what "% of provisioned" refers to)."""
+    sample_s: float
+    power_w: FloatArray = field(repr=False)
+    """Row power, mean over each ``sample_s`` bin from 0."""
+    telemetry_w: FloatArray = field(repr=False)
+    """What the controller saw, one value per telemetry interval."""
+    telemetry_s: float
+    actions: tuple[AppliedAction, ...]
+    brake_events: int
+    latency: dict[str, ClassLatency]
+    times: dict[str, RequestTimes] = field(repr=False)
+    simulation_s: float
+    notes: tuple[str, ...] = ()
+
+    @property
+    def peak_w(self) -> float:
+        return float(self.power_w.max()) if self.power_w.size else 0.0
+
+    @property
+    def energy_kwh(self) -> float:
+        return float(self.power_w.sum() * self.sample_s / 3.6e6)
+
+    def time_above(self, share: float) -> float:
+        """Seconds the 10 Hz row power spent above ``share`` of the budget."""
+        return float((self.power_w > share * self.budget_w).sum() * self.sample_s)
+
+    def largest_rise(self, window_s: float = 40.0, reference_w: float | None = None) -> float:
+        """The largest rise of row power within ``window_s`` (max minus the earlier min), as a share of
+        ``reference_w`` (default the provisioned power): POLCA's "largest spike in 40 s"."""
+        return largest_rise(self.power_w, self.sample_s, window_s) / (reference_w or self.provisioned_w)
+
+
+def largest_rise(power: FloatArray, sample_s: float, window_s: float) -> float:
+    """max over t of power(t) - min(power over [t - window, t]), vectorised with a sliding minimum."""
+    if power.size < 2:
+        return 0.0
+    width = max(round(window_s / sample_s), 1)
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    padded = np.concatenate([np.full(width, power[0]), power])
+    minima = sliding_window_view(padded, width + 1).min(axis=1)
+    return float((power - minima[: power.size]).max())
+
+
+class _Meter:
+    """Row power from phase logs: per-node carried state and exact energy per bin."""
+
+    def __init__(self, model: PowerModel, nodes: int, sample_s: float) -> None:
+        self.model = model
+        self.sample_s = sample_s
+        self.kind = np.full(nodes, IDLE, dtype=np.int64)
+        self.load = np.zeros(nodes)
+        self.energy = np.zeros(1024)
+        self.gpus = model.server.gpus
+
+    def _grow(self, bins: int) -> None:
+        if bins > self.energy.size:
+            grown = np.zeros(max(bins, 2 * self.energy.size))
+            grown[: self.energy.size] = self.energy
+            self.energy = grown
+
+    def add(
+        self, t0: float, t1: float, entries: NDArray[np.float64], locked: FloatArray, cap: FloatArray
+    ) -> None:
+        """Account ``[t0, t1)``: ``entries`` rows are (time, node, kind, prompt_tokens, batch)."""
+        if t1 <= t0:
+            return
+        n = self.kind.size
+        nodes = np.arange(n)
+        if entries.size:
+            times = np.concatenate([np.full(n, t0), entries[:, 0]])
+            who = np.concatenate([nodes, entries[:, 1].astype(np.int64)])
+            kind = np.concatenate([self.kind, entries[:, 2].astype(np.int64)])
+            load = np.concatenate(
+                [self.load, np.where(entries[:, 2] == PREFILL, entries[:, 3], entries[:, 4])]
+            )
+            order = np.lexsort((times, who))
+            times, who, kind, load = times[order], who[order], kind[order], load[order]
+            same = np.concatenate([who[1:] == who[:-1], [False]])
+            end = np.where(same, np.concatenate([times[1:], [t1]]), t1)
+            last = ~same
+            self.kind[who[last]] = kind[last]
+            self.load[who[last]] = load[last]
+        else:
+            times, who, kind, load = np.full(n, t0), nodes, self.kind.copy(), self.load.copy()
+            end = np.full(n, t1)
+        limit = cap[who]
+        gpu = self.model.gpu_power_w(kind, load, locked[who], limit)
+        busy = (kind != IDLE).astype(np.float64)
+        power = self.model.server_power_w(self.gpus * gpu, busy)
+        # Row power is piecewise constant between these change points; its integral is piecewise linear,
+        # so interpolating it at the bin edges gives each bin's exact energy.
+        points = np.concatenate([times, end])
+        deltas = np.concatenate([power, -power])
+        order = np.argsort(points, kind="stable")
+        points, deltas = points[order], deltas[order]
+        row = np.cumsum(deltas)
+        energy = np.concatenate([[0.0], np.cumsum(row[:-1] * np.diff(points))])
+        first, last_bin = int(t0 // self.sample_s), math.ceil(t1 / self.sample_s)
+        self._grow(last_bin + 1)
+        edges = np.clip(np.arange(first, last_bin + 1) * self.sample_s, t0, t1)
+        cumulative = np.interp(edges, points, energy)
+        self.energy[first:last_bin] += np.diff(cumulative)
+
+    def mean_w(self, t0: float, t1: float) -> float:
+        first, last = round(t0 / self.sample_s), round(t1 / self.sample_s)
+        return float(self.energy[first:last].sum() / (t1 - t0))
+
+    def series(self, horizon_s: float) -> FloatArray:
+        bins = math.ceil(horizon_s / self.sample_s)
+        self._grow(bins)
+        return self.energy[:bins] / self.sample_s
+
+
+@dataclass
+class _Settings:
+    """What the row's GPUs are set to now, per server."""
+
+    lock: FloatArray
+    cap: FloatArray
+    brake: bool = False
+
+
+class RowSimulator:
+    """One day of one row under one controller (see the module docstring)."""
+
+    def __init__(
+        self,
+        spec: RowSpec,
+        workload: RowWorkload,
+        controller: PowerController,
+        *,
+        config: SchedulerConfig | None = None,
+        perf: str | None = None,
+    ) -> None:
+        self.spec = spec
+        self.workload = workload
+        self.controller = controller
+        self.llm = get_model(spec.model)
+        sizes = spec.class_sizes
+        self.designs: list[tuple[str, Design]] = [
+            (name, self._design(count)) for name, count in sizes.items() if count > 0
+        ]
+        machines = {pool.machine.name for _, design in self.designs for pool in design.pools}
+        if len(machines) != 1:
+            raise ConfigError(f"a row has one machine type; design {spec.design} has {sorted(machines)}")
+        self.machine = next(iter(self.designs[0][1].pools)).machine
+        self.power = power_model(self.machine.name, spec.model)
+        self.clocks = self.power.clocks
+        self.clocks.check_clock(spec.brake_mhz, "power-brake clock")
+        self.perf = load_perf_model(perf, self.llm, self.machine, 8)
+        self.config = config
+        self.provisioned_w = spec.budget_servers * self.power.server.rated_w
+        self.budget_w = spec.budget_w if spec.budget_w is not None else self.provisioned_w
+        idle_row = spec.servers * self.power.idle_server_w
+        if self.budget_w <= idle_row:
+            raise ConfigError(
+                f"row budget {self.budget_w / 1e3:.1f} kW is not above the row's idle power "
+                f"{idle_row / 1e3:.1f} kW ({spec.servers} idle {self.power.server.label})"
+            )
+
+    def _design(self, count: int) -> Design:
+        name = self.spec.design
+        if name.startswith("splitwise"):
+            if count < 2:
+                raise ConfigError(f"a Splitwise class needs 2 servers or more, got {count}")
+            prompt = min(max(round(count * self.spec.prompt_share), 1), count - 1)
+            return make_design(name, prompt=prompt, token=count - prompt)
+        return make_design(name, machines=count)
+
+    def run(self, progress: Callable[[float], None] | None = None) -> RowRun:
+        spec = self.spec
+        started = time.perf_counter()
+        sims: list[tuple[str, ClusterSimulator, int]] = []
+        offset = 0
+        for name, design in self.designs:
+            sim = ClusterSimulator(design, self.llm, {self.machine.name: self.perf}, self.config)
+            sim.start(self.workload.requests(design.machines, CLASSES.index(name)))
+            sim.record_phases()
+            sims.append((name, sim, offset))
+            offset += design.machines
+        nodes = offset
+        owner = np.concatenate([np.full(sim_.design.machines, CLASSES.index(n)) for n, sim_, _ in sims])
+        settings = _Settings(lock=np.full(nodes, self.clocks.max_mhz), cap=np.full(nodes, self.clocks.tdp_w))
+        meter = _Meter(self.power, nodes, 1.0 / spec.sample_hz)
+        info = RowInfo(
+            servers=nodes,
+            low_priority_servers=int((owner == 1).sum()),
+            gpus_per_server=self.power.server.gpus,
+            clocks=self.clocks,
+            budget_w=self.budget_w,
+            rest_busy_w=self.power.server.rest_busy_w,
+            idle_row_w=nodes * self.power.idle_server_w,
+            actuation_delay_s=spec.actuation_delay_s,
+        )
+        self.controller.bind(info)
+        all_requests = [sim.requests for _, sim, _ in sims]
+        ref_tokens = float(
+            np.clip(np.mean(np.concatenate([r.prompt_tokens for r in all_requests])), 128, 2048)
+        )
+        pending: list[tuple[float, int, float, Action]] = []
+        sequence = itertools.count()
+        applied: list[AppliedAction] = []
+        brake_events = 0
+
+        def apply(action: Action) -> None:
+            nonlocal brake_events
+            if action.kind == "brake":
+                if action.brake and not settings.brake:
+                    brake_events += 1
+                settings.brake = bool(action.brake)
+                chosen = np.ones(nodes, dtype=bool)
+            else:
+                chosen = (
+                    np.ones(nodes, dtype=bool)
+                    if action.target == "all"
+                    else owner == CLASSES.index(action.target)
+                )
+                if action.kind == "lock":
+                    settings.lock[chosen] = (
+                        self.clocks.max_mhz if action.lock_mhz is None else action.lock_mhz
+                    )
+                else:
+                    settings.cap[chosen] = self.clocks.tdp_w if action.cap_w is None else action.cap_w
+            self._retime(sims, settings, chosen, ref_tokens)
+
+        for action in self.controller.initial():
+            apply(action)
+            applied.append(AppliedAction(0.0, 0.0, action.describe()))
+        horizon = self.workload.duration_s
+        telemetry: list[float] = []
+        now = 0.0
+        next_telemetry = spec.telemetry_s
+        while True:
+            running = any(sim.running for _, sim, _ in sims)
+            if not running and now >= horizon and not pending:
+                break
+            target = next_telemetry
+            if pending and pending[0][0] < target:
+                target = pending[0][0]
+            for _, sim, _ in sims:
+                sim.advance(target)
+            entries = self._drain(sims)
+            meter.add(now, target, entries, self._locked(settings), settings.cap)
+            now = target
+            while pending and pending[0][0] <= now:
+                _, _, decided, action = heapq.heappop(pending)
+                apply(action)
+                applied.append(AppliedAction(now, decided, action.describe()))
+            if now >= next_telemetry:
+                power = meter.mean_w(now - spec.telemetry_s, now)
+                telemetry.append(power)
+                for action in self.controller.decide(RowObservation(now, power, self.budget_w)):
+                    delay = {
+                        "out-of-band": spec.actuation_delay_s,
+                        "brake": spec.brake_delay_s,
+                        "immediate": 0.0,
+                    }[action.channel]
+                    heapq.heappush(pending, (now + delay, next(sequence), now, action))
+                next_telemetry += spec.telemetry_s
+                if progress is not None:
+                    progress(min(now / horizon, 1.0))
+        series = meter.series(now)
+        times = {name: sim.result() for name, sim, _ in sims}
+        return RowRun(
+            controller=self.controller.describe(),
+            servers=spec.servers,
+            budget_servers=spec.budget_servers,
+            budget_w=self.budget_w,
+            provisioned_w=self.provisioned_w,
+            sample_s=1.0 / spec.sample_hz,
+            power_w=series,
+            telemetry_w=np.asarray(telemetry),
+            telemetry_s=spec.telemetry_s,
+            actions=tuple(applied),
+            brake_events=brake_events,
+            latency={name: ClassLatency.of(t) for name, t in times.items()},
+            times=times,
+            simulation_s=time.perf_counter() - started,
+            notes=self.power.notes,
+        )
+
+    def _locked(self, settings: _Settings) -> FloatArray:
+        if settings.brake:
+            return np.minimum(settings.lock, self.spec.brake_mhz)
+        return settings.lock
+
+    def _retime(
+        self,
+        sims: Sequence[tuple[str, ClusterSimulator, int]],
+        settings: _Settings,
+        chosen: NDArray[np.bool_],
+        ref_tokens: float,
+    ) -> None:
+        locked = self._locked(settings)
+        for _, sim, offset in sims:
+            for local in range(len(sim.nodes)):
+                node = offset + local
+                if not chosen[node]:
+                    continue
+                prompt = float(self.power.slowdown(PREFILL, ref_tokens, locked[node], settings.cap[node]))
+                token = float(self.power.slowdown(DECODE, 16.0, locked[node], settings.cap[node]))
+                sim.set_slowdown(local, prompt=prompt, token=token)
+
+    @staticmethod
+    def _drain(sims: Sequence[tuple[str, ClusterSimulator, int]]) -> NDArray[np.float64]:
+        parts = []
+        for _, sim, offset in sims:
+            log = sim.phase_log
+            if log:
+                sim.phase_log = []
+                block = np.asarray(log, dtype=np.float64)
+                block[:, 1] += offset
+                parts.append(block)
+        if not parts:
+            return np.empty((0, 5))
+        merged = np.concatenate(parts)
+        return merged[np.argsort(merged[:, 0], kind="stable")]
