@@ -18,8 +18,12 @@ H100_CLOCKS = GpuClocks("h100-80gb", min_mhz=210.0, max_mhz=1980.0, tdp_w=700.0)
 
 # Fractions of TDP at the maximum clock, TP8 (one model per 8-GPU server), from perf_model.csv: prefill
 # is the monotone fit of the runs' peak power by prompt tokens in the iteration, decode the runs' average
-# power (which 128 decode iterations dominate) by batch size. Regenerate with
-# `python -c "from strato.power.calibrate import profile_phase_power as p; print(p('llama2-70b'))"`.
+# power (which 128 decode iterations dominate) by batch size (strato.power.calibrate recomputes both).
+# Where the profile shows prefill pinned at TDP (>= POWER_BOUND), the GPU was power-bound: it drew TDP at a
+# clock below the maximum, and what it would draw unthrottled is not measured. PREFILL_BOUND_DEMAND stands
+# in for it, chosen so that locking 1110 MHz takes ~22 % off such a peak, POLCA's "up to about 20 %".
+POWER_BOUND = 0.95
+PREFILL_BOUND_DEMAND = 1.3
 _PREFILL_FRACTIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "llama2-70b": (
         (128, 256, 512, 1024, 2048, 4096, 8192),
@@ -37,10 +41,11 @@ _DECODE_FRACTIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 A100_IDLE_W = 58.0
 """Median per-GPU power before model load in the four A100 ``nvidia-smi`` traces (docs/power.md)."""
 
-# Fitted to POLCA's A100 characterisation (docs/power.md): locking 1110 MHz takes about 20 % off the
-# prefill peak and about 7 % off a decode-dominated request's speed.
-PREFILL_SCALING = FrequencyScaling(power_exponent=1.12, compute_share=0.85)
-DECODE_SCALING = FrequencyScaling(power_exponent=1.12, compute_share=0.25)
+# Active power ~ f * V^2 with the voltage falling with the clock in this range: exponent 2.5. Compute
+# shares: prefill compute-bound, decode memory-bound, chosen so that a decode-dominated request runs about
+# 7 % slower at 1110 MHz (POLCA: <= ~7 % for up to ~20 % less peak power; docs/power.md).
+PREFILL_SCALING = FrequencyScaling(power_exponent=2.5, compute_share=0.85)
+DECODE_SCALING = FrequencyScaling(power_exponent=2.5, compute_share=0.25)
 
 DGX_A100 = ServerShape("DGX-A100", gpus=8, rest_idle_w=1500.0, rest_busy_w=2500.0, rated_w=6500.0)
 DGX_H100 = ServerShape("DGX-H100", gpus=8, rest_idle_w=1900.0, rest_busy_w=3200.0, rated_w=10200.0)
@@ -68,7 +73,9 @@ def power_model(machine: str, model: str) -> PowerModel:
         notes = (f"{clocks.name}: no measured power in the public data; A100 fractions of TDP assumed",)
     phases = PhasePower(
         idle_w=idle,
-        prefill_w=Curve(tokens, tuple(f * tdp for f in prefill)),
+        prefill_w=Curve(
+            tokens, tuple((PREFILL_BOUND_DEMAND if f >= POWER_BOUND else f) * tdp for f in prefill)
+        ),
         decode_w=Curve(batches, tuple(f * tdp for f in decode)),
         source=source,
     )

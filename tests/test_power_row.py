@@ -1,0 +1,102 @@
+"""The row simulator: exact power bins from the engine's phase log, delayed actuation, priority classes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from strato.errors import ConfigError
+from strato.power.catalog import power_model
+from strato.power.controllers import parse_controller
+from strato.power.model import DECODE, IDLE, PREFILL
+from strato.power.row import RowSimulator, RowSpec, RowWorkload, _Meter, largest_rise
+from strato.traces.llm import synthetic
+
+A100 = power_model("a100-80gb", "llama2-70b")
+BASE = synthetic("code", 5.0, 600.0, seed=1)
+
+
+def _brute_force(entries: np.ndarray, t1: float, nodes: int, sample_s: float) -> np.ndarray:
+    """Row power per bin by summing each node's piecewise-constant power over fine time steps."""
+    fine = 1e-3
+    grid = np.arange(0.0, t1, fine) + fine / 2
+    total = np.zeros_like(grid)
+    for node in range(nodes):
+        mine = entries[entries[:, 1] == node]
+        starts = np.concatenate([[0.0], mine[:, 0]])
+        kinds = np.concatenate([[IDLE], mine[:, 2]]).astype(np.int64)
+        loads = np.concatenate([[0.0], np.where(mine[:, 2] == PREFILL, mine[:, 3], mine[:, 4])])
+        which = np.searchsorted(starts, grid, side="right") - 1
+        gpu = A100.gpu_power_w(kinds[which], loads[which], np.full(grid.size, 1410.0))
+        total += A100.server_power_w(A100.server.gpus * gpu, (kinds[which] != IDLE).astype(float))
+    return total.reshape(-1, round(sample_s / fine)).mean(axis=1)
+
+
+def test_meter_bins_are_the_exact_integral_of_piecewise_power() -> None:
+    rng = np.random.default_rng(4)
+    nodes, t1, sample_s = 3, 2.0, 0.1
+    times = np.sort(rng.uniform(0, t1, 40).round(3))
+    columns = [times, rng.integers(0, nodes, 40), rng.choice([IDLE, PREFILL, DECODE], 40)]
+    entries = np.column_stack([*columns, rng.integers(1, 4096, 40), rng.integers(1, 64, 40)]).astype(
+        np.float64
+    )
+    meter = _Meter(A100, nodes, sample_s)
+    # Two chunks with a boundary that is not a bin edge: the state carries over.
+    split = 1.234
+    lock, cap = np.full(nodes, 1410.0), np.full(nodes, 400.0)
+    meter.add(0.0, split, entries[entries[:, 0] < split], lock, cap)
+    meter.add(split, t1, entries[entries[:, 0] >= split], lock, cap)
+    expected = _brute_force(entries, t1, nodes, sample_s)
+    np.testing.assert_allclose(meter.series(t1), expected, rtol=2e-3)
+
+
+def test_largest_rise_is_peak_minus_the_earlier_minimum_in_the_window() -> None:
+    power = np.array([5.0, 1.0, 3.0, 9.0, 2.0, 4.0])
+    assert largest_rise(power, 1.0, 2.0) == 8.0  # 9 - 1 within two steps
+    assert largest_rise(power, 1.0, 1.0) == 6.0  # 9 - 3
+
+
+def _run(controller: str, servers: int = 6, budget: int = 4, minutes: float = 8.0) -> RowSimulator:
+    spec = RowSpec(servers=servers, budget_servers=budget, telemetry_s=2.0, actuation_delay_s=10.0)
+    workload = RowWorkload(BASE, 0.9, minutes * 60, start_s=14 * 3600, seed=2)
+    return RowSimulator(spec, workload, parse_controller(controller))
+
+
+def test_polca_holds_an_oversubscribed_row_that_none_lets_through() -> None:
+    free = _run("none").run()
+    held = _run("polca").run()
+    budget = free.budget_w
+    assert free.servers == 6 and budget == 4 * A100.server.rated_w
+    assert free.actions == () and free.brake_events == 0
+    assert free.telemetry_w.max() > 0.89 * budget  # the uncontrolled row passes POLCA's second threshold
+    applied = [a.action for a in held.actions]
+    assert "low: lock 1275 MHz" in applied or "low: lock 1110 MHz" in applied
+    assert all(a.time_s - a.decided_s == pytest.approx(10.0) for a in held.actions if "brake" not in a.action)
+    # Same requests either way; the low class pays the locks, the high class far less.
+    for name in ("high", "low"):
+        np.testing.assert_array_equal(free.times[name].arrival_s, held.times[name].arrival_s)
+    impact = {
+        name: np.nanmedian(held.times[name].e2e_s) / np.nanmedian(free.times[name].e2e_s) - 1
+        for name in ("high", "low")
+    }
+    assert impact["low"] > impact["high"]
+    assert held.time_above(1.0) < free.time_above(1.0)
+
+
+def test_the_row_drains_back_to_idle_power() -> None:
+    run = _run("none", servers=2, budget=2, minutes=2).run()
+    assert run.power_w[-1] == pytest.approx(2 * A100.idle_server_w)
+    assert run.power_w.max() <= 2 * A100.server.rated_w
+
+
+def test_budgets_below_idle_power_and_bad_rows_are_errors() -> None:
+    with pytest.raises(ConfigError, match="not above the row's idle power"):
+        RowSimulator(
+            RowSpec(servers=52, budget_w=10_000.0), RowWorkload(BASE, 0.9, 60.0), parse_controller("none")
+        )
+    with pytest.raises(ConfigError, match="low-priority share"):
+        RowSpec(low_priority_share=1.5)
+    with pytest.raises(ConfigError, match="brake"):
+        RowSimulator(RowSpec(brake_mhz=100.0), RowWorkload(BASE, 0.9, 60.0), parse_controller("none"))
+    with pytest.raises(ConfigError, match="unknown design"):
+        RowSimulator(RowSpec(design="tpu-pod"), RowWorkload(BASE, 0.9, 60.0), parse_controller("none"))
