@@ -32,6 +32,7 @@ import heapq
 import itertools
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -142,8 +143,9 @@ class MachineState:
     pool: str = ""
     served: int = 0
     """Finished requests whose last token this machine produced."""
-    prompt_slowdown: float = 1.0
-    """Multiplier on prefill and mixed iteration times (a locked or capped clock, :meth:`set_slowdown`)."""
+    prompt_slowdown: float | Callable[[int], float] = 1.0
+    """Multiplier on prefill and mixed iteration times (a locked or capped clock, :meth:`set_slowdown`),
+    or a function of the iteration's prompt tokens (a power-bound prefill slows less)."""
     token_slowdown: float = 1.0
     """Multiplier on decode iteration times."""
 
@@ -313,13 +315,16 @@ class ClusterSimulator:
         """Start filling :attr:`phase_log` (the caller empties it as it reads; every machine starts idle)."""
         self.phase_log = [(self.now, node.index, PHASE_IDLE, 0, 0) for node in self.nodes]
 
-    def set_slowdown(self, machine: int, *, prompt: float, token: float) -> None:
+    def set_slowdown(self, machine: int, *, prompt: float | Callable[[int], float], token: float) -> None:
         """Scale one machine's iteration times from now on (a clock lock or power cap on its GPUs).
 
-        An iteration with prompts already running keeps its price; a decode stretch is cut at its next
-        iteration boundary and re-priced, so the new speed applies within one iteration.
+        ``prompt`` multiplies iterations with prompts, or maps their prompt tokens to the multiplier
+        (it must return finite values >= 1); ``token`` multiplies decode iterations. An iteration with
+        prompts already running keeps its price; a decode stretch is cut at its next iteration boundary
+        and re-priced, so the new speed applies within one iteration.
         """
-        if not (prompt >= 1.0 and token >= 1.0 and math.isfinite(prompt) and math.isfinite(token)):
+        fixed = [token] if callable(prompt) else [prompt, token]
+        if not all(value >= 1.0 and math.isfinite(value) for value in fixed):
             raise ConfigError(f"slowdowns are finite multipliers >= 1, got prompt={prompt!r} token={token!r}")
         node = self.nodes[machine]
         if node.prompt_slowdown == prompt and node.token_slowdown == token:
@@ -555,7 +560,8 @@ class ClusterSimulator:
             node.sat_out.pop(request, None)
         node.decode_order = waiting + riding
         decodes = len(riding)
-        duration = node.prompt_slowdown * node.perf.iteration_time_s(
+        slowdown = node.prompt_slowdown
+        duration = (slowdown(tokens) if callable(slowdown) else slowdown) * node.perf.iteration_time_s(
             tokens, decodes, prompt_requests=len(batch), context_tokens=node.kv_used if decodes else None
         )
         if self.phase_log is not None:

@@ -15,6 +15,7 @@ tensor-parallel model runs at its slowest GPU's pace), so a class maps onto the 
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import math
@@ -257,6 +258,30 @@ class _Meter:
         return self.energy[:bins] / self.sample_s
 
 
+class _PromptSlowdown:
+    """A prefill's slowdown by its prompt tokens at one clock and cap, interpolated on the power model's
+    own breakpoints (a power-bound prefill loses less to a lock than a small one); plain Python, since the
+    engine calls it once per iteration."""
+
+    def __init__(self, model: PowerModel, lock_mhz: float, cap_w: float) -> None:
+        grid = sorted({*model.phases.prefill_w.xs, 1.0, 1e6})
+        values = model.slowdown(
+            np.full(len(grid), PREFILL), np.asarray(grid, dtype=np.float64), lock_mhz, cap_w
+        )
+        self.xs = tuple(grid)
+        self.ys = tuple(float(v) for v in values)
+
+    def __call__(self, tokens: int) -> float:
+        xs, ys = self.xs, self.ys
+        i = bisect.bisect_right(xs, tokens)
+        if i <= 0:
+            return ys[0]
+        if i >= len(xs):
+            return ys[-1]
+        x0, x1 = xs[i - 1], xs[i]
+        return ys[i - 1] + (ys[i] - ys[i - 1]) * (tokens - x0) / (x1 - x0)
+
+
 @dataclass
 class _Settings:
     """What the row's GPUs are set to now, per server."""
@@ -295,6 +320,7 @@ class RowSimulator:
         self.clocks.check_clock(spec.brake_mhz, "power-brake clock")
         self.perf = load_perf_model(perf, self.llm, self.machine, 8)
         self.config = config
+        self._slowdowns: dict[tuple[float, float], tuple[_PromptSlowdown, float]] = {}
         self.provisioned_w = spec.budget_servers * self.power.server.rated_w
         self.budget_w = spec.budget_w if spec.budget_w is not None else self.provisioned_w
         idle_row = spec.servers * self.power.idle_server_w
@@ -339,10 +365,6 @@ class RowSimulator:
             actuation_delay_s=spec.actuation_delay_s,
         )
         self.controller.bind(info)
-        all_requests = [sim.requests for _, sim, _ in sims]
-        ref_tokens = float(
-            np.clip(np.mean(np.concatenate([r.prompt_tokens for r in all_requests])), 128, 2048)
-        )
         pending: list[tuple[float, int, float, Action]] = []
         sequence = itertools.count()
         applied: list[AppliedAction] = []
@@ -367,7 +389,7 @@ class RowSimulator:
                     )
                 else:
                     settings.cap[chosen] = self.clocks.tdp_w if action.cap_w is None else action.cap_w
-            self._retime(sims, settings, chosen, ref_tokens)
+            self._retime(sims, settings, chosen)
 
         for action in self.controller.initial():
             apply(action)
@@ -435,7 +457,6 @@ class RowSimulator:
         sims: Sequence[tuple[str, ClusterSimulator, int]],
         settings: _Settings,
         chosen: NDArray[np.bool_],
-        ref_tokens: float,
     ) -> None:
         locked = self._locked(settings)
         for _, sim, offset in sims:
@@ -443,8 +464,13 @@ class RowSimulator:
                 node = offset + local
                 if not chosen[node]:
                     continue
-                prompt = float(self.power.slowdown(PREFILL, ref_tokens, locked[node], settings.cap[node]))
-                token = float(self.power.slowdown(DECODE, 16.0, locked[node], settings.cap[node]))
+                key = (float(locked[node]), float(settings.cap[node]))
+                if key not in self._slowdowns:
+                    self._slowdowns[key] = (
+                        _PromptSlowdown(self.power, *key),
+                        float(self.power.slowdown(DECODE, 16.0, key[0], key[1])),
+                    )
+                prompt, token = self._slowdowns[key]
                 sim.set_slowdown(local, prompt=prompt, token=token)
 
     @staticmethod
