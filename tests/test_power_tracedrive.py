@@ -1,0 +1,225 @@
+"""The trace-driven mode: recorded power scaled by the model, rows built from traces, controllers over
+them, ``strato power replay-trace`` and ``strato power publish`` to a real gmond."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from data_helpers import shared_data
+from monitor_helpers import collector
+from strato.cli import power_live
+from strato.power.catalog import power_model
+from strato.power.controllers import parse_controller
+from strato.power.tracedrive import (
+    TraceRowSpec,
+    build_row,
+    load_traces,
+    run_trace,
+    scale_recorded_w,
+)
+
+MODEL = power_model("a100-80gb", "llama2-70b")
+LLAMA = shared_data() / "llm-gpu-power/plots/parameter-scale-input-test/raw_stats/llama2-70b"
+
+
+def test_scaling_recorded_power_follows_the_models_law() -> None:
+    recorded = np.array([40.0, 58.0, 150.0, 350.0, 460.0])
+    # At the maximum clock without a cap the recording is kept (it was made there).
+    assert scale_recorded_w(MODEL, recorded, 1410.0) == pytest.approx(recorded)
+    locked = scale_recorded_w(MODEL, recorded, 1110.0)
+    # 150 W is a decode level, 350 and 460 W only prefill reaches.
+    exponents = np.array([MODEL.decode_scaling.power_exponent] + [MODEL.prefill_scaling.power_exponent] * 2)
+    factor = (1110 / 1410) ** exponents
+    assert locked[:2] == pytest.approx([40.0, 58.0])  # at or below idle: nothing to scale
+    assert locked[2:] == pytest.approx(58.0 + (recorded[2:] - 58.0) * factor)
+    # The same law as PowerModel.gpu_power_w for a decode phase whose demand is 150 W.
+    decode = MODEL.gpu_power_w(np.array([2]), np.array([1.0]), np.array([1110.0]))
+    demand = float(MODEL.demand_w(np.array([2]), np.array([1.0]))[0])
+    assert scale_recorded_w(MODEL, np.array([demand]), 1110.0)[0] == pytest.approx(decode[0])
+    capped = scale_recorded_w(MODEL, recorded, 1410.0, 300.0)
+    assert capped == pytest.approx([40.0, 58.0, 150.0, 300.0, 300.0])
+
+
+def write_trace(path: Path, watts: np.ndarray) -> Path:
+    """``watts[k, gpu]`` at 10 Hz as nvidia-smi writes it (index column, units in the values)."""
+    lines = ["timestamp, index, power.draw [W], utilization.gpu [%]"]
+    for k, row in enumerate(watts):
+        base = np.datetime64("2024-04-05T06:17:19.000") + np.timedelta64(100 * k, "ms")
+        stamp = str(base).replace("-", "/").replace("T", " ")
+        lines += [f"{stamp}, {gpu}, {w:.2f} W, 50 %" for gpu, w in enumerate(row)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def square_wave(tmp_path: Path) -> Path:
+    """Two GPUs, 60 s: 100 W, with 10 s at 400 W every 30 s (GPU 1 a little lower)."""
+    t = np.arange(600)
+    high = (t % 300) < 100
+    watts = np.column_stack([np.where(high, 400.0, 100.0), np.where(high, 380.0, 90.0)])
+    return write_trace(tmp_path / "nvidia-smi.csv", watts)
+
+
+def test_a_row_keeps_each_servers_gpus_in_step_and_is_seeded(tmp_path: Path) -> None:
+    traces = load_traces(square_wave(tmp_path))
+    spec = TraceRowSpec(servers=6, budget_servers=5, seed=3)
+    row = build_row(traces, spec, MODEL)
+    assert row.gpu_w.shape == (6, 8, 600)
+    # GPU j follows the recorded GPU j mod 2, from the server's own offset.
+    for server, offset in enumerate(row.server_offset_s):
+        start = round(offset * 10)
+        assert row.gpu_w[server, 0, 0] == traces[0].per_gpu(0)[1][start]
+        assert (row.gpu_w[server, 2] == row.gpu_w[server, 0]).all()
+        assert (row.gpu_w[server, 3] == row.gpu_w[server, 1]).all()
+    assert len(set(row.server_offset_s)) > 1
+    again = build_row(traces, spec, MODEL)
+    assert (again.gpu_w == row.gpu_w).all()
+    assert not (build_row(traces, TraceRowSpec(servers=6, seed=4), MODEL).gpu_w == row.gpu_w).all()
+    # The rest of the server: idle level below the batch-1 decode power, busy level from it up.
+    busy = row.gpu_w[:, :, :].min(axis=1) >= float(MODEL.phases.decode_w(1.0))
+    assert row.rest_w[busy] == pytest.approx(MODEL.server.rest_busy_w)
+
+
+def test_actions_act_after_their_delay_and_only_on_their_class(tmp_path: Path) -> None:
+    traces = load_traces(square_wave(tmp_path))
+    spec = TraceRowSpec(servers=4, budget_servers=4, seed=1, budget_w=4 * 5400.0, actuation_delay_s=10.0)
+    free = run_trace(parse_controller("none"), traces, spec)
+    locked = run_trace(parse_controller("polca:t1=0.5,t2=1.5,brake=1.9"), traces, spec)
+    first = locked.actions[0]
+    assert first.action == "low: lock 1275 MHz" and first.time_s == pytest.approx(first.decided_s + 10.0)
+    before = round(first.time_s * 10)
+    assert (locked.power_w[:before] == free.power_w[:before]).all()
+    # After it, only the two low-priority servers' GPUs draw less, by the model's law.
+    row = build_row(traces, spec, MODEL)
+    expected = row.gpu_w[:2, :, before:].sum(axis=(0, 1)) + scale_recorded_w(
+        MODEL, row.gpu_w[2:, :, before:], 1275.0
+    ).sum(axis=(0, 1)) + row.rest_w[:, before:].sum(axis=0)  # fmt: skip
+    assert locked.power_w[before:] == pytest.approx(expected)
+    assert (locked.power_w[before:] <= free.power_w[before:] + 1e-9).all()
+    assert locked.power_w[before:].sum() < free.power_w[before:].sum()
+    assert locked.low_mhz.min() == 1275.0 and locked.high_mhz.min() == 1410.0
+
+
+def test_the_brake_holds_every_gpu_at_the_brake_clock_after_its_delay(tmp_path: Path) -> None:
+    traces = load_traces(square_wave(tmp_path))
+    spec = TraceRowSpec(servers=4, budget_servers=4, seed=1, budget_w=4 * 4600.0, brake_delay_s=5.0)
+    run = run_trace(parse_controller("capping:threshold=1.9"), traces, spec)
+    pulled = next(a for a in run.actions if a.action == "power brake on")
+    assert pulled.time_s == pytest.approx(pulled.decided_s + 5.0) and run.brake_events >= 1
+    at = round(pulled.time_s * 10)
+    row = build_row(traces, spec, MODEL)
+    braked = scale_recorded_w(MODEL, row.gpu_w[:, :, at], 288.0).sum() + row.rest_w[:, at].sum()
+    assert run.power_w[at] == pytest.approx(braked)
+    assert run.brake[int(pulled.time_s / 2.0)]
+
+
+@pytest.mark.shared_data
+def test_polca_over_the_real_llama2_70b_trace_keeps_a_90_server_row_out_of_the_brake() -> None:
+    if not LLAMA.exists():
+        pytest.skip(f"the llama2-70b nvidia-smi trace is not in {LLAMA}")
+    traces = load_traces(LLAMA)
+    spec = TraceRowSpec(servers=90, budget_servers=40)
+    row = build_row(traces, spec, MODEL)
+    runs = {
+        name: run_trace(parse_controller(name), traces, spec, row=row)
+        for name in ("none", "capping", "polca")
+    }
+    none, capping, polca = runs["none"], runs["capping"], runs["polca"]
+    assert none.peak_share > 1.0 and none.time_above(1.0) > 30
+    assert capping.brake_events > 0
+    assert polca.brake_events == 0
+    assert polca.time_above(0.89) < 0.8 * none.time_above(0.89)
+    assert polca.time_above(1.0) < 0.1 * none.time_above(1.0)
+    # At the +30 % row (52 servers) the recording never reaches 80 % of the rated budget.
+    small = run_trace(parse_controller("polca"), traces, TraceRowSpec(servers=52), row=None)
+    assert small.peak_share < 0.8 and not small.actions
+
+
+# ---- the CLI -------------------------------------------------------------------------------------
+
+
+def app() -> typer.Typer:
+    made = typer.Typer()
+    power_live.register(made)
+
+    @made.callback()
+    def power() -> None:
+        """Stands in for ``strato power``."""
+
+    return made
+
+
+def invoke(*args: str) -> Any:
+    return CliRunner().invoke(app(), list(args))
+
+
+def test_replay_trace_prints_json(tmp_path: Path) -> None:
+    path = square_wave(tmp_path)
+    result = invoke(
+        "replay-trace", "--trace", str(tmp_path), "--servers", "5", "--budget-servers", "4", "--budget-from",
+        "peak", "--controller", "polca", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["sources"] == [str(path)] and summary["servers"] == 5
+    assert summary["budget_from"] == "peak of the first 4 servers with no control"
+    assert summary["uncontrolled_peak_share"] > 1.0 and summary["duration_s"] == pytest.approx(60.0)
+    assert set(summary["time_above_s"]) == {"80%", "89%", "100%"}
+
+
+def test_replay_trace_rejects_bad_input_in_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "nvidia-smi.csv"
+    bad.write_text("timestamp, power.draw [W]\n2024/04/05 06:17:19.635, 58.67 W\n2024/04/05 06:17:19.7, x\n")
+    missing_column = tmp_path / "other.csv"
+    missing_column.write_text("timestamp, utilization.gpu [%]\n2024/04/05 06:17:19.635, 5 %\n")
+    for args, message in (
+        (["--trace", str(bad)], "nvidia-smi.csv, row 3, column power.draw [W]: 'x' is not a number"),
+        (["--trace", str(missing_column)], "other.csv, row 1, column power.draw: no power column"),
+        (["--trace", str(tmp_path / "nope")], "no such trace file or folder"),
+        (["--trace", str(bad), "--controller", "pulca"], "unknown power controller 'pulca'"),
+        (["--trace", str(bad), "--telemetry-interval", "0.15s"], "whole number of 0.1 s samples"),
+    ):
+        result = invoke("replay-trace", *args)
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
+        assert result.output.count("\n") == 1
+
+
+@pytest.mark.system
+def test_publish_puts_each_row_in_a_real_gmond_and_groups_follow_the_share(tmp_path: Path) -> None:
+    from strato.monitor.config import load_config
+    from strato.monitor.service import Monitor
+
+    square_wave(tmp_path)
+    with collector(tmp_path / "gmond") as gmond:
+        result = invoke(
+            "publish", "--gmond", gmond.udp_address, "--trace", str(tmp_path), "--rows", "3",
+            "--servers", "5", "--budget-servers", "4", "--budget-from", "peak", "--controller", "none",
+            "--speed", "20", "--interval", "0.25", "--duration", "1", "--json",
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        rows = json.loads(result.stdout)["rows"]
+        assert [r["name"] for r in rows] == ["row-00", "row-01", "row-02"]
+
+        def landed(snapshot: Any) -> bool:
+            return all(
+                r["name"] in snapshot.hosts
+                and snapshot.hosts[r["name"]].value("budget_share") == pytest.approx(r["budget_share"])
+                for r in rows
+            )
+
+        snapshot = gmond.wait_for(landed)
+        for r in rows:
+            host = snapshot.hosts[r["name"]]
+            assert host.ip == r["ip"] and host.metrics["row_power_w"].group == "power"
+            assert host.value("row_power_w") == pytest.approx(r["row_power_w"])
+            assert host.value("low_clock_mhz") == pytest.approx(1410.0)
+        monitor = Monitor(load_config(None, source=gmond.xml_address, db_path=tmp_path / "m.db"))
+        monitor.store.create("above80", rule="budget_share > 0.8")
+        members = monitor.poll().groups["above80"].members
+        assert members == sorted(r["name"] for r in rows if r["budget_share"] > 0.8)
