@@ -34,7 +34,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -795,12 +795,14 @@ class _Shape:
 
     def iteration(
         self,
-        eff: FloatArray,
-        new_tokens: FloatArray,
-        requests: FloatArray,
-        attention_flops: FloatArray,
-        kv_read_tokens: FloatArray,
-    ) -> FloatArray:
+        eff: Sequence[float] | FloatArray,
+        new_tokens: Num,
+        requests: Num,
+        attention_flops: Num,
+        kv_read_tokens: Num,
+    ) -> Num:
+        """One iteration's time; the loads are floats (the engine, once per iteration) or arrays (the
+        fit, over every profiled point at once): the same formula either way."""
         compute, memory, network, layer_overhead, latency, request_overhead = eff
         flops = 2 * self.params * new_tokens + attention_flops
         t_compute = flops / (self.tp * self.flops_per_s * compute)
@@ -816,20 +818,28 @@ class _Shape:
             transfer = volume / (self.nvlink_bytes_per_s * network)
             t_comm = 2 * self.layers * (latency * math.log2(self.tp) + transfer)
         fixed = self.layers * layer_overhead + requests * request_overhead
-        total: FloatArray = np.maximum(t_compute, t_memory) + t_comm + fixed
-        return total
+        return _larger(t_compute, t_memory) + t_comm + fixed
 
-    def prompt(self, eff: FloatArray, tokens: FloatArray, requests: FloatArray) -> FloatArray:
+    def prompt(self, eff: Sequence[float] | FloatArray, tokens: Num, requests: Num) -> Num:
         # Causal attention of a p-token prompt costs 2 p^2 hidden FLOPs per layer (QK^T and AV, half the
         # square each); a batch of r equal prompts of t tokens in total, 2 t^2 hidden / r.
         attention = 2 * self.layers * self.hidden * tokens**2 / requests
         zero = 0.0 * tokens
         return self.prompt_slowdown * self.iteration(eff, tokens, requests, attention, zero)
 
-    def token(self, eff: FloatArray, requests: FloatArray, context: FloatArray) -> FloatArray:
+    def token(self, eff: Sequence[float] | FloatArray, requests: Num, context: Num) -> Num:
         # Each new token attends to its request's whole context: 4 context hidden FLOPs per layer.
         attention = 4 * self.layers * self.hidden * context
         return self.iteration(eff, requests, requests, attention, context)
+
+
+Num = TypeVar("Num", float, FloatArray)
+
+
+def _larger(a: Num, b: Num) -> Num:
+    if isinstance(a, float) and isinstance(b, float):
+        return a if a >= b else b
+    return np.maximum(a, b)
 
 
 class AnalyticModel(PerfModel):
@@ -865,16 +875,15 @@ class AnalyticModel(PerfModel):
         self.tensor_parallel = tensor_parallel
         self.efficiency = efficiency or default_efficiency(self.machine)
         self._shape = _Shape.of(self.model, self.machine, tensor_parallel)
-        self._eff = self.efficiency.as_array()
+        self._eff = tuple(float(value) for value in self.efficiency.as_array())
 
     def prompt_time_s(self, prompt_tokens: int, batch_size: int = 1) -> float:
         _check_prompt(prompt_tokens, batch_size)
-        tokens, prompts = np.asarray(float(prompt_tokens)), np.asarray(float(batch_size))
-        return float(self._shape.prompt(self._eff, tokens, prompts))
+        return float(self._shape.prompt(self._eff, float(prompt_tokens), float(batch_size)))
 
     def token_time_s(self, batch_size: int, context_tokens: int | None = None) -> float:
         context = _context(batch_size, context_tokens)
-        return float(self._shape.token(self._eff, np.asarray(float(batch_size)), np.asarray(float(context))))
+        return float(self._shape.token(self._eff, float(batch_size), float(context)))
 
 
 # ------------------------------------------------------------------------------------------ fitting
