@@ -130,9 +130,15 @@ class ClassLatency:
 
 @dataclass(frozen=True)
 class AppliedAction:
+    """An action as it landed, and the row's settings right after it (for plots and Ganglia)."""
+
     time_s: float
     decided_s: float
     action: str
+    high_lock_mhz: float | None = None
+    """The high-priority servers' locked clock after the action (None: unknown, e.g. trace mode)."""
+    low_lock_mhz: float | None = None
+    brake: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -393,7 +399,7 @@ class RowSimulator:
 
         for action in self.controller.initial():
             apply(action)
-            applied.append(AppliedAction(0.0, 0.0, action.describe()))
+            applied.append(self._landed(0.0, 0.0, action, settings, owner))
         horizon = self.workload.duration_s
         telemetry: list[float] = []
         now = 0.0
@@ -413,7 +419,7 @@ class RowSimulator:
             while pending and pending[0][0] <= now:
                 _, _, decided, action = heapq.heappop(pending)
                 apply(action)
-                applied.append(AppliedAction(now, decided, action.describe()))
+                applied.append(self._landed(now, decided, action, settings, owner))
             if now >= next_telemetry:
                 power = meter.mean_w(now - spec.telemetry_s, now)
                 telemetry.append(power)
@@ -446,6 +452,16 @@ class RowSimulator:
             simulation_s=time.perf_counter() - started,
             notes=self.power.notes,
         )
+
+    @staticmethod
+    def _landed(
+        now: float, decided: float, action: Action, settings: _Settings, owner: NDArray[np.int64]
+    ) -> AppliedAction:
+        def lock(class_index: int) -> float | None:
+            mine = settings.lock[owner == class_index]
+            return float(mine.min()) if mine.size else None
+
+        return AppliedAction(now, decided, action.describe(), lock(0), lock(1), settings.brake)
 
     def _locked(self, settings: _Settings) -> FloatArray:
         if settings.brake:
