@@ -1,5 +1,6 @@
 """The trace-driven mode: recorded power scaled by the model, rows built from traces, controllers over
-them, ``strato power replay-trace`` and ``strato power publish`` to a real gmond."""
+them, ``strato power replay-trace``; ``strato power publish`` of trace-driven and simulated rows to a
+real gmond (:mod:`strato.monitor.publish_power`)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,11 @@ from typer.testing import CliRunner
 from data_helpers import shared_data
 from monitor_helpers import collector
 from strato.cli import power_live
+from strato.errors import ConfigError
+from strato.monitor.publish_power import RowSeries, settings_timeline, simulated_series
 from strato.power.catalog import power_model
 from strato.power.controllers import parse_controller
+from strato.power.row import AppliedAction, RowSimulator, RowSpec, RowWorkload
 from strato.power.tracedrive import (
     TraceRowSpec,
     build_row,
@@ -24,6 +28,7 @@ from strato.power.tracedrive import (
     run_trace,
     scale_recorded_w,
 )
+from strato.traces.llm import load_requests
 
 MODEL = power_model("a100-80gb", "llama2-70b")
 LLAMA = shared_data() / "llm-gpu-power/plots/parameter-scale-input-test/raw_stats/llama2-70b"
@@ -190,11 +195,32 @@ def test_replay_trace_rejects_bad_input_in_one_line(tmp_path: Path) -> None:
         assert result.output.count("\n") == 1
 
 
-@pytest.mark.system
-def test_publish_puts_each_row_in_a_real_gmond_and_groups_follow_the_share(tmp_path: Path) -> None:
+def above_80(gmond: Any, tmp_path: Path) -> list[str]:
+    """The members of a C2MS group ``budget_share > 0.8`` over what the gmond holds now."""
     from strato.monitor.config import load_config
     from strato.monitor.service import Monitor
 
+    monitor = Monitor(load_config(None, source=gmond.xml_address, db_path=tmp_path / "m.db"))
+    monitor.store.create("above80", rule="budget_share > 0.8")
+    members: list[str] = monitor.poll().groups["above80"].members
+    return members
+
+
+def wait_for_rows(gmond: Any, rows: list[dict[str, Any]]) -> Any:
+    def landed(snapshot: Any) -> bool:
+        return all(
+            r["name"] in snapshot.hosts
+            and snapshot.hosts[r["name"]].value("budget_share") == pytest.approx(r["budget_share"])
+            for r in rows
+        )
+
+    return gmond.wait_for(landed)
+
+
+@pytest.mark.system
+def test_publish_puts_each_trace_driven_row_in_a_real_gmond_and_groups_follow_the_share(
+    tmp_path: Path,
+) -> None:
     square_wave(tmp_path)
     with collector(tmp_path / "gmond") as gmond:
         result = invoke(
@@ -204,22 +230,83 @@ def test_publish_puts_each_row_in_a_real_gmond_and_groups_follow_the_share(tmp_p
         )  # fmt: skip
         assert result.exit_code == 0, result.output
         rows = json.loads(result.stdout)["rows"]
-        assert [r["name"] for r in rows] == ["row-00", "row-01", "row-02"]
-
-        def landed(snapshot: Any) -> bool:
-            return all(
-                r["name"] in snapshot.hosts
-                and snapshot.hosts[r["name"]].value("budget_share") == pytest.approx(r["budget_share"])
-                for r in rows
-            )
-
-        snapshot = gmond.wait_for(landed)
+        assert [r["name"] for r in rows] == ["row-1", "row-2", "row-3"]
+        snapshot = wait_for_rows(gmond, rows)
         for r in rows:
             host = snapshot.hosts[r["name"]]
             assert host.ip == r["ip"] and host.metrics["row_power_w"].group == "power"
             assert host.value("row_power_w") == pytest.approx(r["row_power_w"])
             assert host.value("low_clock_mhz") == pytest.approx(1410.0)
-        monitor = Monitor(load_config(None, source=gmond.xml_address, db_path=tmp_path / "m.db"))
-        monitor.store.create("above80", rule="budget_share > 0.8")
-        members = monitor.poll().groups["above80"].members
-        assert members == sorted(r["name"] for r in rows if r["budget_share"] > 0.8)
+            assert host.value("controller_level") == 0
+        assert above_80(gmond, tmp_path) == sorted(r["name"] for r in rows if r["budget_share"] > 0.8)
+
+
+def test_a_simulated_rows_settings_follow_its_landed_actions() -> None:
+    actions = (
+        AppliedAction(4.0, 0.0, "low: lock 1275 MHz", 1410.0, 1275.0, False),
+        AppliedAction(7.0, 2.0, "power brake on", 1410.0, 1275.0, True),
+        AppliedAction(9.0, 4.0, "power brake off", 1410.0, 1275.0, False),
+    )
+    ends = np.array([2.0, 4.0, 6.0, 8.0, 10.0])
+    brake, low, high = settings_timeline(actions, ends, max_mhz=1410.0, brake_mhz=288.0)
+    # Nothing before the first action; an action landing at a step's end counts at it; the brake
+    # holds both classes at its clock.
+    assert brake.tolist() == [False, False, False, True, False]
+    assert low.tolist() == [1410.0, 1275.0, 1275.0, 288.0, 1275.0]
+    assert high.tolist() == [1410.0, 1410.0, 1410.0, 288.0, 1410.0]
+    # A row without a low-priority class publishes no low clock.
+    lonely = (AppliedAction(0.0, 0.0, "all: lock 1110 MHz", 1110.0, None, False),)
+    _, low, high = settings_timeline(lonely, ends[:1], max_mhz=1410.0, brake_mhz=288.0)
+    series = RowSeries("static:1110", 1000.0, 2.0, np.array([900.0]), np.array([False]), low, high)
+    assert series.values(0) == {
+        "row_power_w": 900.0, "budget_share": 0.9, "brake": 0.0, "high_clock_mhz": 1110.0,
+    }  # fmt: skip
+    with pytest.raises(ConfigError, match="do not record the row's settings"):
+        settings_timeline((AppliedAction(1.0, 0.0, "power brake on"),), ends, max_mhz=1410.0, brake_mhz=288.0)
+
+
+@pytest.mark.system
+def test_publish_simulate_puts_engine_rows_in_a_real_gmond_and_groups_follow_the_share(
+    tmp_path: Path,
+) -> None:
+    with collector(tmp_path / "gmond") as gmond:
+        # Tick 2 shows row time 2 x 0.25 x 24 = 12 s: telemetry step 5 (10-12 s), where, with these
+        # seeds, two rows are above 80 % of their budget and one is below.
+        result = invoke(
+            "publish", "--gmond", gmond.udp_address, "--simulate", "1m", "--rows", "3", "--servers", "6",
+            "--budget-servers", "4", "--controller", "polca", "--speed", "24", "--interval", "0.25",
+            "--duration", "0.5", "--json",
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        summary = json.loads(result.stdout)
+        rows = summary["rows"]
+        assert summary["ticks"] == 3 and [r["step"] for r in rows] == [5, 5, 5]
+        base = load_requests("synthetic:kind=code", duration_s=3600.0, seed=0)
+        spec = RowSpec(servers=6, budget_servers=4)
+        for seed, r in enumerate(rows):
+            workload = RowWorkload(base, 0.9, 60.0, start_s=15 * 3600.0, seed=seed)
+            run = RowSimulator(spec, workload, parse_controller("polca")).run()
+            expected = simulated_series(run, max_mhz=1410.0, brake_mhz=288.0).values(5)
+            assert {k: r[k] for k in expected} == pytest.approx(expected)
+            assert "controller_level" not in r
+        shares = [r["budget_share"] for r in rows]
+        assert min(shares) < 0.8 < max(shares), f"the seeds no longer straddle 80 %: {shares}"
+        snapshot = wait_for_rows(gmond, rows)
+        for r in rows:
+            host = snapshot.hosts[r["name"]]
+            assert host.metrics["budget_share"].group == "power"
+            for metric in ("row_power_w", "brake", "low_clock_mhz", "high_clock_mhz"):
+                assert host.value(metric) == pytest.approx(r[metric]), metric
+        assert above_80(gmond, tmp_path) == sorted(r["name"] for r in rows if r["budget_share"] > 0.8)
+
+
+def test_publish_rejects_options_of_the_other_mode_in_one_line(tmp_path: Path) -> None:
+    for args, message in (
+        (["--simulate", "1m", "--trace", str(tmp_path)], "--trace and --budget-from describe trace-driven"),
+        (["--peak-rate", "0.5/s"], "--peak-rate and --start describe a simulated row"),
+        (["--simulate", "10"], "--simulate needs a unit"),
+        (["--simulate", "1m", "--peak-rate", "0.5"], "--peak-rate needs a rate with its unit"),
+    ):
+        result = invoke("publish", "--gmond", "127.0.0.1:9", *args)
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
+        assert result.output.count("\n") == 1

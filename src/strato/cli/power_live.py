@@ -18,6 +18,7 @@ from strato.core.console import console, error_console
 from strato.errors import ConfigError, UnavailableError
 
 if TYPE_CHECKING:
+    from strato.monitor.publish_power import RowSeries
     from strato.power.tracedrive import TraceRun
 
 _POWER = re.compile(r"^\s*(?P<number>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>kw|w|mw)?\s*$", re.IGNORECASE)
@@ -282,48 +283,112 @@ def replay_trace(
     )
 
 
+def _simulated_rows(
+    span: str, servers: int, budget_servers: int, budget: str | None, controller: str, peak_rate: str,
+    start: str, seed: int, rows: int,
+) -> list[RowSeries]:  # fmt: skip
+    """Rows simulated on the engine as ``strato power simulate`` runs one (synthetic coding-sized requests,
+    a diurnal rate from ``start``), each with its own seed."""
+    from strato.cli.power import parse_clock_time, parse_rate
+    from strato.monitor.publish_power import simulated_series
+    from strato.power.controllers import parse_controller
+    from strato.power.row import RowSimulator, RowSpec, RowWorkload
+    from strato.traces.llm import load_requests
+
+    seconds = duration_option(span, "--simulate")
+    rate = parse_rate(peak_rate)
+    start_s = parse_clock_time(start)
+    parse_controller(controller)
+    spec = RowSpec(
+        servers=servers,
+        budget_servers=budget_servers,
+        budget_w=None if budget is None else parse_power_w(budget),
+    )
+    # Only the token sizes come from the synthetic trace: an hour of it is plenty to resample from.
+    base = load_requests("synthetic:kind=code", duration_s=3600.0, seed=seed)
+    series = []
+    for k in range(rows):
+        workload = RowWorkload(base, rate, seconds, start_s=start_s, seed=seed + k)
+        simulator = RowSimulator(spec, workload, parse_controller(controller))
+        run = simulator.run()
+        series.append(simulated_series(run, max_mhz=simulator.clocks.max_mhz, brake_mhz=spec.brake_mhz))
+    return series
+
+
 @friendly_errors
 def publish(
     gmond: Annotated[
         str, typer.Option(help="The gmond's UDP receive channel (host:port)")
     ] = "127.0.0.1:8649",
     trace: TraceOpt = None,
+    simulate: Annotated[
+        str | None,
+        typer.Option(
+            help="Publish rows simulated on the engine for this long (e.g. 10m) instead of trace-driven rows"
+        ),
+    ] = None,
     rows: Annotated[int, typer.Option(help="Rows to publish (each its own seed), one Ganglia host each")] = 1,
     servers: Annotated[int, typer.Option(help="Servers per row")] = 52,
     budget_servers: Annotated[int, typer.Option(help="Servers the budget was provisioned for")] = 40,
     budget: Annotated[str | None, typer.Option(help="Row budget, e.g. 260kW")] = None,
-    budget_from: Annotated[str, typer.Option(help="rated or peak (see replay-trace)")] = "rated",
+    budget_from: Annotated[str, typer.Option(help="rated or peak (see replay-trace; traces only)")] = "rated",
     controller: Annotated[str, typer.Option(help="none, capping, static:MHZ, polca[:k=v,...]")] = "polca",
+    peak_rate: Annotated[
+        str | None, typer.Option(help="With --simulate: req/s per server at the day's peak (default 0.9/s)")
+    ] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(help="With --simulate: time of day the rows start, HH:MM (default 15:00, the peak)"),
+    ] = None,
     speed: Annotated[float, typer.Option(help="Row seconds per wall-clock second")] = 1.0,
     interval: Annotated[float, typer.Option(help="Wall seconds between two sends of every metric")] = 1.0,
     duration: Annotated[
-        float | None, typer.Option(help="Wall seconds to run (default: the run's end)")
+        float | None, typer.Option(help="Wall seconds to run (default: the rows' end)")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the first row")] = 0,
-    prefix: Annotated[str, typer.Option(help="Host names: PREFIX-00, PREFIX-01 ...")] = "row",
+    prefix: Annotated[str, typer.Option(help="Host names: PREFIX-1, PREFIX-2 ...")] = "row",
     json_output: Annotated[bool, typer.Option("--json", help="Print the last values sent as JSON")] = False,
 ) -> None:
-    """Publish trace-driven rows' power to Ganglia (group power: row_power_w, budget_share,
-    controller_level, brake, low/high_clock_mhz), one spoofed host per row, so strato monitor groups
-    such as 'budget_share > 0.8' (rows above 80 %) follow them."""
+    """Publish rows' power to Ganglia (group power: row_power_w, budget_share, brake, low/high_clock_mhz,
+    and controller_level for trace-driven rows), one spoofed host per row, so strato monitor groups such
+    as 'budget_share > 0.8' (rows above 80 %) follow them. Rows are trace-driven (recorded nvidia-smi
+    power, as replay-trace) or, with --simulate, simulated on the engine (as strato power simulate)."""
     from strato.monitor.gmetric import parse_address
-    from strato.power.tracedrive import publish_runs
+    from strato.monitor.publish_power import publish_rows, row_names, trace_series
 
     parse_address(gmond)
+    row_names(1, prefix)
     if rows < 1:
         raise ConfigError(f"--rows must be at least 1, got {rows}")
-    runs = _trace_runs(
-        trace, servers, budget_servers, budget, budget_from, controller, "2s", "40s", "5s", None, 0.5,
-        "llama2-70b", seed, rows,
-    )  # fmt: skip
-    last = publish_runs(runs, gmond, speed=speed, interval_s=interval, duration_s=duration, prefix=prefix)
+    if simulate is None:
+        if peak_rate is not None or start is not None:
+            raise ConfigError("--peak-rate and --start describe a simulated row: they need --simulate")
+        runs = _trace_runs(
+            trace, servers, budget_servers, budget, budget_from, controller, "2s", "40s", "5s", None, 0.5,
+            "llama2-70b", seed, rows,
+        )  # fmt: skip
+        series = [trace_series(run) for run in runs]
+    else:
+        if trace is not None or budget_from != "rated":
+            raise ConfigError(
+                "--trace and --budget-from describe trace-driven rows: drop them with --simulate"
+            )
+        series = _simulated_rows(
+            simulate, servers, budget_servers, budget, controller, peak_rate or "0.9/s", start or "15:00",
+            seed, rows,
+        )  # fmt: skip
+    summary = publish_rows(
+        series, gmond, speed=speed, interval_s=interval, duration_s=duration, prefix=prefix
+    )
     if json_output:
-        print_json({"gmond": gmond, "rows": [{"name": r.name, "ip": r.ip, **r.values} for r in last]})
+        print_json({"gmond": gmond, **summary.to_json()})
         return
-    for row in last:
+    for row in summary.rows:
+        level = row.values.get("controller_level")
         console.print(
             f"{row.name} ({row.ip}): {row.values['row_power_w'] / 1e3:.1f} kW, "
-            f"{row.values['budget_share']:.1%} of budget, level {row.values['controller_level']:.0f}, "
-            f"brake {row.values['brake']:.0f}",
+            f"{row.values['budget_share']:.1%} of budget"
+            + ("" if level is None else f", level {level:.0f}")
+            + f", brake {row.values['brake']:.0f}",
             highlight=False,
         )

@@ -14,6 +14,9 @@ with the model's law (:func:`scale_recorded_w`). What this mode cannot show: the
 when clocks drop (the recording's timeline is fixed), so latency impact needs the engine
 (:mod:`strato.power.row`); power under a lock is the recorded power scaled, so the energy of a slowed
 phase is under-counted by the time it would have stretched.
+
+A run's per-step settings (level, brake, clocks) are what :mod:`strato.monitor.publish_power` sends to
+Ganglia (``strato power publish``).
 """
 
 from __future__ import annotations
@@ -409,117 +412,3 @@ def run_trace(
         thresholds=spec.thresholds,
         sources=row.sources,
     )
-
-
-# ---- Ganglia --------------------------------------------------------------------------------------
-
-GANGLIA_GROUP = "power"
-
-
-@dataclass(frozen=True)
-class PublishedRow:
-    """One row as last published: its host name, address and metric values."""
-
-    name: str
-    ip: str
-    values: dict[str, float]
-
-
-def power_metric_specs(interval_s: float) -> dict[str, Any]:
-    """The row metrics (Ganglia group ``power``), one host per row: ``row_power_w``, ``budget_share``
-    (0..1, so a C2MS group ``budget_share > 0.8`` holds the rows above 80 %), ``controller_level``,
-    ``brake`` (1 while on) and ``low_clock_mhz`` / ``high_clock_mhz`` (each class's locked clock)."""
-    from strato.monitor.gmetric import MetricSpec
-
-    tmax = max(1, math.ceil(2 * interval_s))
-
-    def spec(name: str, kind: str, units: str, description: str) -> MetricSpec:
-        return MetricSpec(
-            name, kind, units, tmax=tmax, group=GANGLIA_GROUP, title=name.replace("_", " "),
-            description=description,
-        )  # fmt: skip
-
-    return {
-        s.name: s
-        for s in (
-            spec("row_power_w", "double", "W", "Row power, mean over the telemetry interval"),
-            spec("budget_share", "double", "fraction", "Row power as a share of the row budget"),
-            spec("controller_level", "uint8", "", "Controller level (POLCA 0..3; else 1 while acting)"),
-            spec("brake", "uint8", "", "1 while the power brake holds every GPU at its minimum clock"),
-            spec("low_clock_mhz", "double", "MHz", "Locked SM clock of the low-priority GPUs"),
-            spec("high_clock_mhz", "double", "MHz", "Locked SM clock of the high-priority GPUs"),
-        )
-    }
-
-
-def row_values(run: TraceRun, step: int) -> dict[str, float]:
-    """The published values of ``run`` at telemetry step ``step``."""
-    power = float(run.telemetry_w[step])
-    return {
-        "row_power_w": power,
-        "budget_share": power / run.budget_w,
-        "controller_level": float(run.level[step]),
-        "brake": float(run.brake[step]),
-        "low_clock_mhz": float(run.low_mhz[step]),
-        "high_clock_mhz": float(run.high_mhz[step]),
-    }
-
-
-def publish_runs(
-    runs: Sequence[TraceRun],
-    address: str,
-    *,
-    speed: float = 1.0,
-    interval_s: float = 1.0,
-    duration_s: float | None = None,
-    prefix: str = "row",
-    ip_prefix: str = "10.78",
-) -> list[PublishedRow]:
-    """Replay ``runs`` to the gmond at ``address`` (its UDP channel), each row a spoofed host
-    ``<prefix>-NN``: every ``interval_s`` wall seconds the rows' values at ``speed`` times the wall clock
-    (:func:`row_values`). Stops at the runs' end or after ``duration_s`` wall seconds; returns what was
-    last sent. Uses :mod:`strato.monitor.gmetric`, as ``strato monitor publish-llm`` does."""
-    import time
-
-    from strato.monitor.gmetric import GmetricSender, spoof_id
-    from strato.monitor.publish_llm import machine_ips
-
-    if not runs:
-        raise ConfigError("nothing to publish")
-    if not speed > 0 or not interval_s > 0 or (duration_s is not None and not duration_s >= 0):
-        raise ConfigError("speed and interval must be positive and duration zero or more")
-    specs = list(power_metric_specs(interval_s).values())
-    ips = machine_ips(len(runs), ip_prefix)
-    names = [f"{prefix}-{k:02d}" for k in range(len(runs))]
-    steps = min(run.telemetry_w.size for run in runs)
-    last: list[PublishedRow] = []
-    start = time.monotonic()
-    tick = 0
-    try:
-        sender = GmetricSender(address)
-    except OSError as error:
-        raise ConfigError(f"cannot send to gmond at {address}: {error.strerror or error}") from None
-    with sender:
-        while True:
-            sim_s = tick * interval_s * speed
-            last = []
-            for run, name, ip in zip(runs, names, ips, strict=True):
-                step = min(max(round(sim_s / run.telemetry_s) - 1, 0), steps - 1)
-                values = row_values(run, step)
-                try:
-                    sender.send_many((spec, values[spec.name], spoof_id(ip, name)) for spec in specs)
-                except OSError as error:
-                    raise ConfigError(
-                        f"cannot send to gmond at {address}: {error.strerror or error}"
-                    ) from None
-                last.append(PublishedRow(name, ip, values))
-            elapsed = time.monotonic() - start
-            if sim_s >= steps * runs[0].telemetry_s or (
-                duration_s is not None and elapsed + interval_s > duration_s
-            ):
-                break
-            tick += 1
-            wait = start + tick * interval_s - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-    return last
