@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -13,6 +15,7 @@ from strato.power.row import RowSimulator, RowSpec, RowWorkload, _Meter, largest
 from strato.traces.llm import synthetic
 
 A100 = power_model("a100-80gb", "llama2-70b")
+INSTANT = replace(A100, server=replace(A100.server, rest_lag_s=0.0))
 BASE = synthetic("code", 5.0, 600.0, seed=1)
 
 
@@ -27,8 +30,8 @@ def _brute_force(entries: np.ndarray, t1: float, nodes: int, sample_s: float) ->
         kinds = np.concatenate([[IDLE], mine[:, 2]]).astype(np.int64)
         loads = np.concatenate([[0.0], np.where(mine[:, 2] == PREFILL, mine[:, 3], mine[:, 4])])
         which = np.searchsorted(starts, grid, side="right") - 1
-        gpu = A100.gpu_power_w(kinds[which], loads[which], np.full(grid.size, 1410.0))
-        total += A100.server_power_w(A100.server.gpus * gpu, (kinds[which] != IDLE).astype(float))
+        gpu = INSTANT.gpu_power_w(kinds[which], loads[which], np.full(grid.size, 1410.0))
+        total += INSTANT.server_power_w(INSTANT.server.gpus * gpu, (kinds[which] != IDLE).astype(float))
     return total.reshape(-1, round(sample_s / fine)).mean(axis=1)
 
 
@@ -40,7 +43,7 @@ def test_meter_bins_are_the_exact_integral_of_piecewise_power() -> None:
     entries = np.column_stack([*columns, rng.integers(1, 4096, 40), rng.integers(1, 64, 40)]).astype(
         np.float64
     )
-    meter = _Meter(A100, nodes, sample_s)
+    meter = _Meter(INSTANT, nodes, sample_s)
     # Two chunks with a boundary that is not a bin edge: the state carries over.
     split = 1.234
     lock, cap = np.full(nodes, 1410.0), np.full(nodes, 400.0)
@@ -48,6 +51,22 @@ def test_meter_bins_are_the_exact_integral_of_piecewise_power() -> None:
     meter.add(split, t1, entries[entries[:, 0] >= split], lock, cap)
     expected = _brute_force(entries, t1, nodes, sample_s)
     np.testing.assert_allclose(meter.series(t1), expected, rtol=2e-3)
+
+
+def test_the_rest_of_the_server_follows_the_gpus_with_its_lag() -> None:
+    meter = _Meter(A100, 1, 0.1)
+    lock, cap = np.full(1, 1410.0), np.full(1, 400.0)
+    start = np.array([[0.0, 0, DECODE, 0, 16]])
+    meter.add(0.0, 300.0, start, lock, cap)
+    power = meter.series(300.0)
+    gpus = A100.server.gpus * A100.gpu_power_w(np.array([DECODE]), np.array([16.0]), lock)[0]
+    idle_rest, busy_rest = A100.server.rest_idle_w, A100.server.rest_busy_w
+    lag = A100.server.rest_lag_s
+    # One time constant in, the rest of the server has moved 1 - 1/e of the way; after ten, all of it.
+    at_lag = power[round(lag / 0.1)] - gpus - idle_rest
+    assert at_lag == pytest.approx((busy_rest - idle_rest) * (1 - np.exp(-1)), rel=0.02)
+    assert power[-1] == pytest.approx(gpus + busy_rest, rel=1e-3)
+    assert meter.mean_w(290.0, 300.0) == pytest.approx(gpus + busy_rest, rel=1e-3)
 
 
 def test_largest_rise_is_peak_minus_the_earlier_minimum_in_the_window() -> None:
@@ -83,9 +102,11 @@ def test_polca_holds_an_oversubscribed_row_that_none_lets_through() -> None:
     assert held.time_above(1.0) < free.time_above(1.0)
 
 
-def test_the_row_drains_back_to_idle_power() -> None:
+def test_the_row_drains_back_towards_idle_power() -> None:
     run = _run("none", servers=2, budget=2, minutes=2).run()
-    assert run.power_w[-1] == pytest.approx(2 * A100.idle_server_w)
+    # Once the last request is out the GPUs idle at once; the rest of the servers still cools down.
+    extra = A100.server.rest_busy_w - A100.server.rest_idle_w
+    assert 2 * A100.idle_server_w < run.power_w[-1] < 2 * (A100.idle_server_w + extra)
     assert run.power_w.max() <= 2 * A100.server.rated_w
 
 

@@ -22,6 +22,7 @@ POLCA paper's A100 characterisation (docs/power.md has the figures and the fit).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -120,6 +121,9 @@ class ServerShape:
     """The same while the GPUs work (fans and CPUs work harder)."""
     rated_w: float
     """The server's rated maximum draw (its nameplate; what a row provisions per server by default)."""
+    rest_lag_s: float = 30.0
+    """Time constant with which the rest of the server follows its GPUs' activity: fans and power supplies
+    answer heat, not single iterations (0: instantly)."""
 
     def __post_init__(self) -> None:
         if self.gpus < 1:
@@ -128,6 +132,8 @@ class ServerShape:
             raise ConfigError(f"{self.label}: rest-of-server power must satisfy 0 <= idle <= busy")
         if not self.rated_w > 0:
             raise ConfigError(f"{self.label}: rated power must be positive")
+        if not 0 <= self.rest_lag_s < math.inf:
+            raise ConfigError(f"{self.label}: rest-of-server lag must be a finite, non-negative time")
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy.signal import lfilter
 
 from strato.errors import ConfigError
 from strato.llm.catalog import get_model
@@ -195,7 +196,12 @@ def largest_rise(power: FloatArray, sample_s: float, window_s: float) -> float:
 
 
 class _Meter:
-    """Row power from phase logs: per-node carried state and exact energy per bin."""
+    """Row power from phase logs: per-node carried state, exact energy per bin.
+
+    Each bin holds the GPUs' energy (plus every server's idle rest-of-server power) exactly, and the
+    server-seconds of GPU activity; the rest of each server follows that activity through a first-order
+    lag (:attr:`ServerShape.rest_lag_s`), applied to whole bins as they complete.
+    """
 
     def __init__(self, model: PowerModel, nodes: int, sample_s: float) -> None:
         self.model = model
@@ -203,13 +209,23 @@ class _Meter:
         self.kind = np.full(nodes, IDLE, dtype=np.int64)
         self.load = np.zeros(nodes)
         self.energy = np.zeros(1024)
+        self.busy = np.zeros(1024)
+        self.rest = np.zeros(1024)
+        """Busy servers as the rest-of-server power sees them (lagged), per settled bin."""
+        self.settled = 0
+        self.lagged_busy = 0.0
         self.gpus = model.server.gpus
+        lag = model.server.rest_lag_s
+        self.alpha = 1.0 if lag == 0 else 1.0 - math.exp(-sample_s / lag)
 
     def _grow(self, bins: int) -> None:
         if bins > self.energy.size:
-            grown = np.zeros(max(bins, 2 * self.energy.size))
-            grown[: self.energy.size] = self.energy
-            self.energy = grown
+            size = max(bins, 2 * self.energy.size)
+            for name in ("energy", "busy", "rest"):
+                grown = np.zeros(size)
+                old = getattr(self, name)
+                grown[: old.size] = old
+                setattr(self, name, grown)
 
     def add(
         self, t0: float, t1: float, entries: NDArray[np.float64], locked: FloatArray, cap: FloatArray
@@ -236,32 +252,49 @@ class _Meter:
         else:
             times, who, kind, load = np.full(n, t0), nodes, self.kind.copy(), self.load.copy()
             end = np.full(n, t1)
-        limit = cap[who]
-        gpu = self.model.gpu_power_w(kind, load, locked[who], limit)
+        gpu = self.model.gpu_power_w(kind, load, locked[who], cap[who])
+        idle_rest = self.model.server_power_w(self.gpus * gpu, np.zeros(gpu.size))
         busy = (kind != IDLE).astype(np.float64)
-        power = self.model.server_power_w(self.gpus * gpu, busy)
-        # Row power is piecewise constant between these change points; its integral is piecewise linear,
-        # so interpolating it at the bin edges gives each bin's exact energy.
+        # Both signals are piecewise constant between these change points; their integrals are piecewise
+        # linear, so interpolating them at the bin edges gives each bin's exact energy and busy time.
         points = np.concatenate([times, end])
-        deltas = np.concatenate([power, -power])
+        deltas = np.concatenate([np.column_stack([idle_rest, busy]), -np.column_stack([idle_rest, busy])])
         order = np.argsort(points, kind="stable")
         points, deltas = points[order], deltas[order]
-        row = np.cumsum(deltas)
-        energy = np.concatenate([[0.0], np.cumsum(row[:-1] * np.diff(points))])
+        level = np.cumsum(deltas, axis=0)
+        integral = np.vstack([np.zeros((1, 2)), np.cumsum(level[:-1] * np.diff(points)[:, None], axis=0)])
         first, last_bin = int(t0 // self.sample_s), math.ceil(t1 / self.sample_s)
         self._grow(last_bin + 1)
         edges = np.clip(np.arange(first, last_bin + 1) * self.sample_s, t0, t1)
-        cumulative = np.interp(edges, points, energy)
-        self.energy[first:last_bin] += np.diff(cumulative)
+        self.energy[first:last_bin] += np.diff(np.interp(edges, points, integral[:, 0]))
+        self.busy[first:last_bin] += np.diff(np.interp(edges, points, integral[:, 1]))
+
+    def _settle(self, bins: int) -> None:
+        """Run the rest-of-server lag over the bins completed since the last call."""
+        if bins <= self.settled:
+            return
+        self._grow(bins)
+        busy = self.busy[self.settled : bins] / self.sample_s
+        lagged, _ = lfilter(
+            [self.alpha], [1.0, self.alpha - 1.0], busy, zi=[(1.0 - self.alpha) * self.lagged_busy]
+        )
+        self.rest[self.settled : bins] = lagged
+        self.lagged_busy = float(lagged[-1])
+        self.settled = bins
+
+    def _power(self, first: int, last: int) -> FloatArray:
+        self._settle(last)
+        server = self.model.server
+        extra = server.rest_busy_w - server.rest_idle_w
+        return np.asarray(self.energy[first:last] / self.sample_s + extra * self.rest[first:last])
 
     def mean_w(self, t0: float, t1: float) -> float:
+        """Mean row power over ``[t0, t1)``; every bin before ``t1`` must be accounted."""
         first, last = round(t0 / self.sample_s), round(t1 / self.sample_s)
-        return float(self.energy[first:last].sum() / (t1 - t0))
+        return float(self._power(first, last).mean())
 
     def series(self, horizon_s: float) -> FloatArray:
-        bins = math.ceil(horizon_s / self.sample_s)
-        self._grow(bins)
-        return self.energy[:bins] / self.sample_s
+        return self._power(0, math.ceil(horizon_s / self.sample_s))
 
 
 class _PromptSlowdown:
