@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, MultipleLocator
 from numpy.typing import NDArray
 
 from strato.core.report import new_figure
@@ -97,6 +97,8 @@ def power_figure(experiment: Experiment) -> Figure:
             color=color,
         )
     axis.xaxis.set_major_formatter(FuncFormatter(_clock))
+    if workload.duration_s >= 6 * 3600:
+        axis.xaxis.set_major_locator(MultipleLocator(3.0))  # every 3 hours, on the clock's hours
     days = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
     axis.set_xlabel(f"time of day (from {days[workload.start_day]})")
     axis.set_ylabel("row power, % of budget (band: up to the max)")
