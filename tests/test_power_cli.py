@@ -49,14 +49,14 @@ def test_simulate_table_and_explicit_budget() -> None:
 
 def test_sweep_json() -> None:
     code, output = invoke(
-        "sweep", "--added", "0:2:2", "--budget-servers", "6", "--controller", "polca", "--controller", "none",
+        "sweep", "--added", "0:3:3", "--budget-servers", "6", "--controller", "polca", "--controller", "none",
         "--duration", "3m", "--start", "14:00", "--peak-rate", "0.9rps", "--workers", "2", "--json",
     )  # fmt: skip
     assert code == 0, output
     data = json.loads(output)
-    assert data["added"] == [0, 2]
+    assert data["added"] == [0, 3]
     assert sorted((row["controller"], row["added"]) for row in data["rows"]) == [
-        ("none", 0), ("none", 2), ("polca", 0), ("polca", 2),
+        ("none", 0), ("none", 3), ("polca", 0), ("polca", 3),
     ]  # fmt: skip
     assert data["limits"]["none"]["meets_targets_up_to"] == 0
 

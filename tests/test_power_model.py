@@ -40,7 +40,8 @@ def test_locking_the_clock_cuts_power_and_slows_prefill_more_than_decode() -> No
     assert 0.15 < prefill_cut < 0.25
     slow = A100.slowdown(phases, load, np.full(2, 1110.0))
     assert slow[0] > slow[1] > 1.0
-    assert slow[1] == pytest.approx(1.07, abs=0.01)  # decode-dominated requests: <= ~7 % slower
+    # Decode reads HBM, whose bandwidth ignores the SM clock: under 3 % slower at 1110 MHz.
+    assert slow[1] == pytest.approx(1.027, abs=0.002)
     assert (A100.slowdown(phases, load, np.full(2, 1410.0)) == 1.0).all()
 
 

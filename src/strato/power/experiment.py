@@ -26,7 +26,7 @@ REFERENCE = "none"
 HIGH_P50_TARGET_PCT = 1.0
 """POLCA's target: high-priority P50 latency impact under 1 %."""
 LOW_P50_TARGET_PCT = 2.0
-"""... and low-priority under 2 %, with no power-brake event (and so no time over the budget)."""
+"""... and low-priority under 2 %, with no power-brake event and no telemetry reading over the budget."""
 THRESHOLDS = (0.80, 0.89, 1.00)
 """Shares of the budget whose time above is reported: POLCA's two thresholds and the budget itself."""
 
@@ -178,8 +178,11 @@ class ImpactRow:
 
     @property
     def meets_targets(self) -> bool:
-        """POLCA's bar: high-priority P50 E2E impact < 1 %, low-priority < 2 %, no brake, never over."""
-        if self.brake_events or self.above_100_s > 0:
+        """POLCA's bar: high-priority P50 E2E impact < 1 %, low-priority < 2 %, no brake, and no telemetry
+        reading over the budget (what the row's meters and breakers see; a 100 ms bin over it is reported in
+        ``above_100_s`` but is not a breach: breakers trip on sustained overload, and the brake acts on
+        telemetry)."""
+        if self.brake_events or self.peak_telemetry_share > 1.0:
             return False
         for name, target in (("high", HIGH_P50_TARGET_PCT), ("low", LOW_P50_TARGET_PCT)):
             impact = self.impact(name)
