@@ -88,3 +88,18 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None
     assert code == 2, output
     assert len(output.strip().splitlines()) == 1, output
     assert output.startswith("error: ") and message in output, output
+
+
+def test_characterize_json_without_the_row() -> None:
+    code, output = invoke("characterize", "--no-row", "--no-replay", "--json")
+    assert code == 0, output
+    data = json.loads(output)
+    assert data["row"] is None  # --no-row
+    assert [point["mhz"] for point in data["frequency"]] == [1410.0, 1305.0, 1275.0, 1200.0, 1110.0]
+    figures = [row["figure"] if isinstance(row, dict) else row[0] for row in data["rows"]]
+    assert "lock 1110 MHz: power cut / slowdown" in figures
+
+
+def test_characterize_refuses_a_unitless_duration() -> None:
+    code, output = invoke("characterize", "--duration", "20")
+    assert code == 2 and "--duration needs a unit" in output

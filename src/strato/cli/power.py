@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from strato.cli import power_live
 from strato.cli.common import duration_option, friendly_errors, print_json
 from strato.core.console import console, print_table
 from strato.errors import ConfigError
@@ -386,17 +386,55 @@ def sweep(
             console.print(f"{name}: meets the targets up to +{limit}, stops meeting them at +{stop}")
 
 
-def _join_live_commands() -> None:
-    """``control``, ``replay-trace`` and ``publish`` live in their own module, with their own owner."""
-    try:
-        live = importlib.import_module("strato.cli.power_live")
-    except ModuleNotFoundError as error:
-        if error.name == "strato.cli.power_live":
-            return
-        raise
-    register = getattr(live, "register", None)
-    if callable(register):
-        register(app)
+@app.command()
+@friendly_errors
+def characterize(
+    servers: Annotated[int, typer.Option(help="Servers in the simulated row")] = 40,
+    duration: Annotated[str, typer.Option(help="Simulated time of the row, with a unit: 20m, 24h")] = "24h",
+    start: Annotated[str, typer.Option(help="Time of day the row's run starts, HH:MM")] = "00:00",
+    peak_rate: Annotated[
+        str, typer.Option(help="Requests per second per server at the day's peak, with a unit: 0.9/s")
+    ] = "0.9/s",
+    trace: Annotated[str, typer.Option(help="Request sizes: synthetic:kind=code|conv or a trace")] = (
+        "synthetic:kind=code"
+    ),
+    no_row: Annotated[
+        bool, typer.Option("--no-row", help="Skip the row simulation (minutes for a day)")
+    ] = False,
+    no_replay: Annotated[
+        bool, typer.Option("--no-replay", help="Skip replaying the traces' requests through the engine")
+    ] = False,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Data root holding llm-gpu-power/ (default: $STRATO_DATA or ../shared/data)"),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the row's arrivals")] = 0,
+    json_output: Json = False,
+) -> None:
+    """POLCA's characterisation three ways: the power model (and a row on the engine), the real A100
+    nvidia-smi traces, and the paper's published figures."""
+    from strato.power.characterize import characterize as run
+
+    result = run(
+        row_servers=servers,
+        row_duration_s=duration_option(duration, "--duration"),
+        row_start_s=parse_clock_time(start),
+        row_peak_rps_per_server=parse_rate(peak_rate),
+        row_sizes=trace,
+        simulate=not no_row,
+        replay=not no_replay,
+        traces_root=data,
+        seed=seed,
+    )
+    if json_output:
+        print_json(result.to_json())
+        return
+    rows = [
+        {"figure": figure, "model": model, "traces": traces, "paper": paper}
+        for figure, model, traces, paper in result.rows()
+    ]
+    columns = [("figure", "figure"), ("model", "strato model"), ("traces", "real traces"), ("paper", "paper")]
+    print_table(rows, columns, title="POLCA's characterisation")
 
 
-_join_live_commands()
+power_live.register(app)
