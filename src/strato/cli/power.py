@@ -157,7 +157,7 @@ def _row(
     return spec, workload
 
 
-_POWER_COLUMNS = [
+POWER_COLUMNS = [
     ("controller", "controller"),
     ("servers", "servers"),
     ("added", "added"),
@@ -171,7 +171,7 @@ _POWER_COLUMNS = [
     ("energy_kwh", "kWh"),
     ("meets_targets", "meets targets"),
 ]
-_CLASS_COLUMNS = [
+CLASS_COLUMNS = [
     ("controller", "controller"),
     ("class", "class"),
     ("completed", "completed"),
@@ -181,7 +181,7 @@ _CLASS_COLUMNS = [
     ("ttft_p50_pct", "P50 TTFT %"),
     ("ttft_p99_pct", "P99 TTFT %"),
 ]
-_FORMATS = {
+POWER_FORMATS = {
     "budget_kw": ",.1f",
     "peak_pct": ".1f",
     "peak_telemetry_pct": ".1f",
@@ -261,10 +261,10 @@ def simulate(
     rows = experiment.rows
     print_table(
         [row.to_row() for row in rows],
-        _POWER_COLUMNS,
+        POWER_COLUMNS,
         title=f"{spec.servers} servers ({rows[0].added:+d}) under {rows[0].budget_kw:,.1f} kW, "
         f"{trace} at {workload.peak_rps_per_server:g} req/s per server at the day's peak",
-        formats=_FORMATS,
+        formats=POWER_FORMATS,
     )
     print_table(
         [
@@ -272,9 +272,9 @@ def simulate(
             for row in rows
             for impact in row.classes
         ],
-        _CLASS_COLUMNS,
+        CLASS_COLUMNS,
         title="latency impact against none (same requests)",
-        formats=_FORMATS,
+        formats=POWER_FORMATS,
     )
     for note in experiment.runs[0].notes:
         console.print(f"note: {note}")
@@ -374,7 +374,7 @@ def sweep(
             ("meets_targets", "meets targets"),
         ],
         title=f"servers added under {result.budget_kw:,.1f} kW ({budget_servers} servers' budget)",
-        formats=_FORMATS,
+        formats=POWER_FORMATS,
     )
     for name in result.controllers:
         limit, stop = result.limit(name), result.stops_at(name)
