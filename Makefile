@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/llm_bench.py
 	$(PY) benchmarks/monitor_bench.py
 	$(PY) benchmarks/vm_bench.py
+	$(PY) benchmarks/power_bench.py
 
 clean:
 	rm -rf $(VENV) strato-report .pytest_cache .mypy_cache .ruff_cache

@@ -258,7 +258,8 @@ def publish_rows(
         raise ConfigError(f"duration must be zero or more wall seconds, got {duration_s!r}")
     specs = power_metric_specs(interval_s)
     names = row_names(len(rows), prefix)
-    spoofs = [spoof_id(ip, name) for ip, name in zip(machine_ips(len(rows), ip_prefix), names, strict=True)]
+    ips = machine_ips(len(rows), ip_prefix)
+    spoofs = [spoof_id(ip, name) for ip, name in zip(ips, names, strict=True)]
     last_tick = None if duration_s is None else math.floor(duration_s / interval_s + 1e-9)
     end_s = max(row.span_s for row in rows)
     try:
@@ -275,7 +276,7 @@ def publish_rows(
             while True:
                 row_s = ticks * interval_s * speed
                 published = []
-                for row, name, spoof in zip(rows, names, spoofs, strict=True):
+                for row, name, ip, spoof in zip(rows, names, ips, spoofs, strict=True):
                     completed = math.floor(row_s / row.telemetry_s + 1e-9)
                     step = min(max(completed - 1, 0), row.steps - 1)
                     values = row.values(step)
@@ -287,7 +288,7 @@ def publish_rows(
                         raise UnavailableError(
                             f"cannot send to gmond at {address}: {error.strerror or error}"
                         ) from None
-                    published.append(PublishedRow(name, spoof.split(":")[0], step, values))
+                    published.append(PublishedRow(name, ip, step, values))
                 ticks += 1
                 if row_s >= end_s or (last_tick is not None and ticks > last_tick):
                     break
