@@ -372,7 +372,7 @@ def test_dry_run_replays_a_recording_and_prints_what_it_would_set(tmp_path: Path
     path = recorded(tmp_path, lambda k: 100.0 if k < 30 else 300.0)
     result = invoke(
         "control", "--budget", "500W", "--low-priority-gpus", "1", "--dry-run", "--telemetry-file", str(path),
-        "--telemetry-interval", "1s", "--json",
+        "--telemetry", "1s", "--json",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     import json

@@ -188,7 +188,7 @@ def test_replay_trace_rejects_bad_input_in_one_line(tmp_path: Path) -> None:
         (["--trace", str(missing_column)], "other.csv, row 1, column power.draw: no power column"),
         (["--trace", str(tmp_path / "nope")], "no such trace file or folder"),
         (["--trace", str(bad), "--controller", "pulca"], "unknown power controller 'pulca'"),
-        (["--trace", str(bad), "--telemetry-interval", "0.15s"], "whole number of 0.1 s samples"),
+        (["--trace", str(bad), "--telemetry", "0.15s"], "whole number of 0.1 s samples"),
     ):
         result = invoke("replay-trace", *args)
         assert result.exit_code == 2 and message in result.output, (args, result.output)

@@ -79,10 +79,14 @@ def control(
         typer.Option(help="GPUs to control, e.g. 0-7 (default every GPU; with --telemetry-file, its GPUs)"),
     ] = None,
     telemetry_interval: Annotated[
-        str, typer.Option("--telemetry-interval", help="How often to read power and decide, e.g. 2s")
+        str, typer.Option("--telemetry", help="How often to read power and decide, e.g. 2s")
     ] = "2s",
     telemetry: Annotated[
-        str, typer.Option(help="Power from: nvml, or nvidia-smi (a running --query-gpu ... -lms process)")
+        str,
+        typer.Option(
+            "--telemetry-source",
+            help="Power from: nvml, or nvidia-smi (a running --query-gpu ... -lms process)",
+        ),
     ] = "nvml",
     duration: Annotated[
         str | None, typer.Option(help="Stop after this long, e.g. 60s (default: Ctrl-C)")
@@ -110,13 +114,13 @@ def control(
     from strato.power.controllers import parse_controller
 
     budget_w = parse_power_w(budget)
-    interval_s = duration_option(telemetry_interval, "--telemetry-interval")
+    interval_s = duration_option(telemetry_interval, "--telemetry")
     duration_s = None if duration is None else duration_option(duration, "--duration")
     ctl = parse_controller(controller)
     low = parse_gpus(low_priority_gpus, "--low-priority-gpus") if low_priority_gpus else []
     chosen = parse_gpus(gpus, "--gpus") if gpus is not None else None
     if telemetry not in ("nvml", "nvidia-smi"):
-        raise ConfigError(f"--telemetry must be nvml or nvidia-smi, not {telemetry!r}")
+        raise ConfigError(f"--telemetry-source must be nvml or nvidia-smi, not {telemetry!r}")
     if telemetry_file is not None and not dry_run:
         raise ConfigError(
             "--telemetry-file replays a recording: it needs --dry-run (nothing real to control)"
@@ -221,8 +225,8 @@ def _trace_runs(
         budget_from="rated" if budget_from == "rated" else "peak",
         model=model,
         low_priority_share=low_share,
-        telemetry_s=duration_option(telemetry_interval, "--telemetry-interval"),
-        actuation_delay_s=duration_option(delay, "--delay"),
+        telemetry_s=duration_option(telemetry_interval, "--telemetry"),
+        actuation_delay_s=duration_option(delay, "--actuation-delay"),
         brake_delay_s=duration_option(brake_delay, "--brake-delay"),
         duration_s=None if duration is None else duration_option(duration, "--duration"),
     )
@@ -250,13 +254,15 @@ def replay_trace(
         str, typer.Option(help="rated: budget servers x rated power; peak: peak of the budget servers' row")
     ] = "rated",
     controller: Annotated[str, typer.Option(help="none, capping, static:MHZ, polca[:k=v,...]")] = "polca",
-    telemetry_interval: Annotated[str, typer.Option(help="Row telemetry interval")] = "2s",
-    delay: Annotated[str, typer.Option(help="Out-of-band actuation delay")] = "40s",
+    telemetry_interval: Annotated[str, typer.Option("--telemetry", help="Row telemetry interval")] = "2s",
+    delay: Annotated[str, typer.Option("--actuation-delay", help="Out-of-band actuation delay")] = "40s",
     brake_delay: Annotated[str, typer.Option(help="Power-brake delay")] = "5s",
     duration: Annotated[
         str | None, typer.Option(help="Row power span (default: the longest recording)")
     ] = None,
-    low_share: Annotated[float, typer.Option(help="Share of servers in the low-priority class")] = 0.5,
+    low_share: Annotated[
+        float, typer.Option("--low-priority", help="Share of servers in the low-priority class")
+    ] = 0.5,
     model: Annotated[
         str, typer.Option(help="Power model's LLM (the rest-of-server and scaling law)")
     ] = "llama2-70b",
