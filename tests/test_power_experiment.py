@@ -11,7 +11,7 @@ from strato.errors import ConfigError
 from strato.power.experiment import Experiment, run_experiment
 from strato.power.plots import binned, power_figure, sweep_figure
 from strato.power.row import RowSpec, RowWorkload
-from strato.power.sweep import parse_added, sweep
+from strato.power.sweep import Sweep, parse_added, sweep
 from strato.traces.llm import synthetic
 
 pytestmark = pytest.mark.slow
@@ -130,3 +130,19 @@ def test_figures(experiment: Experiment, workload: RowWorkload, tmp_path: Path) 
     assert (tmp_path / "power.png").stat().st_size > 10_000 and (
         tmp_path / "sweep.png"
     ).stat().st_size > 10_000
+
+
+def test_a_sweep_on_a_real_dask_local_cluster_matches_the_local_pool(workload: RowWorkload) -> None:
+    distributed = pytest.importorskip("distributed")
+    short = replace(workload, duration_s=120.0)
+    spec = replace(SPEC, servers=4, budget_servers=4)
+    local = sweep(spec, short, ["polca"], (0, 1), workers=1)
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
+        remote = sweep(spec, short, ["polca"], (0, 1), dask_address=cluster.scheduler_address)
+
+    def comparable(result: Sweep) -> list[dict[str, object]]:
+        return [{k: v for k, v in row.to_json().items() if k != "simulation_s"} for row in result.rows]
+
+    assert comparable(remote) == comparable(local)

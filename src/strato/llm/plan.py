@@ -17,9 +17,10 @@ from dataclasses import asdict, dataclass, replace
 
 from matplotlib.figure import Figure
 
+from strato.core.dask import dask_map
 from strato.core.progress import progress
 from strato.core.report import new_figure
-from strato.errors import ConfigError, UnavailableError
+from strato.errors import ConfigError
 from strato.llm.catalog import get_machine
 from strato.llm.designs import design_names, make_design
 from strato.llm.simulate import SimulationResult, SimulationSpec, simulate
@@ -249,7 +250,13 @@ def _map(
     """Results in the candidates' order, as they come, so a progress bar can follow."""
     single = replace(options, workers=1, dask_address=None)
     if options.dask_address is not None:
-        yield from _map_dask(candidates, base, single, options.dask_address)
+        yield from dask_map(
+            options.dask_address,
+            sustainable_rate,
+            candidates,
+            shared={"base": base},
+            constant={"options": single},
+        )
     elif options.workers == 1:
         yield from (sustainable_rate(spec, base, single) for spec in candidates)
     else:
@@ -257,25 +264,6 @@ def _map(
             yield from pool.map(
                 sustainable_rate, candidates, [base] * len(candidates), [single] * len(candidates)
             )
-
-
-def _map_dask(
-    candidates: list[SimulationSpec], base: LlmRequests, options: PlanOptions, address: str
-) -> list[SustainedRate]:
-    try:
-        from distributed import Client
-    except ImportError:  # an optional dependency: the local pool needs nothing more
-        raise ConfigError("--dask needs the 'distributed' package (pip install distributed)") from None
-    try:
-        # distributed ships without type annotations for these calls.
-        client = Client(address, timeout=10)  # type: ignore[no-untyped-call]
-    except (OSError, TimeoutError) as error:
-        raise UnavailableError(f"cannot reach the Dask scheduler at {address}: {error}") from None
-    with client:
-        shared = client.scatter(base, broadcast=True)  # type: ignore[no-untyped-call]
-        futures = client.map(sustainable_rate, candidates, base=shared, options=options, pure=False)
-        results: list[SustainedRate] = client.gather(futures)  # type: ignore[no-untyped-call]
-    return results
 
 
 def tradeoff_figure(rows: list[PlanRow], title: str) -> Figure:

@@ -17,8 +17,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
+from strato.core.dask import dask_map
 from strato.core.progress import progress
-from strato.errors import ConfigError, UnavailableError
+from strato.errors import ConfigError
 from strato.power.controllers import parse_controller
 from strato.power.experiment import (
     HIGH_P50_TARGET_PCT,
@@ -160,26 +161,9 @@ def _map(
 ) -> Iterator[RunMeasures]:
     """Results in the tasks' order, as they come, so a progress bar can follow."""
     if dask_address is not None:
-        yield from _map_dask(tasks, workload, dask_address)
+        yield from dask_map(dask_address, _measure, tasks, shared={"workload": workload})
     elif workers == 1 or len(tasks) == 1:
         yield from (_measure(task, workload) for task in tasks)
     else:
         with ProcessPoolExecutor(min(workers, len(tasks))) as pool:
             yield from pool.map(_measure, tasks, [workload] * len(tasks))
-
-
-def _map_dask(tasks: list[_Task], workload: RowWorkload, address: str) -> list[RunMeasures]:
-    try:
-        from distributed import Client
-    except ImportError:  # an optional dependency: the local pool needs nothing more
-        raise ConfigError("--dask needs the 'distributed' package (pip install distributed)") from None
-    try:
-        # distributed ships without type annotations for these calls.
-        client = Client(address, timeout=10)  # type: ignore[no-untyped-call]
-    except (OSError, TimeoutError) as error:
-        raise UnavailableError(f"cannot reach the Dask scheduler at {address}: {error}") from None
-    with client:
-        shared = client.scatter(workload, broadcast=True)  # type: ignore[no-untyped-call]
-        futures = client.map(_measure, tasks, workload=shared, pure=False)
-        results: list[RunMeasures] = client.gather(futures)  # type: ignore[no-untyped-call]
-    return results
