@@ -38,6 +38,11 @@ def test_model_effects(result: Characterization) -> None:
     assert prompt == sorted(prompt) and prompt[-1] > 1.2 * prompt[0]
     assert batch == sorted(batch) and batch[-1] > batch[0]
     assert max(output) == pytest.approx(min(output))
+    # The GPUs' own 10 Hz peak: TDP for a power-bound prefill; the model's level for a 1024-token one, whose
+    # iteration (~150 ms) fills a whole bin.
+    gpu = {p.prompt_tokens: p.peak_gpu_w for p in result.prompt_peaks}
+    assert gpu[8192] == pytest.approx(400.0, rel=1e-3)
+    assert gpu[1024] == pytest.approx(0.754 * 400.0, rel=0.01)
     assert result.prefill_demand_w > 400 >= result.prefill_w > result.decode_w
 
 
@@ -83,4 +88,6 @@ def test_bad_arguments() -> None:
     with pytest.raises(ConfigError, match="duration"):
         characterize(row_duration_s=0, simulate=False)
     with pytest.raises(ConfigError, match="skip"):
-        characterize(row_duration_s=300, row_skip_s=600, simulate=False)
+        characterize(row_duration_s=300, row_skip_s=-1, simulate=False)
+    # A short window without a row is fine: the warm-up skip only concerns a simulated row.
+    assert characterize(row_duration_s=300, simulate=False, replay=False).row is None

@@ -67,6 +67,7 @@ def test_polca_brakes_over_the_budget_and_releases_below_95_percent() -> None:
 
 def test_none_never_acts_and_static_locks_from_the_start() -> None:
     assert all(step == [] for step in _feed(parse_controller("none"), [0.5, 1.2, 1.5]))
+    assert parse_controller("polca:t1=75%,low1=1200MHz,settle_s=20s").describe().startswith("polca:t1=0.75,")
     static = parse_controller("static:1110MHz")
     static.bind(ROW)
     assert [a.describe() for a in static.initial()] == ["all: lock 1110 MHz"]
@@ -89,6 +90,9 @@ def test_capping_caps_every_gpu_so_the_row_would_fit() -> None:
         ("polca:low1=1000,low2=1200", "must not be above low1"),
         ("polca:tl=0.8", "unknown key 'tl'"),
         ("polca:t1=abc", "is not a number"),
+        ("polca:settle_s=40MHz", "settle_s='40MHz' is not a number in s"),
+        ("polca:low1=1275W", "low1='1275W' is not a number in MHz"),
+        ("capping:hysteresis=-1", "capping hysteresis must be in"),
         ("static:5000", "outside the a100-80gb's SM clock range"),
         ("capping:cap_w=900", "outside"),
         ("polka", "unknown power controller 'polka'"),
@@ -113,7 +117,7 @@ class _Shed(PowerController):
 
 
 def test_users_register_their_own_controller() -> None:
-    register_controller("shed-test", _Shed, {"above": float})
+    register_controller("shed-test", _Shed, {"above": "share"})
     try:
         controller = parse_controller("shed-test:above=0.5")
         assert _feed(controller, [0.4, 0.6]) == [[], ["all: lock 1200 MHz"]]

@@ -11,7 +11,7 @@ from strato.errors import ConfigError
 from strato.power.catalog import power_model
 from strato.power.controllers import parse_controller
 from strato.power.model import DECODE, IDLE, PREFILL
-from strato.power.row import RowSimulator, RowSpec, RowWorkload, _Meter, largest_rise
+from strato.power.row import RowMeter, RowSimulator, RowSpec, RowWorkload, largest_rise
 from strato.traces.llm import synthetic
 
 A100 = power_model("a100-80gb", "llama2-70b")
@@ -43,7 +43,7 @@ def test_meter_bins_are_the_exact_integral_of_piecewise_power() -> None:
     entries = np.column_stack([*columns, rng.integers(1, 4096, 40), rng.integers(1, 64, 40)]).astype(
         np.float64
     )
-    meter = _Meter(INSTANT, nodes, sample_s)
+    meter = RowMeter(INSTANT, nodes, sample_s)
     # Two chunks with a boundary that is not a bin edge: the state carries over.
     split = 1.234
     lock, cap = np.full(nodes, 1410.0), np.full(nodes, 400.0)
@@ -54,7 +54,7 @@ def test_meter_bins_are_the_exact_integral_of_piecewise_power() -> None:
 
 
 def test_the_rest_of_the_server_follows_the_gpus_with_its_lag() -> None:
-    meter = _Meter(A100, 1, 0.1)
+    meter = RowMeter(A100, 1, 0.1)
     lock, cap = np.full(1, 1410.0), np.full(1, 400.0)
     start = np.array([[0.0, 0, DECODE, 0, 16]])
     meter.add(0.0, 300.0, start, lock, cap)
@@ -82,10 +82,10 @@ def _run(controller: str, servers: int = 6, budget: int = 4, minutes: float = 8.
 
 
 def test_polca_holds_an_oversubscribed_row_that_none_lets_through() -> None:
-    free = _run("none").run()
-    held = _run("polca").run()
+    free = _run("none", servers=5).run()
+    held = _run("polca", servers=5).run()
     budget = free.budget_w
-    assert free.servers == 6 and budget == 4 * A100.server.rated_w
+    assert free.servers == 5 and budget == 4 * A100.server.rated_w
     assert free.actions == () and free.brake_events == 0
     assert free.telemetry_w.max() > 0.89 * budget  # the uncontrolled row passes POLCA's second threshold
     applied = [a.action for a in held.actions]
@@ -94,8 +94,9 @@ def test_polca_holds_an_oversubscribed_row_that_none_lets_through() -> None:
     # Same requests either way; the low class pays the locks, the high class far less.
     for name in ("high", "low"):
         np.testing.assert_array_equal(free.times[name].arrival_s, held.times[name].arrival_s)
+    # Means: a few hundred requests per class make the median too coarse for a 1-2 % effect.
     impact = {
-        name: np.nanmedian(held.times[name].e2e_s) / np.nanmedian(free.times[name].e2e_s) - 1
+        name: np.nanmean(held.times[name].e2e_s) / np.nanmean(free.times[name].e2e_s) - 1
         for name in ("high", "low")
     }
     assert impact["low"] > impact["high"]
@@ -117,6 +118,10 @@ def test_budgets_below_idle_power_and_bad_rows_are_errors() -> None:
         )
     with pytest.raises(ConfigError, match="low-priority share"):
         RowSpec(low_priority_share=1.5)
+    with pytest.raises(ConfigError, match=r"whole number of 0\.1 s power samples"):
+        RowSpec(telemetry_s=0.25)
+    assert RowSpec(servers=1).class_sizes == {"high": 0, "low": 1}  # halves round up
+    assert RowSpec(servers=5).class_sizes == {"high": 2, "low": 3}
     with pytest.raises(ConfigError, match="brake"):
         RowSimulator(RowSpec(brake_mhz=100.0), RowWorkload(BASE, 0.9, 60.0), parse_controller("none"))
     with pytest.raises(ConfigError, match="unknown design"):

@@ -315,12 +315,12 @@ def power_section(report: Report, context: DemoContext) -> None:
     from strato.power.experiment import run_experiment
     from strato.power.plots import power_figure
     from strato.power.row import RowSpec, RowWorkload
-    from strato.traces.llm import synthetic
+    from strato.traces.llm import load_requests
 
     spec = RowSpec(servers=52, budget_servers=40)
-    workload = RowWorkload(
-        synthetic("code", 5.0, 3600.0, seed=context.seed), 0.9, 3600.0, start_s=14 * 3600.0, seed=context.seed
-    )
+    # As `strato power simulate` builds it, so the command shown below gives this table.
+    base = load_requests("synthetic:kind=code", duration_s=3600.0, seed=context.seed)
+    workload = RowWorkload(base, 0.9, 3600.0, start_s=14 * 3600.0, seed=context.seed)
     experiment = run_experiment(spec, workload, ["polca", "capping"], workers=2, show_progress=False)
     rows = []
     for row in experiment.rows:

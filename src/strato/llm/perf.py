@@ -333,7 +333,7 @@ def _aggregate(values: Sequence[float], how: Aggregate) -> float:
     return float(np.median(values) if how == "median" else np.mean(values))
 
 
-def _monotone(values: FloatArray, weights: FloatArray) -> FloatArray:
+def monotone(values: FloatArray, weights: FloatArray) -> FloatArray:
     """Weighted least-squares non-decreasing fit (pool adjacent violators).
 
     Points that already rise are returned unchanged; a run that dips is replaced by its weighted mean.
@@ -531,7 +531,7 @@ class ProfileTable(PerfModel):
             xs.append(float(tokens))
             ys.append(_aggregate(samples, self.aggregate))
             weights.append(float(len(samples)))
-        y = _monotone(np.asarray(ys), np.asarray(weights))
+        y = monotone(np.asarray(ys), np.asarray(weights))
         return _Curve(np.asarray(xs), y, floor=floor)
 
     def _batch_sweep(self) -> list[ProfilePoint]:
@@ -553,7 +553,7 @@ class ProfileTable(PerfModel):
         reference = float(np.median([p.context_per_request for p in sweep]))
         x = np.asarray([float(p.batch_size) for p in sweep])
         base = np.asarray([p.token_time_s for p in sweep]) - slope * x * reference
-        y = _monotone(base, np.asarray([float(p.rows) for p in sweep]))
+        y = monotone(base, np.asarray([float(p.rows) for p in sweep]))
         return _Curve(x, y), reference
 
     def context_slope_bounds(self) -> tuple[float, float]:

@@ -39,10 +39,10 @@ from strato.errors import ConfigError
 from strato.llm.catalog import get_machine, get_model
 from strato.llm.designs import make_design
 from strato.llm.engine import ClusterSimulator, SchedulerConfig
-from strato.llm.perf import _monotone, load_perf_model, read_profile_rows
+from strato.llm.perf import load_perf_model, monotone, read_profile_rows
 from strato.power.catalog import A100_CLOCKS, DECODE_SCALING, PREFILL_SCALING
 from strato.power.model import Curve, PhasePower, PowerModel, ServerShape
-from strato.power.row import _Meter
+from strato.power.row import RowMeter
 from strato.traces.gpu_power import (
     GroupPower,
     TraceProfile,
@@ -111,7 +111,7 @@ def profile_phase_power(model: str, path: str | Path | None = None, tensor_paral
     tokens = sorted(peaks)
     medians = np.array([float(np.median(peaks[t])) for t in tokens])
     weights = np.array([float(len(peaks[t])) for t in tokens])
-    prefill = _monotone(medians, weights)
+    prefill = monotone(medians, weights)
     averages: dict[int, list[float]] = {}
     for r in rows:
         if r.prompt_size == PROFILE_DECODE_PROMPT:
@@ -377,7 +377,7 @@ def replay_trace(run: TraceRun, *, sample_s: float = 0.1) -> Replay:
     log = np.asarray(sim.phase_log, dtype=np.float64)
     end = float(np.nanmax(sim.result().completion_s))
     model = trace_power_model(run)
-    meter = _Meter(model, 1, sample_s)
+    meter = RowMeter(model, 1, sample_s)
     meter.add(0.0, end, log, np.full(1, A100_CLOCKS.max_mhz), np.full(1, A100_CLOCKS.tdp_w))
     series = meter.series(end)
     # The meter holds whole bins; the last one is partial.

@@ -34,7 +34,7 @@ from strato.power.calibrate import (
 from strato.power.catalog import power_model
 from strato.power.controllers import parse_controller
 from strato.power.model import DECODE, PREFILL, PowerModel
-from strato.power.row import RowRun, RowSimulator, RowSpec, RowWorkload, _Meter, largest_rise
+from strato.power.row import RowMeter, RowRun, RowSimulator, RowSpec, RowWorkload, largest_rise
 from strato.traces.gpu_power import A100_TDP_W, ScalingPoint, power_scaling, read_gpu_phases
 from strato.traces.llm import LlmRequests
 from strato.traces.llm.requests import load_requests
@@ -365,15 +365,17 @@ def _engine_peak(
     sim.advance(math.inf)
     log = np.asarray(sim.phase_log, dtype=np.float64)
     end = float(np.nanmax(sim.result().completion_s))
-    meter = _Meter(power, 1, 0.1)
+    meter = RowMeter(power, 1, 0.1)
     meter.add(0.0, end, log, np.full(1, power.clocks.max_mhz), np.full(1, power.clocks.tdp_w))
     # A bin shorter than the iteration it holds is exact; the last one is partial, so it is left out when
     # there are others.
-    series = meter.series(end)
-    whole = series[: max(1, int(end / 0.1))]
-    rest_busy = power.server.rest_busy_w
-    gpu_peak = (float(whole.max()) - rest_busy) / power.server.gpus
-    return EnginePeak(label, prompt, output, batch, float(whole.max()), gpu_peak, float(whole.mean()))
+    bins = max(1, int(end / 0.1))
+    # The GPUs' own power per bin (the meter's energy holds the GPUs and the idle rest of the server); the
+    # server figures are for a server that stays busy (the rest at its busy level), since one request is
+    # too short for the rest of the machine to follow (its 30 s lag).
+    gpus = (meter.energy[:bins] / 0.1 - power.server.rest_idle_w) / power.server.gpus
+    busy = power.server.gpus * gpus + power.server.rest_busy_w
+    return EnginePeak(label, prompt, output, batch, float(busy.max()), float(gpus.max()), float(busy.mean()))
 
 
 def _typical(kind: str) -> tuple[int, int]:
@@ -488,8 +490,10 @@ def characterize(
     trace column says why). ``replay``: also replay the Llama-2 traces through the engine."""
     if not row_duration_s > 0:
         raise ConfigError(f"row duration must be positive, got {row_duration_s!r}")
-    if not 0 <= row_skip_s < row_duration_s:
-        raise ConfigError(f"row skip {row_skip_s!r} s must be in [0, duration)")
+    if row_skip_s < 0:
+        raise ConfigError(f"row skip must not be negative, got {row_skip_s!r}")
+    # The warm-up left out of the row's figures; a short window keeps at least half of itself.
+    row_skip_s = min(row_skip_s, row_duration_s / 2)
     power = power_model(machine, model)
     perf = load_perf_model("profile", get_model(model), get_machine(machine), 8)
 

@@ -29,7 +29,7 @@ from strato.errors import ConfigError
 from strato.power.model import GpuClocks
 
 Target = Literal["low", "high", "all"]
-Channel = Literal["out-of-band", "brake", "immediate"]
+Channel = Literal["out-of-band", "brake"]
 
 
 @dataclass(frozen=True)
@@ -149,6 +149,8 @@ class ReactiveCapping(PowerController):
 
     def __init__(self, threshold: float = 1.0, hysteresis: float = 0.05, cap_w: float | None = None) -> None:
         self.threshold = _share("capping threshold", threshold)
+        if not 0 <= hysteresis < self.threshold:
+            raise ConfigError(f"capping hysteresis must be in [0, threshold), got {hysteresis!r}")
         self.hysteresis = hysteresis
         self.cap_w = cap_w
 
@@ -289,23 +291,25 @@ CONTROLLERS.register("capping", ReactiveCapping)
 CONTROLLERS.register("static", StaticLock)
 CONTROLLERS.register("polca", Polca)
 
-_PARAMS: dict[str, Mapping[str, type]] = {
+_PARAMS: dict[str, Mapping[str, str]] = {
     "none": {},
-    "capping": {"threshold": float, "hysteresis": float, "cap_w": float},
-    "static": {"mhz": float},
+    "capping": {"threshold": "share", "hysteresis": "share", "cap_w": "W"},
+    "static": {"mhz": "MHz"},
     "polca": {
-        "t1": float, "t2": float, "brake": float, "hysteresis": float,
-        "low1": float, "low2": float, "high": float, "settle_s": float,
+        "t1": "share", "t2": "share", "brake": "share", "hysteresis": "share",
+        "low1": "MHz", "low2": "MHz", "high": "MHz", "settle_s": "s",
     },
 }  # fmt: skip
+"""Each key's unit: ``share`` (of the row budget: 0.8 or 80%), ``MHz``, ``W`` or ``s``; a clock, power or
+time must be written with its unit or as a bare number in that unit, never in another one."""
 _POSITIONAL = {"static": "mhz", "capping": "threshold"}
 
 
 def register_controller(
-    name: str, factory: ControllerFactory, params: Mapping[str, type] | None = None
+    name: str, factory: ControllerFactory, params: Mapping[str, str] | None = None
 ) -> None:
-    """Make ``name[:key=value,...]`` build ``factory(**params)``; ``params`` names the keys it takes
-    (values are parsed as floats unless typed otherwise)."""
+    """Make ``name[:key=value,...]`` build ``factory(**params)``; ``params`` maps each key it takes to its
+    unit (``share``, ``MHz``, ``W`` or ``s``; the factory gets floats in that unit)."""
     CONTROLLERS.register(name, factory)
     _PARAMS[name] = dict(params or {})
 
@@ -327,20 +331,29 @@ def parse_controller(text: str) -> PowerController:
         kwargs[key] = value
     parsed: dict[str, object] = {}
     for key, value in kwargs.items():
-        kind = known.get(key, float)
-        try:
-            parsed[key] = kind(_strip_unit(str(value)))
-        except ValueError:
-            raise ConfigError(f"controller {text!r}: {key}={value!r} is not a number") from None
+        parsed[key] = _number(text, key, value, known.get(key, "share"))
     return factory(**parsed)
 
 
-def _strip_unit(value: str) -> str:
-    """Clocks may be written ``1275MHz``, caps ``300W``, shares ``80%``, delays ``40s``."""
+_SUFFIXES = {"MHz": ("mhz",), "W": ("w",), "s": ("s",), "share": ("%",)}
+
+
+def _number(text: str, key: str, value: str, unit: str) -> float:
+    """``1275MHz``/``1275`` for a clock, ``300W`` for a power, ``40s`` for a time, ``0.8``/``80%`` for a
+    share; a unit that is not the key's is an error rather than a number read in the wrong unit."""
     lowered = value.strip().lower()
-    for suffix, scale in (("mhz", 1.0), ("w", 1.0), ("s", 1.0)):
+    number = lowered
+    for suffix in _SUFFIXES[unit]:
         if lowered.endswith(suffix):
-            return str(float(lowered[: -len(suffix)]) * scale)
-    if lowered.endswith("%"):
-        return str(float(lowered[:-1]) / 100.0)
-    return lowered
+            number = lowered[: -len(suffix)].strip()
+            break
+    try:
+        result = float(number)
+    except ValueError:
+        raise ConfigError(
+            f"controller {text!r}: {key}={value!r} is not a number in {unit} (e.g. {key}={_EXAMPLES[unit]})"
+        ) from None
+    return result / 100.0 if unit == "share" and lowered.endswith("%") else result
+
+
+_EXAMPLES = {"MHz": "1275MHz", "W": "300W", "s": "40s", "share": "0.8 or 80%"}

@@ -65,11 +65,22 @@ def power_figure(experiment: Experiment) -> Figure:
         starts, mean, peak = binned(run.power_w / run.budget_w * 100.0, run.sample_s, width)
         hours = start_h + starts / 3600.0
         label = row.controller + (" (no control, reference)" if row.reference else "")
+        # The reference is drawn last and dashed: a controller that never acts lies exactly on it.
         axis.plot(
-            hours, mean, color=color, linewidth=1.0, label=f"{label}: mean per {format_duration(width)}"
+            hours,
+            mean,
+            color=color,
+            linewidth=1.0,
+            linestyle="--" if row.reference else "-",
+            zorder=3 if row.reference else 2,
+            label=f"{label}: mean per {format_duration(width)}",
         )
         axis.fill_between(hours, mean, peak, color=color, alpha=0.15, linewidth=0)
-        brakes = [a.time_s for a in run.actions if a.action == "power brake on"]
+        brakes, braking = [], False
+        for landed in run.actions:  # the moments the brake went on, from the settings after each action
+            if landed.brake and not braking:
+                brakes.append(landed.time_s)
+            braking = bool(landed.brake)
         if brakes:
             at = np.asarray(brakes)
             index = np.minimum((at / width).astype(np.int64), peak.size - 1)

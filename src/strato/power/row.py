@@ -79,12 +79,16 @@ class RowSpec:
                 raise ConfigError(f"{name} must be a finite, non-negative delay, got {getattr(self, name)!r}")
         if not 0 < self.prompt_share < 1:
             raise ConfigError(f"prompt share must be in (0, 1), got {self.prompt_share!r}")
-        if self.telemetry_s * self.sample_hz < 1:
-            raise ConfigError("the telemetry interval must hold at least one power sample")
+        samples = self.telemetry_s * self.sample_hz
+        if samples < 1 or abs(samples - round(samples)) > 1e-6:
+            raise ConfigError(
+                f"the telemetry interval ({self.telemetry_s:g} s) must be a whole number of "
+                f"{1 / self.sample_hz:g} s power samples"
+            )
 
     @property
     def class_sizes(self) -> dict[str, int]:
-        low = round(self.servers * self.low_priority_share)
+        low = math.floor(self.servers * self.low_priority_share + 0.5)  # halves round up, not to even
         return {"high": self.servers - low, "low": low}
 
 
@@ -195,7 +199,7 @@ def largest_rise(power: FloatArray, sample_s: float, window_s: float) -> float:
     return float((power - minima[: power.size]).max())
 
 
-class _Meter:
+class RowMeter:
     """Row power from phase logs: per-node carried state, exact energy per bin.
 
     Each bin holds the GPUs' energy (plus every server's idle rest-of-server power) exactly, and the
@@ -392,7 +396,7 @@ class RowSimulator:
         nodes = offset
         owner = np.concatenate([np.full(sim_.design.machines, CLASSES.index(n)) for n, sim_, _ in sims])
         settings = _Settings(lock=np.full(nodes, self.clocks.max_mhz), cap=np.full(nodes, self.clocks.tdp_w))
-        meter = _Meter(self.power, nodes, 1.0 / spec.sample_hz)
+        meter = RowMeter(self.power, nodes, 1.0 / spec.sample_hz)
         info = RowInfo(
             servers=nodes,
             low_priority_servers=int((owner == 1).sum()),
@@ -457,11 +461,7 @@ class RowSimulator:
                 power = meter.mean_w(now - spec.telemetry_s, now)
                 telemetry.append(power)
                 for action in self.controller.decide(RowObservation(now, power, self.budget_w)):
-                    delay = {
-                        "out-of-band": spec.actuation_delay_s,
-                        "brake": spec.brake_delay_s,
-                        "immediate": 0.0,
-                    }[action.channel]
+                    delay = spec.brake_delay_s if action.channel == "brake" else spec.actuation_delay_s
                     heapq.heappush(pending, (now + delay, next(sequence), now, action))
                 next_telemetry += spec.telemetry_s
                 if progress is not None:
