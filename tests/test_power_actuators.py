@@ -392,7 +392,7 @@ def test_control_rejects_bad_input_in_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("timestamp, index, power.draw [W]\n2024/04/05 06:17:19.635, 0, 58.x W\n")
     for args, message in (
-        (["--budget", "2.4 kV"], "not a power such as 2.4kW"),
+        (["--budget", "2.4 kV"], "not a power such as 260kW"),
         (["--budget", "1kW", "--controller", "polca:t1=0.9,t2=0.8"], "thresholds must rise"),
         (["--budget", "1kW", "--telemetry-file", str(bad)], "needs --dry-run"),
         (
@@ -424,3 +424,104 @@ def test_dry_run_over_the_real_llama2_70b_trace(tmp_path: Path) -> None:
     assert run["steps"] == 650 and run["brake_events"] == 0
     assert run["actions"][0]["action"] == "low: lock 1110 MHz"
     assert {s.split(":")[0] for s in run["settings"]} == {"gpu 0", "gpu 1", "gpu 2", "gpu 3"}
+
+
+# ---- review fixes (issue 13) ---------------------------------------------------------------------
+
+
+def test_a_power_option_needs_its_unit_and_refuses_milliwatts() -> None:
+    from strato.cli.common import power_option
+
+    assert power_option("260kW", "--budget") == 260_000.0
+    assert power_option("2400 W", "--budget") == 2400.0
+    assert power_option("2.4kw", "--budget") == 2400.0
+    assert power_option("1.5MW", "--budget") == 1_500_000.0
+    assert power_option("750w", "--budget") == 750.0
+    for text, message in (
+        ("260000", "--budget needs a power with its unit, e.g. 260kW (got '260000')"),
+        ("250000mW", "--budget: 'mW' is ambiguous"),
+        ("250000mw", "--budget: 'mw' is ambiguous"),
+        ("2.4 kV", "--budget: '2.4 kV' is not a power such as 260kW, 2400W or 1.5MW"),
+        ("0W", "--budget: a power must be positive and finite, got '0W'"),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            power_option(text, "--budget")
+        assert message in str(caught.value), (text, str(caught.value))
+
+
+def test_control_refuses_a_budget_without_its_unit(tmp_path: Path) -> None:
+    path = recorded(tmp_path, lambda k: 100.0)
+    result = invoke("control", "--budget", "2400", "--dry-run", "--telemetry-file", str(path))
+    assert result.exit_code == 2, result.output
+    assert "--budget needs a power with its unit, e.g. 260kW (got '2400')" in result.output
+
+
+def test_peak_share_ignores_the_initial_settings_step() -> None:
+    gpus = SimulatedActuator(a100s(2), power_w=lambda: 300.0)
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    run = act.run_control(
+        parse_controller("static:1110"),
+        gpus,
+        500.0,
+        1.0,
+        {},
+        duration_s=3.0,
+        clock=lambda: now[0],
+        sleep=sleep,
+    )
+    assert run.steps[0].actions == ("initial",)
+    assert run.peak_share == pytest.approx(0.6)
+    assert run.to_json()["peak_share"] == pytest.approx(0.6)
+
+
+def test_replayed_telemetry_sums_only_the_chosen_gpus(tmp_path: Path) -> None:
+    lines = ["timestamp, index, power.draw [W]"]
+    for k in range(50):
+        ms = k * 100
+        stamp = f"2024/04/05 06:17:{19 + ms // 1000:02d}.{ms % 1000:03d}"
+        lines += [f"{stamp}, {gpu}, {watts:.2f} W" for gpu, watts in enumerate((100.0, 200.0, 300.0))]
+    path = tmp_path / "nvidia-smi.csv"
+    path.write_text("\n".join(lines) + "\n")
+    every = act.ReplayTelemetry(path, 1.0)
+    every.sleep(2.0)
+    assert every.read_power_w() == pytest.approx(600.0)
+    chosen = act.ReplayTelemetry(path, 1.0, watch=[0, 2])
+    chosen.sleep(2.0)
+    assert chosen.read_power_w() == pytest.approx(400.0)
+    with pytest.raises(ConfigError, match=r"nvidia-smi.csv: GPU 5 is not in the recording \(GPUs 0, 1, 2\)"):
+        act.ReplayTelemetry(path, 1.0, watch=[5])
+    # Through the CLI: 100 W of GPU 0 against a 150 W budget is 67 %, not the recording's 600 W.
+    result = invoke(
+        "control", "--budget", "150W", "--gpus", "0", "--controller", "capping", "--dry-run",
+        "--telemetry-file", str(path), "--telemetry", "1s", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    import json
+
+    run = json.loads(result.stdout)
+    assert run["peak_share"] == pytest.approx(100.0 / 150.0) and run["brake_events"] == 0
+
+
+def test_an_automatic_cap_under_the_gpus_minimum_limit_is_raised_to_it() -> None:
+    # H100 SXM: NVML refuses limits under ~200 W, while the capping controller's floor is a quarter of
+    # its 700 W TDP (175 W).
+    h100 = [GpuLimits(i, "NVIDIA H100 80GB HBM3", 210.0, 1980.0, 200.0, 700.0, 700.0) for i in range(2)]
+    printed: list[str] = []
+    gpus = SimulatedActuator(h100, power_w=lambda: 900.0, echo=printed.append)
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    run = act.run_control(
+        parse_controller("capping:threshold=0.9"), gpus, 300.0, 1.0, {}, duration_s=2.0,
+        clock=lambda: now[0], sleep=sleep,
+    )  # fmt: skip
+    caps = [s for s in run.settings if s.knob == "power-limit"]
+    assert caps and {s.value for s in caps} == {200.0}
+    assert any("cap 200 W (asked 175 W" in action for step in run.steps for action in step.actions)
+    assert "dry-run: gpu 0: nvmlDeviceSetPowerManagementLimit(200000)  # power limit 200 W" in printed

@@ -17,7 +17,7 @@ from data_helpers import shared_data
 from monitor_helpers import collector
 from strato.cli import power_live
 from strato.errors import ConfigError
-from strato.monitor.publish_power import RowSeries, settings_timeline, simulated_series
+from strato.monitor.publish_power import RowSeries, settings_timeline, simulated_series, trace_series
 from strato.power.catalog import power_model
 from strato.power.controllers import parse_controller
 from strato.power.row import AppliedAction, RowSimulator, RowSpec, RowWorkload
@@ -35,11 +35,12 @@ LLAMA = shared_data() / "llm-gpu-power/plots/parameter-scale-input-test/raw_stat
 
 
 def test_scaling_recorded_power_follows_the_models_law() -> None:
-    recorded = np.array([40.0, 58.0, 150.0, 350.0, 460.0])
+    recorded = np.array([40.0, 58.0, 150.0, 300.0, 350.0])
     # At the maximum clock without a cap the recording is kept (it was made there).
     assert scale_recorded_w(MODEL, recorded, 1410.0) == pytest.approx(recorded)
     locked = scale_recorded_w(MODEL, recorded, 1110.0)
-    # 150 W is a decode level, 350 and 460 W only prefill reaches.
+    # 150 W is a decode level, 300 and 350 W only prefill reaches (below the power-bound share of TDP,
+    # the next test's).
     exponents = np.array([MODEL.decode_scaling.power_exponent] + [MODEL.prefill_scaling.power_exponent] * 2)
     factor = (1110 / 1410) ** exponents
     assert locked[:2] == pytest.approx([40.0, 58.0])  # at or below idle: nothing to scale
@@ -108,7 +109,8 @@ def test_actions_act_after_their_delay_and_only_on_their_class(tmp_path: Path) -
     assert locked.power_w[before:] == pytest.approx(expected)
     assert (locked.power_w[before:] <= free.power_w[before:] + 1e-9).all()
     assert locked.power_w[before:].sum() < free.power_w[before:].sum()
-    assert locked.low_mhz.min() == 1275.0 and locked.high_mhz.min() == 1410.0
+    series = trace_series(locked)
+    assert series.low_mhz.min() == 1275.0 and series.high_mhz.min() == 1410.0
 
 
 def test_the_brake_holds_every_gpu_at_the_brake_clock_after_its_delay(tmp_path: Path) -> None:
@@ -121,7 +123,7 @@ def test_the_brake_holds_every_gpu_at_the_brake_clock_after_its_delay(tmp_path: 
     row = build_row(traces, spec, MODEL)
     braked = scale_recorded_w(MODEL, row.gpu_w[:, :, at], 288.0).sum() + row.rest_w[:, at].sum()
     assert run.power_w[at] == pytest.approx(braked)
-    assert run.brake[int(pulled.time_s / 2.0)]
+    assert trace_series(run).brake[int(pulled.time_s / 2.0)]
 
 
 @pytest.mark.shared_data
@@ -139,7 +141,10 @@ def test_polca_over_the_real_llama2_70b_trace_keeps_a_90_server_row_out_of_the_b
     assert none.peak_share > 1.0 and none.time_above(1.0) > 30
     assert capping.brake_events > 0
     assert polca.brake_events == 0
-    assert polca.time_above(0.89) < 0.8 * none.time_above(0.89)
+    # The row sits near 89 % for the whole recording; POLCA's locks hardly touch its power-bound prefill
+    # peaks (at 1275/1305 MHz they were already held at ~1250 MHz by TDP), so they take ~10 % off the
+    # time above t2 (1164 of 1301 s), and what matters, the time over the budget, almost all.
+    assert polca.time_above(0.89) < 0.95 * none.time_above(0.89)
     assert polca.time_above(1.0) < 0.1 * none.time_above(1.0)
     # At the +30 % row (52 servers) the recording never reaches 80 % of the rated budget.
     small = run_trace(parse_controller("polca"), traces, TraceRowSpec(servers=52), row=None)
@@ -226,7 +231,7 @@ def test_publish_puts_each_trace_driven_row_in_a_real_gmond_and_groups_follow_th
         result = invoke(
             "publish", "--gmond", gmond.udp_address, "--trace", str(tmp_path), "--rows", "3",
             "--servers", "5", "--budget-servers", "4", "--budget-from", "peak", "--controller", "none",
-            "--speed", "20", "--interval", "0.25", "--duration", "1", "--json",
+            "--speed", "20", "--interval", "250ms", "--wall-duration", "1s", "--json",
         )  # fmt: skip
         assert result.exit_code == 0, result.output
         rows = json.loads(result.stdout)["rows"]
@@ -274,8 +279,8 @@ def test_publish_simulate_puts_engine_rows_in_a_real_gmond_and_groups_follow_the
         # seeds, two rows are above 80 % of their budget and one is below.
         result = invoke(
             "publish", "--gmond", gmond.udp_address, "--simulate", "1m", "--rows", "3", "--servers", "6",
-            "--budget-servers", "4", "--controller", "polca", "--speed", "24", "--interval", "0.25",
-            "--duration", "0.5", "--json",
+            "--budget-servers", "4", "--controller", "polca", "--speed", "24", "--interval", "250ms",
+            "--wall-duration", "500ms", "--json",
         )  # fmt: skip
         assert result.exit_code == 0, result.output
         summary = json.loads(result.stdout)
@@ -310,3 +315,75 @@ def test_publish_rejects_options_of_the_other_mode_in_one_line(tmp_path: Path) -
         result = invoke("publish", "--gmond", "127.0.0.1:9", *args)
         assert result.exit_code == 2 and message in result.output, (args, result.output)
         assert result.output.count("\n") == 1
+
+
+# ---- review fixes (issue 13) ---------------------------------------------------------------------
+
+
+def test_a_power_bound_reading_scales_as_the_engine_models_prefill_at_tdp() -> None:
+    from strato.power.model import PREFILL
+
+    tdp = MODEL.clocks.tdp_w
+    # A reading at TDP is a prefill held there by the power limit (demand 1.3 x TDP at ~1250 MHz): a
+    # lock above that effective clock takes nothing from it, as PowerModel.gpu_power_w says.
+    assert scale_recorded_w(MODEL, np.array([tdp]), 1275.0)[0] == pytest.approx(tdp)
+    assert scale_recorded_w(MODEL, np.array([tdp]), 1305.0)[0] == pytest.approx(tdp)
+    bound = np.array([PREFILL]), np.array([8192.0])
+    for mhz in (1275.0, 1110.0, 900.0):
+        engine = float(MODEL.gpu_power_w(*bound, np.array([mhz]))[0])
+        assert scale_recorded_w(MODEL, np.array([tdp]), mhz)[0] == pytest.approx(engine), mhz
+    # Readings in the power-bound band keep their share of the engine's (TDP - idle) at every clock,
+    # so the recording is kept unlocked and a lock never raises power.
+    band = np.array([0.95 * tdp, tdp, 1.15 * tdp])
+    assert scale_recorded_w(MODEL, band, 1410.0) == pytest.approx(band)
+    engine = float(MODEL.gpu_power_w(*bound, np.array([1110.0]))[0])
+    share = (engine - MODEL.phases.idle_w) / (tdp - MODEL.phases.idle_w)
+    assert scale_recorded_w(MODEL, band, 1110.0) == pytest.approx(
+        MODEL.phases.idle_w + (band - MODEL.phases.idle_w) * share
+    )
+    # A cap still holds: a reading at TDP is the prefill the engine holds at the cap.
+    capped = scale_recorded_w(MODEL, band, 1410.0, 300.0)
+    assert capped[1] == pytest.approx(300.0) and (capped <= 300.0 + 1e-9).all()
+
+
+def test_trace_runs_share_the_thresholds_and_record_settings_with_each_action(tmp_path: Path) -> None:
+    from strato.power import experiment, tracedrive
+
+    assert tracedrive.THRESHOLDS is experiment.THRESHOLDS
+    traces = load_traces(square_wave(tmp_path))
+    spec = TraceRowSpec(servers=4, budget_servers=4, seed=1, budget_w=4 * 5400.0, actuation_delay_s=10.0)
+    run = run_trace(parse_controller("polca:t1=0.5,t2=1.5,brake=1.9"), traces, spec)
+    first = run.actions[0]
+    assert (first.action, first.high_lock_mhz, first.low_lock_mhz, first.brake) == (
+        "low: lock 1275 MHz", 1410.0, 1275.0, False,
+    )  # fmt: skip
+    # Published settings come from that one timeline: the lock shows from the step its action landed in.
+    series = trace_series(run)
+    ends = (np.arange(series.steps) + 1) * run.telemetry_s
+    landed = int(np.argmax(ends >= first.time_s))
+    assert (series.low_mhz[:landed] == 1410.0).all() and (series.low_mhz[landed:] == 1275.0).all()
+    assert (series.high_mhz == 1410.0).all() and not series.brake.any()
+    assert series.level is not None and series.level.max() == 1
+    braked = run_trace(
+        parse_controller("capping:threshold=1.9"),
+        traces,
+        TraceRowSpec(servers=4, budget_servers=4, seed=1, budget_w=4 * 4600.0, brake_delay_s=5.0),
+    )
+    on = next(a for a in braked.actions if a.action == "power brake on")
+    assert on.brake is True and on.low_lock_mhz == 1410.0
+    published = trace_series(braked)
+    step = int(np.argmax((np.arange(published.steps) + 1) * braked.telemetry_s >= on.time_s))
+    assert published.brake[step] and published.low_mhz[step] == 288.0 == published.high_mhz[step]
+
+
+def test_publish_durations_need_units_and_say_they_are_wall_time(tmp_path: Path) -> None:
+    for args, message in (
+        (["--interval", "0.25"], "--interval needs a unit"),
+        (["--wall-duration", "1"], "--wall-duration needs a unit"),
+    ):
+        result = invoke("publish", "--gmond", "127.0.0.1:9", "--trace", str(tmp_path), *args)
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
+    result = invoke("publish", "--help")
+    assert "--wall-duration" in result.output and "--duration" not in result.output.replace(
+        "--wall-duration", ""
+    )

@@ -44,6 +44,35 @@ def duration_option(text: str, option: str) -> float:
     raise ConfigError(f"{option} needs a unit, e.g. 16h or 90m (got {text!r})")
 
 
+def power_option(text: str, option: str) -> float:
+    """Watts for an option's ``text``, which must name its unit: ``W``, ``kW`` or ``MW`` (megawatts; the
+    ``w`` and the ``k`` in either case). A bare number is refused (a row's budget in W and in kW look
+    alike), and so is ``mW``: NVML counts milliwatts, people write ``mw`` for megawatts."""
+    try:
+        float(text)
+    except ValueError:
+        pass
+    else:
+        raise ConfigError(f"{option} needs a power with its unit, e.g. 260kW (got {text!r})")
+    stripped = text.strip()
+    cut = len(stripped)
+    while cut and stripped[cut - 1].isalpha():
+        cut -= 1
+    number, unit = stripped[:cut].strip(), stripped[cut:]
+    if unit in ("mW", "mw"):
+        raise ConfigError(f"{option}: {unit!r} is ambiguous (milliwatts or megawatts?): write W, kW or MW")
+    factor = {"w": 1.0, "kw": 1e3}.get(unit.lower(), 1e6 if unit in ("MW", "Mw") else None)
+    try:
+        watts = float(number) * factor if factor is not None else math.nan
+    except ValueError:
+        watts = math.nan
+    if math.isnan(watts):
+        raise ConfigError(f"{option}: {text!r} is not a power such as 260kW, 2400W or 1.5MW")
+    if not 0 < watts < math.inf:
+        raise ConfigError(f"{option}: a power must be positive and finite, got {text!r}")
+    return watts
+
+
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()

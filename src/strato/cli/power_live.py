@@ -5,7 +5,6 @@ The ``power`` typer app lives elsewhere; it calls :func:`register` to add these 
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from strato.cli.common import duration_option, friendly_errors, print_json
+from strato.cli.common import duration_option, friendly_errors, power_option, print_json
 from strato.core.console import console, error_console
 from strato.errors import ConfigError, UnavailableError
 
@@ -21,7 +20,6 @@ if TYPE_CHECKING:
     from strato.monitor.publish_power import RowSeries
     from strato.power.tracedrive import TraceRun
 
-_POWER = re.compile(r"^\s*(?P<number>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>kw|w|mw)?\s*$", re.IGNORECASE)
 _LLAMA_TRACE = Path("llm-gpu-power/plots/parameter-scale-input-test/raw_stats/llama2-70b")
 
 
@@ -30,18 +28,6 @@ def register(app: typer.Typer) -> None:
     app.command("control")(control)
     app.command("replay-trace")(replay_trace)
     app.command("publish")(publish)
-
-
-def parse_power_w(text: str, option: str = "--budget") -> float:
-    """``2.4kW``, ``2400W``, ``2400`` (W), ``250000mW`` -> watts."""
-    match = _POWER.match(text)
-    if match is None:
-        raise ConfigError(f"{option}: {text!r} is not a power such as 2.4kW or 2400W")
-    factor = {"kw": 1e3, "w": 1.0, "mw": 1e-3}[(match.group("unit") or "w").lower()]
-    watts = float(match.group("number")) * factor
-    if not watts > 0:
-        raise ConfigError(f"{option}: power must be positive, got {text!r}")
-    return watts
 
 
 def parse_gpus(text: str, option: str) -> list[int]:
@@ -113,7 +99,7 @@ def control(
     from strato.power.catalog import power_model
     from strato.power.controllers import parse_controller
 
-    budget_w = parse_power_w(budget)
+    budget_w = power_option(budget, "--budget")
     interval_s = duration_option(telemetry_interval, "--telemetry")
     duration_s = None if duration is None else duration_option(duration, "--duration")
     ctl = parse_controller(controller)
@@ -134,8 +120,8 @@ def control(
     source: act.Telemetry | None = None
     actuator: act.Actuator
     if telemetry_file is not None:
-        replay = act.ReplayTelemetry(telemetry_file, interval_s)
-        ids = chosen if chosen is not None else list(range(replay.gpus))
+        replay = act.ReplayTelemetry(telemetry_file, interval_s, watch=chosen)
+        ids = list(replay.watched)
         try:
             actuator = act.NvmlActuator(ids, dry_run=True, echo=echo)
         except UnavailableError:
@@ -163,6 +149,9 @@ def control(
             nvsmi.wait_ready()
             source = nvsmi
         limits = actuator.clocks()
+        # Bound here (run_control binds it again) so the banner can say what it resolved, e.g. capping's
+        # automatic cap, which exists only once the controller knows the GPUs and the budget.
+        ctl.bind(act.row_info(actuator, budget_w, groups))
         echo(
             f"controlling GPUs {list(actuator.gpus)} ({limits.name}, "
             f"{limits.min_mhz:g}..{limits.max_mhz:g} MHz"
@@ -221,7 +210,7 @@ def _trace_runs(
     spec = TraceRowSpec(
         servers=servers,
         budget_servers=budget_servers,
-        budget_w=None if budget is None else parse_power_w(budget),
+        budget_w=None if budget is None else power_option(budget, "--budget"),
         budget_from="rated" if budget_from == "rated" else "peak",
         model=model,
         low_priority_share=low_share,
@@ -308,7 +297,7 @@ def _simulated_rows(
     spec = RowSpec(
         servers=servers,
         budget_servers=budget_servers,
-        budget_w=None if budget is None else parse_power_w(budget),
+        budget_w=None if budget is None else power_option(budget, "--budget"),
     )
     # Only the token sizes come from the synthetic trace: an hour of it is plenty to resample from.
     base = load_requests("synthetic:kind=code", duration_s=3600.0, seed=seed)
@@ -346,10 +335,18 @@ def publish(
         str | None,
         typer.Option(help="With --simulate: time of day the rows start, HH:MM (default 15:00, the peak)"),
     ] = None,
-    speed: Annotated[float, typer.Option(help="Row seconds per wall-clock second")] = 1.0,
-    interval: Annotated[float, typer.Option(help="Wall seconds between two sends of every metric")] = 1.0,
-    duration: Annotated[
-        float | None, typer.Option(help="Wall seconds to run (default: the rows' end)")
+    speed: Annotated[
+        float,
+        typer.Option(
+            help="A plain multiplier: row seconds per wall-clock second (60: a row minute a second)"
+        ),
+    ] = 1.0,
+    interval: Annotated[
+        str, typer.Option(help="Wall-clock time between two sends of every metric, e.g. 10s or 250ms")
+    ] = "1s",
+    wall_duration: Annotated[
+        str | None,
+        typer.Option(help="Wall-clock time to publish for, e.g. 60s (default: until the rows end)"),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the first row")] = 0,
     prefix: Annotated[str, typer.Option(help="Host names: PREFIX-1, PREFIX-2 ...")] = "row",
@@ -364,6 +361,8 @@ def publish(
 
     parse_address(gmond)
     row_names(1, prefix)
+    interval_s = duration_option(interval, "--interval")
+    wall_s = None if wall_duration is None else duration_option(wall_duration, "--wall-duration")
     if rows < 1:
         raise ConfigError(f"--rows must be at least 1, got {rows}")
     if simulate is None:
@@ -384,7 +383,7 @@ def publish(
             seed, rows,
         )  # fmt: skip
     summary = publish_rows(
-        series, gmond, speed=speed, interval_s=interval, duration_s=duration, prefix=prefix
+        series, gmond, speed=speed, interval_s=interval_s, duration_s=wall_s, prefix=prefix
     )
     if json_output:
         print_json({"gmond": gmond, **summary.to_json()})

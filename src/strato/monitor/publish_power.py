@@ -3,7 +3,8 @@
 A row is anything with a power series at its controller's telemetry interval and the settings its
 controller left in force: a trace-driven run (:class:`~strato.power.tracedrive.TraceRun`,
 :func:`trace_series`) or a row simulated on the engine (:class:`~strato.power.row.RowRun`,
-:func:`simulated_series`, whose settings come from the timeline of landed actions). Both become a
+:func:`simulated_series`); both record the settings after each landed action
+(:class:`~strato.power.row.AppliedAction`), and :func:`settings_timeline` reads them for both. Both become a
 :class:`RowSeries`, and :func:`publish_rows` replays any number of them against the wall clock (``speed``
 row seconds per wall second), every ``interval_s`` sending each row's values at the last telemetry step
 completed. Everything lands in the Ganglia group ``power``:
@@ -102,15 +103,18 @@ class RowSeries:
 
 
 def trace_series(run: TraceRun) -> RowSeries:
-    """A trace-driven run as published: it records its settings per telemetry step itself."""
+    """A trace-driven run as published: its settings from the timeline of its landed actions, as an
+    engine-simulated row's (:func:`simulated_series`), and its controller level per step."""
+    ends = (np.arange(run.telemetry_w.size, dtype=np.float64) + 1.0) * run.telemetry_s
+    brake, low, high = settings_timeline(run.actions, ends, max_mhz=run.max_mhz, brake_mhz=run.brake_mhz)
     return RowSeries(
         controller=run.controller,
         budget_w=run.budget_w,
         telemetry_s=run.telemetry_s,
         power_w=run.telemetry_w,
-        brake=run.brake,
-        low_mhz=run.low_mhz,
-        high_mhz=run.high_mhz,
+        brake=brake,
+        low_mhz=low,
+        high_mhz=high,
         level=run.level,
     )
 
@@ -128,9 +132,7 @@ def settings_timeline(
     whose lock is None (no servers) gives NaN."""
     landed = np.asarray([a.time_s for a in actions], dtype=np.float64)
     if any(a.brake is None for a in actions):
-        raise ConfigError(
-            "these actions do not record the row's settings (a trace-driven run records its own)"
-        )
+        raise ConfigError("these actions do not record the row's settings (their brake and locks)")
     if landed.size > 1 and (np.diff(landed) < 0).any():
         raise ConfigError("landed actions must be in time order")
     index = np.searchsorted(landed, times_s, side="right") - 1

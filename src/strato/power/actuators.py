@@ -18,10 +18,12 @@ Backends:
 Telemetry (:class:`Telemetry`: ``read_power_w()`` the summed power of the watched GPUs): the actuators
 themselves (NVML's power reading), :class:`NvidiaSmiTelemetry` (a running ``nvidia-smi --query-gpu=
 index,power.draw --format=csv,noheader,nounits -lms N``, read line by line) and :class:`ReplayTelemetry`
-(a recorded ``nvidia-smi`` CSV, read with :func:`strato.traces.gpu_power.read_nvidia_smi`).
+(a recorded ``nvidia-smi`` CSV, read with :func:`strato.traces.gpu_power.read_nvidia_smi`); each sums
+only the controlled GPUs.
 
 :func:`run_control` is the live loop: every ``telemetry_s`` it reads power, asks the controller and
-applies its actions at once (the real channel's delays are the hardware's own; none are added).
+applies its actions at once (the real channel's delays are the hardware's own; none are added). A power
+cap under the GPUs' minimum limit is raised to it (:func:`fit_to_limits`) rather than ending the loop.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal, Protocol
@@ -494,19 +496,39 @@ class NvidiaSmiTelemetry:
 
 
 class ReplayTelemetry:
-    """A recorded ``nvidia-smi`` CSV as telemetry: each read is the mean summed power of the recorded
-    GPUs over the next ``telemetry_s`` of the recording (10 Hz grid of :meth:`GpuPowerTrace.row_power`).
-    :attr:`clock` is the recording's time since its start, for :func:`run_control`'s ``clock``."""
+    """A recorded ``nvidia-smi`` CSV as telemetry: each read is the mean summed power of the watched GPUs
+    over the next ``telemetry_s`` of the recording (10 Hz grid of :meth:`GpuPowerTrace.gpu_power`).
+    ``watch``: the GPU indices to sum, as the recording names them (its index column, else the position of
+    its rows in each burst); None: every recorded GPU. :attr:`clock` is the recording's time since its
+    start, for :func:`run_control`'s ``clock``."""
 
-    def __init__(self, path: str | Path, telemetry_s: float, *, gpus: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        telemetry_s: float,
+        *,
+        gpus: int | None = None,
+        watch: Sequence[int] | None = None,
+    ) -> None:
         from strato.traces.gpu_power import read_nvidia_smi
 
         trace = read_nvidia_smi(path, gpus=gpus)
         self.source = trace.source
         self.gpus = trace.gpus
-        grid, total = trace.row_power(10.0)
+        ids = [int(i) for i in trace.gpu_ids] if trace.gpu_from == "index" else list(range(trace.gpus))
+        self.gpu_ids: tuple[int, ...] = tuple(ids)
+        """The recorded GPUs' indices, in the recording's order."""
+        chosen = list(ids) if watch is None else list(watch)
+        stray = [gpu for gpu in chosen if gpu not in ids]
+        if stray:
+            raise ConfigError(
+                f"{self.source}: GPU {stray[0]} is not in the recording (GPUs {', '.join(map(str, ids))})"
+            )
+        self.watched: tuple[int, ...] = tuple(chosen)
+        grid, matrix = trace.gpu_power(10.0)
         self.time_s = grid - grid[0]
-        self.power_w = total
+        # Only the controlled GPUs count, as NVML and nvidia-smi telemetry read only those.
+        self.power_w = matrix[:, [ids.index(gpu) for gpu in chosen]].sum(axis=1)
         self.telemetry_s = telemetry_s
         self.now = 0.0
 
@@ -557,7 +579,8 @@ class ControlRun:
 
     @property
     def peak_share(self) -> float:
-        return max((step.share for step in self.steps), default=0.0)
+        """The highest share of the budget read; the initial settings' step has no reading (NaN)."""
+        return max((step.share for step in self.steps if not math.isnan(step.share)), default=0.0)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -618,6 +641,20 @@ def check_classes(actuator: Actuator, classes: Mapping[str, Sequence[int]]) -> d
     return {"high": high, "low": low}
 
 
+def fit_to_limits(actuator: Actuator, action: Action, gpus: Sequence[int]) -> tuple[Action, str]:
+    """``action`` with a power cap under the targeted GPUs' minimum power limit raised to it, and how to
+    describe it. A controller's automatic cap has its own floor (capping: a quarter of TDP), which can be
+    under what NVML accepts (an H100 SXM takes no limit under ~200 W): refusing it mid-run would end the
+    loop with the row over its budget, while the nearest limit the GPUs take still lowers their power."""
+    if action.kind != "cap" or action.cap_w is None or not gpus:
+        return action, action.describe()
+    floor = max(actuator.limits[gpu].min_limit_w for gpu in gpus)
+    if action.cap_w >= floor:
+        return action, action.describe()
+    fitted = replace(action, cap_w=floor)
+    return fitted, f"{fitted.describe()} (asked {action.cap_w:.0f} W, under the GPUs' minimum power limit)"
+
+
 def run_control(
     controller: PowerController,
     actuator: Actuator,
@@ -650,7 +687,8 @@ def run_control(
     start = clock()
     initial: list[Setting] = []
     for action in controller.initial():
-        initial.extend(actuator.apply(action, targets[action.target]))
+        fitted, _ = fit_to_limits(actuator, action, targets[action.target])
+        initial.extend(actuator.apply(fitted, targets[action.target]))
     if initial:
         steps.append(ControlStep(0.0, math.nan, math.nan, ("initial",), tuple(initial)))
     released: tuple[Setting, ...] = ()
@@ -669,13 +707,14 @@ def run_control(
             observation = RowObservation(now, power, budget_w)
             actions = controller.decide(observation)
             settings: list[Setting] = []
+            described: list[str] = []
             for action in actions:
                 if action.kind == "brake" and action.brake and not actuator.brake_on:
                     brake_events += 1
-                settings.extend(actuator.apply(action, targets[action.target]))
-            step = ControlStep(
-                now, power, observation.share, tuple(a.describe() for a in actions), tuple(settings)
-            )
+                fitted, text = fit_to_limits(actuator, action, targets[action.target])
+                settings.extend(actuator.apply(fitted, targets[action.target]))
+                described.append(text)
+            step = ControlStep(now, power, observation.share, tuple(described), tuple(settings))
             steps.append(step)
             if on_step is not None:
                 on_step(step)

@@ -15,7 +15,8 @@ when clocks drop (the recording's timeline is fixed), so latency impact needs th
 (:mod:`strato.power.row`); power under a lock is the recorded power scaled, so the energy of a slowed
 phase is under-counted by the time it would have stretched.
 
-A run's per-step settings (level, brake, clocks) are what :mod:`strato.monitor.publish_power` sends to
+A run's landed actions record the settings after each (classes' locks, brake) as the row simulator's
+do, and with its per-step controller level they are what :mod:`strato.monitor.publish_power` sends to
 Ganglia (``strato power publish``).
 """
 
@@ -33,15 +34,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from strato.errors import ConfigError
-from strato.power.catalog import power_model
+from strato.power.catalog import POWER_BOUND, PREFILL_BOUND_DEMAND, power_model
 from strato.power.controllers import Action, PowerController, RowInfo, RowObservation
+from strato.power.experiment import THRESHOLDS
 from strato.power.model import DECODE, PREFILL, Curve, PowerModel
 from strato.power.row import AppliedAction, largest_rise
 from strato.traces.gpu_power import GpuPowerTrace, read_nvidia_smi
 
 FloatArray = NDArray[np.float64]
-THRESHOLDS = (0.80, 0.89, 1.00)
-"""POLCA's default thresholds, as shares of the row budget: time above each is reported."""
 
 _IDENTITY = Curve((0.0, 1e6), (0.0, 1e6))
 
@@ -53,23 +53,35 @@ def scale_recorded_w(
     cap_w: FloatArray | float | None = None,
 ) -> FloatArray:
     """What a GPU recorded drawing ``recorded_w`` would draw locked at ``locked_mhz`` under an optional
-    power cap ``cap_w`` (None or inf: no cap), by :meth:`PowerModel.gpu_power_w`'s law: power above idle
-    scales as ``(f / f_max) ** exponent``, and a cap lowers the clock until the power fits.
+    power cap ``cap_w`` (None or inf: the default limit, TDP), by :meth:`PowerModel.gpu_power_w`'s law:
+    power above idle scales as ``(f / f_max) ** exponent`` of the effective clock, the locked clock lowered
+    until the demand fits the limit.
 
-    Assumes the recorded GPU ran at the maximum clock, uncapped (the public A100 traces did: no lock, the
-    default limit), so the recorded watts are the phase's demand at ``f_max``: at the maximum clock and no
-    cap the result is the recording. Readings at or below the model's idle power are kept as they are
-    (nothing to scale). The exponent is the prefill one above the model's highest decode power, else the
-    decode one (the recording does not say which phase ran).
+    Assumes the recorded GPU ran unlocked under its default limit (the public A100 traces did), so a
+    reading is the phase's demand at ``f_max`` where it was free to reach it, and at the maximum clock and
+    no cap the result is the recording. Readings at or below idle are kept (nothing to scale). Below the
+    catalog's :data:`~strato.power.catalog.POWER_BOUND` share of TDP the exponent is the prefill one above
+    the model's highest decode power, else the decode one (the recording does not say which phase ran).
+    From that share up the GPU was held by its limit, as the catalog reads the profile's prefill there: its
+    demand is :data:`~strato.power.catalog.PREFILL_BOUND_DEMAND` x TDP and it ran at the clock where that
+    fits TDP (~1250 MHz on an A100), so a lock above that clock takes nothing from it. Such a reading keeps
+    its share of the active power (above idle) the engine model gives that prefill at the clock and cap.
     """
     recorded = np.asarray(recorded_w, dtype=np.float64)
+    tdp = model.clocks.tdp_w
+    idle = model.phases.idle_w
+    locked = np.broadcast_to(np.asarray(locked_mhz, dtype=np.float64), recorded.shape)
+    cap = np.broadcast_to(np.asarray(np.inf if cap_w is None else cap_w, dtype=np.float64), recorded.shape)
+    limit = np.minimum(cap, tdp)
     law = model.with_phases(replace(model.phases, prefill_w=_IDENTITY, decode_w=_IDENTITY))
     phase = np.where(recorded > max(model.phases.decode_w.ys), PREFILL, DECODE)
-    limit = np.broadcast_to(np.asarray(np.inf if cap_w is None else cap_w, dtype=np.float64), recorded.shape)
-    scaled = law.gpu_power_w(
-        phase, recorded, np.broadcast_to(np.asarray(locked_mhz, dtype=np.float64), recorded.shape), limit
-    )
-    return np.where(recorded <= model.phases.idle_w, recorded, scaled)
+    free = law.gpu_power_w(phase, recorded, locked, limit)
+    bound_demand = np.full(recorded.shape, PREFILL_BOUND_DEMAND * tdp)
+    prefill = np.full(recorded.shape, PREFILL, dtype=np.int64)
+    share = (law.gpu_power_w(prefill, bound_demand, locked, limit) - idle) / (tdp - idle)
+    bound = np.minimum(idle + (recorded - idle) * share, np.where(np.isfinite(cap), cap, np.inf))
+    scaled = np.where(recorded >= POWER_BOUND * tdp, bound, free)
+    return np.where(recorded <= idle, recorded, scaled)
 
 
 def load_traces(path: str | Path) -> list[GpuPowerTrace]:
@@ -223,12 +235,12 @@ class TraceRun:
     level: NDArray[np.int64] = field(repr=False)
     """Per telemetry step, after its actions were decided: the controller's level where it has one
     (POLCA's 0..3), else 1 while any knob it asked for is in force."""
-    brake: NDArray[np.bool_] = field(repr=False)
-    """Per telemetry step: the brake is in force on the GPUs (after its delay)."""
-    low_mhz: FloatArray = field(repr=False)
-    high_mhz: FloatArray = field(repr=False)
-    """Per telemetry step: the clock each class's GPUs are locked at, the brake included (max: unlocked)."""
     actions: tuple[AppliedAction, ...]
+    """Each action as it landed, with the classes' locks and the brake after it (the settings timeline
+    :func:`strato.monitor.publish_power.settings_timeline` reads, as for an engine-simulated row)."""
+    max_mhz: float
+    """The GPUs' unlocked clock (what a class runs at before any lock)."""
+    brake_mhz: float
     brake_events: int
     thresholds: tuple[float, ...]
     sources: tuple[str, ...]
@@ -339,9 +351,16 @@ def run_trace(
         else:
             cap[chosen] = np.inf if action.cap_w is None else action.cap_w
 
+    def landed(time_s: float, decided_s: float, action: Action) -> AppliedAction:
+        # As the row simulator records them: each class's lowest lock (None: no servers), the brake apart.
+        def class_lock(mine: NDArray[np.bool_]) -> float | None:
+            return float(lock[mine].min()) if mine.any() else None
+
+        return AppliedAction(time_s, decided_s, action.describe(), class_lock(~low), class_lock(low), brake)
+
     for action in controller.initial():
         apply(action)
-        applied.append(AppliedAction(0.0, 0.0, action.describe()))
+        applied.append(landed(0.0, 0.0, action))
 
     hz = spec.sample_hz
     per_step = round(spec.telemetry_s * hz)
@@ -351,9 +370,6 @@ def run_trace(
     power = np.empty(row.bins)
     telemetry: list[float] = []
     levels: list[int] = []
-    brakes: list[bool] = []
-    low_mhz: list[float] = []
-    high_mhz: list[float] = []
     rest = row.rest_w.sum(axis=0)
     now = 0
     next_step = per_step
@@ -361,7 +377,7 @@ def run_trace(
         while pending and pending[0][0] <= now:
             _, _, decided, action = heapq.heappop(pending)
             apply(action)
-            applied.append(AppliedAction(now / hz, decided, action.describe()))
+            applied.append(landed(now / hz, decided, action))
         end = min(next_step, row.bins)
         if pending:
             end = min(end, pending[0][0])
@@ -386,10 +402,6 @@ def run_trace(
             level = getattr(controller, "level", None)
             in_force = bool((lock < clocks.max_mhz).any() or np.isfinite(cap).any())
             levels.append(int(level) if isinstance(level, int) else int(in_force))
-            brakes.append(brake)
-            locked = np.minimum(lock, spec.brake_mhz) if brake else lock
-            low_mhz.append(float(locked[low].max()) if low.any() else math.nan)
-            high_mhz.append(float(locked[~low].max()) if (~low).any() else math.nan)
             next_step += per_step
     return TraceRun(
         controller=controller.describe(),
@@ -404,10 +416,9 @@ def run_trace(
         telemetry_s=spec.telemetry_s,
         telemetry_w=np.asarray(telemetry),
         level=np.asarray(levels, dtype=np.int64),
-        brake=np.asarray(brakes, dtype=bool),
-        low_mhz=np.asarray(low_mhz),
-        high_mhz=np.asarray(high_mhz),
         actions=tuple(applied),
+        max_mhz=clocks.max_mhz,
+        brake_mhz=spec.brake_mhz,
         brake_events=brake_events,
         thresholds=spec.thresholds,
         sources=row.sources,
