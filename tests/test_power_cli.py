@@ -72,6 +72,7 @@ def test_sweep_json() -> None:
         (["simulate", "--controller", "warp"], "unknown power controller 'warp'"),
         (["simulate", "--budget", "10kW"], "not above the row's idle power"),
         (["simulate", "--budget", "260"], "--budget needs a power with its unit"),
+        (["simulate", "--budget", "1.2mW"], "ambiguous"),
         (["simulate", "--duration", "10"], "--duration needs a unit"),
         (["simulate", "--peak-rate", "0.9"], "--peak-rate needs a rate with its unit"),
         (["simulate", "--telemetry", "2"], "--telemetry needs a unit"),

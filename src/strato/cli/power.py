@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from strato.cli import power_live
-from strato.cli.common import duration_option, friendly_errors, print_json
+from strato.cli.common import duration_option, friendly_errors, power_option, print_json
 from strato.core.console import console, print_table
 from strato.errors import ConfigError
 
@@ -24,7 +24,6 @@ app = typer.Typer(
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _NUMBER = r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*"
 _RATE = re.compile(rf"^{_NUMBER}(/s|rps|req/s|/min|rpm|req/min)\s*$", re.IGNORECASE)
-_POWER = re.compile(rf"^{_NUMBER}(w|kw|mw)\s*$", re.IGNORECASE)
 _CLOCK = re.compile(r"^\s*(\d{1,2}):(\d{2})(?::(\d{2}))?\s*$")
 
 
@@ -44,19 +43,10 @@ def parse_rate(text: str, option: str = "--peak-rate") -> float:
     return rate
 
 
-def parse_power(text: str, option: str = "--budget") -> float | None:
-    """Watts from ``260kW``, ``1.2MW``, ``40000W``; ``auto`` is None (the row's provisioned power)."""
-    if text.strip().lower() == "auto":
-        return None
-    match = _POWER.match(text)
-    if match is None:
-        raise ConfigError(
-            f"{option} needs a power with its unit, e.g. 260kW or 1.2MW, or auto (got {text!r})"
-        )
-    watts = float(match.group(1)) * {"w": 1.0, "kw": 1e3, "mw": 1e6}[match.group(2).lower()]
-    if not watts > 0:
-        raise ConfigError(f"{option} must be positive (got {text!r})")
-    return watts
+def parse_budget(text: str, option: str = "--budget") -> float | None:
+    """Watts from ``260kW``, ``1.2MW``, ``40000W`` (:func:`power_option`); ``auto`` is None (the row's
+    provisioned power)."""
+    return None if text.strip().lower() == "auto" else power_option(text, option)
 
 
 def parse_clock_time(text: str, option: str = "--start") -> float:
@@ -143,7 +133,7 @@ def _row(
     spec = RowSpec(
         servers=servers,
         budget_servers=budget_servers,
-        budget_w=parse_power(budget),
+        budget_w=parse_budget(budget),
         design=design,
         model=model,
         low_priority_share=low_priority,

@@ -45,8 +45,8 @@ A100_IDLE_W = 58.0
 # shares (the part of a phase's time that scales with 1 / f): prefill is compute-bound (0.85); decode
 # reads the weights and the KV cache from HBM, whose bandwidth does not follow the SM clock (0.1): the
 # public Splitwise profile's power-capped H100 runs its token phase no slower than the uncapped one while
-# its prompt phase takes 1.3x. With these, no request type slows more than POLCA's "<= ~7 %" at 1110 MHz
-# (docs/power.md has the model's table).
+# its prompt phase takes 1.3x. At 1110 MHz a conversation request then runs 3.2 % slower and a coding
+# one 8.4 % (POLCA: "<= ~7 %" for inference; docs/power.md has the model's whole table).
 PREFILL_SCALING = FrequencyScaling(power_exponent=2.5, compute_share=0.85)
 DECODE_SCALING = FrequencyScaling(power_exponent=2.5, compute_share=0.1)
 

@@ -364,7 +364,7 @@ def run_trace(
 
     hz = spec.sample_hz
     per_step = round(spec.telemetry_s * hz)
-    delays = {"out-of-band": spec.actuation_delay_s, "brake": spec.brake_delay_s, "immediate": 0.0}
+    delays = {"out-of-band": spec.actuation_delay_s, "brake": spec.brake_delay_s}
     pending: list[tuple[int, int, float, Action]] = []
     order = itertools.count()
     power = np.empty(row.bins)
