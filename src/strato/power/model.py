@@ -168,14 +168,13 @@ class PowerModel:
         out[decode] = self.phases.decode_w(load[decode])
         return out
 
+    def _exponent(self, phase: NDArray[np.int64]) -> FloatArray:
+        prefill, decode = self.prefill_scaling.power_exponent, self.decode_scaling.power_exponent
+        return np.where(np.asarray(phase) == PREFILL, prefill, decode)
+
     def _scale(self, phase: NDArray[np.int64], mhz: FloatArray) -> FloatArray:
         ratio = np.asarray(mhz, dtype=np.float64) / self.clocks.max_mhz
-        exponent = np.where(
-            np.asarray(phase) == PREFILL,
-            self.prefill_scaling.power_exponent,
-            self.decode_scaling.power_exponent,
-        )
-        return np.power(ratio, exponent)
+        return np.power(ratio, self._exponent(phase))
 
     def effective_clock_mhz(
         self,
@@ -193,11 +192,10 @@ class PowerModel:
         )
         idle = self.phases.idle_w
         active = np.maximum(self.demand_w(phase, load) - idle, 1e-9)
-        exponent = np.where(
-            phase == PREFILL, self.prefill_scaling.power_exponent, self.decode_scaling.power_exponent
-        )
         headroom = np.maximum(limit - idle, 1e-9)
-        fitting = self.clocks.max_mhz * np.power(np.minimum(headroom / active, 1.0), 1.0 / exponent)
+        fitting = self.clocks.max_mhz * np.power(
+            np.minimum(headroom / active, 1.0), 1.0 / self._exponent(phase)
+        )
         return np.clip(np.minimum(locked, fitting), self.clocks.min_mhz, self.clocks.max_mhz)
 
     def gpu_power_w(
