@@ -36,6 +36,7 @@ from strato.llm.perf import load_perf_model
 from strato.power.catalog import power_model
 from strato.power.controllers import Action, PowerController, RowInfo, RowObservation
 from strato.power.model import DECODE, IDLE, PREFILL, PowerModel
+from strato.traces.gpu_power import largest_rise as trace_rise
 from strato.traces.llm import LlmRequests
 from strato.traces.llm.diurnal import diurnal
 
@@ -188,15 +189,11 @@ class RowRun:
 
 
 def largest_rise(power: FloatArray, sample_s: float, window_s: float) -> float:
-    """max over t of power(t) - min(power over [t - window, t]), vectorised with a sliding minimum."""
+    """max over t of power(t) - min(power over [t - window, t]) for a series sampled every ``sample_s``
+    (the same measure :func:`strato.traces.gpu_power.largest_rise` takes of recorded traces)."""
     if power.size < 2:
         return 0.0
-    width = max(round(window_s / sample_s), 1)
-    from numpy.lib.stride_tricks import sliding_window_view
-
-    padded = np.concatenate([np.full(width, power[0]), power])
-    minima = sliding_window_view(padded, width + 1).min(axis=1)
-    return float((power - minima[: power.size]).max())
+    return trace_rise(np.arange(power.size, dtype=np.float64) * sample_s, power, window_s).rise_w
 
 
 class RowMeter:
