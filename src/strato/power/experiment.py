@@ -19,7 +19,7 @@ from typing import Any
 
 from strato.core.progress import ProgressBar
 from strato.errors import ConfigError
-from strato.power.controllers import RowInfo, parse_controller
+from strato.power.controllers import parse_controller
 from strato.power.row import CLASSES, ClassLatency, RowRun, RowSimulator, RowSpec, RowWorkload
 
 REFERENCE = "none"
@@ -263,22 +263,8 @@ def check_controllers(spec: RowSpec, workload: RowWorkload, controllers: Sequenc
     """Parse each controller and bind it to the row here, so a bad clock or threshold (or a budget below
     the row's idle power) is one ConfigError before any worker starts."""
     for text in controllers:
-        controller = parse_controller(text)
-        simulator = RowSimulator(spec, workload, controller)
-        sizes = spec.class_sizes
-        nodes = sum(design.machines for _, design in simulator.designs)
-        controller.bind(
-            RowInfo(
-                servers=nodes,
-                low_priority_servers=sizes["low"],
-                gpus_per_server=simulator.power.server.gpus,
-                clocks=simulator.clocks,
-                budget_w=simulator.budget_w,
-                rest_busy_w=simulator.power.server.rest_busy_w,
-                idle_row_w=nodes * simulator.power.idle_server_w,
-                actuation_delay_s=spec.actuation_delay_s,
-            )
-        )
+        simulator = RowSimulator(spec, workload, parse_controller(text))
+        simulator.controller.bind(simulator.row_info())
 
 
 _SHARED_PROGRESS: Any = None

@@ -370,6 +370,20 @@ class RowSimulator:
                 f"{idle_row / 1e3:.1f} kW ({spec.servers} idle {self.power.server.label})"
             )
 
+    def row_info(self) -> RowInfo:
+        """What the controller is told of this row when it is bound."""
+        servers = sum(design.machines for _, design in self.designs)
+        return RowInfo(
+            servers=servers,
+            low_priority_servers=sum(design.machines for name, design in self.designs if name == "low"),
+            gpus_per_server=self.power.server.gpus,
+            clocks=self.clocks,
+            budget_w=self.budget_w,
+            rest_busy_w=self.power.server.rest_busy_w,
+            idle_row_w=servers * self.power.idle_server_w,
+            actuation_delay_s=self.spec.actuation_delay_s,
+        )
+
     def _design(self, count: int) -> Design:
         name = self.spec.design
         if name.startswith("splitwise"):
@@ -394,17 +408,7 @@ class RowSimulator:
         owner = np.concatenate([np.full(sim_.design.machines, CLASSES.index(n)) for n, sim_, _ in sims])
         settings = _Settings(lock=np.full(nodes, self.clocks.max_mhz), cap=np.full(nodes, self.clocks.tdp_w))
         meter = RowMeter(self.power, nodes, 1.0 / spec.sample_hz)
-        info = RowInfo(
-            servers=nodes,
-            low_priority_servers=int((owner == 1).sum()),
-            gpus_per_server=self.power.server.gpus,
-            clocks=self.clocks,
-            budget_w=self.budget_w,
-            rest_busy_w=self.power.server.rest_busy_w,
-            idle_row_w=nodes * self.power.idle_server_w,
-            actuation_delay_s=spec.actuation_delay_s,
-        )
-        self.controller.bind(info)
+        self.controller.bind(self.row_info())
         pending: list[tuple[float, int, float, Action]] = []
         sequence = itertools.count()
         applied: list[AppliedAction] = []
