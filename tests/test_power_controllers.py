@@ -125,3 +125,8 @@ def test_users_register_their_own_controller() -> None:
             register_controller("shed-test", _Shed)
     finally:
         CONTROLLERS.remove("shed-test")
+    # Removing a controller removes its keys with it: the name is simply unknown again.
+    with pytest.raises(ConfigError, match="unknown power controller 'shed-test'"):
+        parse_controller("shed-test:above=0.5")
+    with pytest.raises(ConfigError, match="positional key 'level'"):
+        register_controller("shed-bad", _Shed, {"above": "share"}, positional="level")

@@ -285,54 +285,76 @@ class Polca(PowerController):
 
 
 ControllerFactory = Callable[..., PowerController]
-CONTROLLERS: Registry[ControllerFactory] = Registry("power controller")
-CONTROLLERS.register("none", NoControl)
-CONTROLLERS.register("capping", ReactiveCapping)
-CONTROLLERS.register("static", StaticLock)
-CONTROLLERS.register("polca", Polca)
 
-_PARAMS: dict[str, Mapping[str, str]] = {
-    "none": {},
-    "capping": {"threshold": "share", "hysteresis": "share", "cap_w": "W"},
-    "static": {"mhz": "MHz"},
-    "polca": {
-        "t1": "share", "t2": "share", "brake": "share", "hysteresis": "share",
-        "low1": "MHz", "low2": "MHz", "high": "MHz", "settle_s": "s",
-    },
-}  # fmt: skip
-"""Each key's unit: ``share`` (of the row budget: 0.8 or 80%), ``MHz``, ``W`` or ``s``; a clock, power or
-time must be written with its unit or as a bare number in that unit, never in another one."""
-_POSITIONAL = {"static": "mhz", "capping": "threshold"}
+
+@dataclass(frozen=True)
+class ControllerPlugin:
+    """A registered controller: its factory, the unit of each key it takes (``share`` of the row budget:
+    0.8 or 80%; ``MHz``; ``W``; ``s``: a value is written with its unit or bare in that unit, never in
+    another), and which key a bare positional value sets (``static:1110``)."""
+
+    factory: ControllerFactory
+    units: Mapping[str, str]
+    positional: str | None = None
+
+
+CONTROLLERS: Registry[ControllerPlugin] = Registry("power controller")
+CONTROLLERS.register("none", ControllerPlugin(NoControl, {}))
+CONTROLLERS.register(
+    "capping",
+    ControllerPlugin(
+        ReactiveCapping, {"threshold": "share", "hysteresis": "share", "cap_w": "W"}, "threshold"
+    ),
+)
+CONTROLLERS.register("static", ControllerPlugin(StaticLock, {"mhz": "MHz"}, "mhz"))
+CONTROLLERS.register(
+    "polca",
+    ControllerPlugin(
+        Polca,
+        {
+            "t1": "share",
+            "t2": "share",
+            "brake": "share",
+            "hysteresis": "share",
+            "low1": "MHz",
+            "low2": "MHz",
+            "high": "MHz",
+            "settle_s": "s",
+        },
+    ),
+)
 
 
 def register_controller(
-    name: str, factory: ControllerFactory, params: Mapping[str, str] | None = None
+    name: str,
+    factory: ControllerFactory,
+    params: Mapping[str, str] | None = None,
+    *,
+    positional: str | None = None,
 ) -> None:
     """Make ``name[:key=value,...]`` build ``factory(**params)``; ``params`` maps each key it takes to its
     unit (``share``, ``MHz``, ``W`` or ``s``; the factory gets floats in that unit)."""
-    CONTROLLERS.register(name, factory)
-    _PARAMS[name] = dict(params or {})
+    if positional is not None and positional not in (params or {}):
+        raise ConfigError(f"controller {name!r}: positional key {positional!r} is not one of its keys")
+    CONTROLLERS.register(name, ControllerPlugin(factory, dict(params or {}), positional))
 
 
 def parse_controller(text: str) -> PowerController:
     """``polca``, ``polca:t1=0.8,low1=1275``, ``static:1110``, ``capping:threshold=0.95`` ..."""
     spec = split_spec(text, what="controller")
-    factory = CONTROLLERS.get(spec.head)
-    known = _PARAMS.get(spec.head, {})
+    plugin = CONTROLLERS.get(spec.head)
     kwargs: dict[str, str] = {}
     if spec.positional is not None:
-        if spec.head not in _POSITIONAL:
+        if plugin.positional is None:
             raise ConfigError(f"controller {text!r}: {spec.head} takes no positional value")
-        kwargs[_POSITIONAL[spec.head]] = spec.positional
+        kwargs[plugin.positional] = spec.positional
     for key, value in spec.params.items():
-        if key not in known:
-            choices = ", ".join(sorted(known)) or "none"
+        if key not in plugin.units:
+            choices = ", ".join(sorted(plugin.units)) or "none"
             raise ConfigError(f"controller {text!r}: unknown key {key!r} (known: {choices})")
         kwargs[key] = value
-    parsed: dict[str, object] = {}
-    for key, value in kwargs.items():
-        parsed[key] = _number(text, key, value, known.get(key, "share"))
-    return factory(**parsed)
+    parsed = {key: _number(text, key, value, plugin.units[key]) for key, value in kwargs.items()}
+    return plugin.factory(**parsed)
 
 
 _SUFFIXES = {"MHz": ("mhz",), "W": ("w",), "s": ("s",), "share": ("%",)}
