@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from faas_helpers import MIN, H, S, make_invocations
 from strato.faas.keepalive_core import Phase
+from strato.faas.live.completion import Completion
 from strato.faas.live.dispatch import Invocation
 from strato.faas.live.httpio import RawResponse
 from strato.faas.live.instances import Instance
@@ -146,7 +147,7 @@ def run_live(
 
         def arrive(name: str, duration: int) -> None:
             outcome = node.invoke(name, "POST", "/", {}, b"%d" % duration)
-            if isinstance(outcome, asyncio.Future):
+            if isinstance(outcome, asyncio.Future | Completion):
                 outcome.add_done_callback(lambda done: statuses.append(done.result().status))
             else:
                 statuses.append(outcome.status)

@@ -18,15 +18,20 @@ import sys
 from typing import Any, Protocol
 
 from strato.faas.live import frames
+from strato.faas.live.completion import Completion
 from strato.faas.live.frames import HOP_BY_HOP
 from strato.faas.live.httpio import ClientPool
 from strato.faas.live.instances import Instance, Spawner
 
 INTERNAL_HEADER_PREFIX = "x-strato-"
 
-Invocation = tuple[str, str, dict[str, str], bytes, bytes | None]
-"""method, target as the function sees it, headers (checked by the gateway's parser), body, and the
-header lines to pass on as the parser rendered them (None: render them from ``headers``)."""
+Sent = Completion[Any] | asyncio.Future[Any]
+"""An invocation's answer to come: the lean backend completes it synchronously, the faasd one as a task."""
+
+Invocation = tuple[str, str, dict[str, str], bytes, bytes | None, bytes | None]
+"""method, target as the function sees it, headers (checked by the gateway's parser), body, the header
+lines to pass on as the parser rendered them (None: render them from ``headers``), and the whole request
+head when the gateway's fast recogniser already rendered it (None: render it here)."""
 
 
 class Backend(Protocol):
@@ -38,8 +43,8 @@ class Backend(Protocol):
         """Spawn ``instance`` and return once it can take invocations (raises on failure)."""
         ...
 
-    def send(self, instance: Instance, request: Invocation) -> asyncio.Future[Any]:
-        """Send an invocation; the future resolves with the instance's response (or its failure)."""
+    def send(self, instance: Instance, request: Invocation) -> Sent:
+        """Send an invocation; the result resolves with the instance's response (or its failure)."""
         ...
 
     def stopped(self, instance: Instance) -> None:
@@ -83,12 +88,12 @@ class LeanBackend:
         instance.port = ready.get("port")
         instance.function_pid = ready.get("function_pid")
 
-    def send(self, instance: Instance, request: Invocation) -> asyncio.Future[Any]:
+    def send(self, instance: Instance, request: Invocation) -> Sent:
         assert instance.channel is not None
-        method, target, headers, body, forward = request
-        return instance.channel.invoke(
-            frames.INVOKE, request_head(method, target, headers, body, forward), body
-        )
+        method, target, headers, body, forward, head = request
+        if head is None:
+            head = request_head(method, target, headers, body, forward)
+        return instance.channel.invoke(frames.INVOKE, head, body)
 
     def stopped(self, instance: Instance) -> None:
         return None
@@ -149,7 +154,7 @@ class FaasdBackend:
 
     def send(self, instance: Instance, request: Invocation) -> asyncio.Future[Any]:
         assert self.pool is not None
-        method, target, headers, body, _ = request
+        method, target, headers, body, _, _ = request
         forwarded = {
             key: value for key, value in headers.items() if not key.startswith(INTERNAL_HEADER_PREFIX)
         }

@@ -30,6 +30,8 @@ from typing import Any, Protocol, cast
 
 import httptools
 
+from strato.faas.live._leanpath import parse_invocation
+from strato.faas.live.completion import Completion
 from strato.faas.live.frames import (
     HEADER_NAME,
     HEADER_TEXT,
@@ -331,10 +333,17 @@ def _no_body(method: str, status: int, *, internal: bool) -> tuple[bool, bool]:
 
 # ---- server ---------------------------------------------------------------------------------------------
 
-Handler = Callable[[Request], "AnyResponse | Awaitable[AnyResponse]"]
-"""A route answers at once (a Response) or later (a future or coroutine of one)."""
+Handler = Callable[[Request], "AnyResponse | Awaitable[AnyResponse] | Completion[AnyResponse]"]
+"""A route answers at once (a Response) or later (a future, coroutine or completion of one)."""
+
+Invocation = tuple[str, bytes, bytes, bytes | None, bool, str]
+"""A plain invocation as :func:`~strato.faas.live._leanpath.parse_invocation` recognised it: function
+name, the request head an instance gets, body, Authorization (None: absent), keep-alive, method."""
+Lane = Callable[[Invocation], "AnyResponse | Completion[AnyResponse] | asyncio.Future[AnyResponse] | None"]
+"""The gateway's fast path for plain invocations; None: not for it, parse the request as any other."""
 
 _IDLE, _HEAD, _BODY = 0, 1, 2
+_NO_FIELDS: list[tuple[bytes, bytes]] = []
 
 
 class ServerProtocol(asyncio.Protocol):
@@ -344,8 +353,16 @@ class ServerProtocol(asyncio.Protocol):
     maximal request, and while the client does not read what it was sent.
     """
 
-    def __init__(self, handler: Handler, *, limits: ServerLimits, tracker: ConnectionTracker) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        limits: ServerLimits,
+        tracker: ConnectionTracker,
+        lane: Lane | None = None,
+    ) -> None:
         self.handler = handler
+        self.lane = lane
         self.limits = limits
         self.tracker = tracker
         self.transport: asyncio.Transport | None = None
@@ -412,6 +429,23 @@ class ServerProtocol(asyncio.Protocol):
         if self.transport is None or (self.closing and not self.busy and not self.queue):
             return
         self._now = now = time.monotonic()
+        lane = self.lane
+        if lane is not None and not self.busy and self.phase == _IDLE and not self.queue and not self.closing:
+            limits = self.limits
+            invocation = parse_invocation(data, limits.max_head, limits.max_body, limits.max_headers)
+            if invocation is not None:
+                try:
+                    result = lane(invocation)
+                except Exception as error:  # the server must answer whatever a route does
+                    result = _internal_error(error)
+                if result is not None:
+                    self.phase_since = now
+                    request = Request(invocation[5], "", _NO_FIELDS, b"", invocation[4])
+                    self.busy = True
+                    self.tracker.in_flight += 1
+                    if self._answer(request, result) and (self.queue or self.reading_paused or self.closing):
+                        self._next()
+                    return
         in_head = self.phase == _HEAD
         # A head that starts and ends within this read is no larger than it: only a large read needs the
         # fields counted (in _take_headers); a head spread over reads is bounded here.
@@ -561,12 +595,8 @@ class ServerProtocol(asyncio.Protocol):
                 result = self.handler(item)
             except Exception as error:  # the server must answer whatever a route does
                 result = _internal_error(error)
-            if isinstance(result, _IMMEDIATE):
-                self._finish(item, result)
-                continue
-            # A future resolves through a callback: no task, which matters on the gateway's hot path.
-            asyncio.ensure_future(result).add_done_callback(functools.partial(self._resolved, item))
-            return
+            if not self._answer(item, result):
+                return
         if not self.queue:
             self.queued_bytes = 0
         transport = self.transport
@@ -582,7 +612,23 @@ class ServerProtocol(asyncio.Protocol):
         if not self.busy and not self.queue and self.closing and self.transport is not None:
             self.transport.close()
 
-    def _resolved(self, request: Request, outcome: asyncio.Future[AnyResponse]) -> None:
+    def _answer(
+        self, item: Request, result: AnyResponse | Awaitable[AnyResponse] | Completion[AnyResponse]
+    ) -> bool:
+        """Answer ``item`` now (True) or once its result is in (False)."""
+        if isinstance(result, _IMMEDIATE):
+            self._finish(item, result)
+            return True
+        # No task: a future or completion resolves through a callback, which matters on the hot path.
+        if isinstance(result, Completion):
+            result.add_done_callback(functools.partial(self._resolved, item))
+        else:
+            asyncio.ensure_future(result).add_done_callback(functools.partial(self._resolved, item))
+        return False
+
+    def _resolved(
+        self, request: Request, outcome: asyncio.Future[AnyResponse] | Completion[AnyResponse]
+    ) -> None:
         response: AnyResponse
         if outcome.cancelled():
             response = error_response(503, "the request was cancelled (server shutting down)")

@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 from strato.faas.live import frames
+from strato.faas.live._leanpath import split_result
 from strato.faas.live.clock import Cancellable
+from strato.faas.live.completion import Completion
 from strato.faas.live.forkserver import ForkServerClient
 from strato.faas.live.httpio import (
     AnyResponse,
@@ -192,7 +194,7 @@ class InstanceChannel(asyncio.Protocol):
         self.max_response = max_response
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
-        self.pending: dict[int, asyncio.Future[AnyResponse]] = {}
+        self.pending: dict[int, Completion[AnyResponse]] = {}
         self.ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.ids = itertools.count(1)
         self.closed = False
@@ -201,6 +203,7 @@ class InstanceChannel(asyncio.Protocol):
         self.paused = False
         """Reading is paused: a client takes a streamed body slowly, or has not taken it yet."""
         self.checked_meta: tuple[bytes, tuple[int, bytes] | None] = (b"\x00", None)
+        self.last_request_id = 0
         """The last result status and header lines from this instance, and their checked form."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -229,12 +232,13 @@ class InstanceChannel(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(frames.encode(0, kind, meta, body))
 
-    def invoke(self, kind: int, head: bytes, body: bytes) -> asyncio.Future[AnyResponse]:
+    def invoke(self, kind: int, head: bytes, body: bytes) -> Completion[AnyResponse]:
         if self.closed or self.transport is None:
             raise InstanceDied(f"instance {self.instance.id} is gone")
         request_id = next(self.ids)
-        future: asyncio.Future[AnyResponse] = asyncio.get_running_loop().create_future()
+        future: Completion[AnyResponse] = Completion()
         self.pending[request_id] = future
+        self.last_request_id = request_id
         self.transport.write(frames.encode(request_id, kind, head, body))
         return future
 
@@ -262,6 +266,15 @@ class InstanceChannel(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.violation is not None:
             return
+        if not self.buffer and self.stream is None and len(self.pending) == 1:
+            # The common case, one whole result frame in one read, split in C; anything else (a partial,
+            # large, early or malformed frame) goes through the general reader below, which says why.
+            whole = split_result(
+                data, self.last_request_id, frames.MAX_META, min(self.max_response, STREAM_ABOVE)
+            )
+            if whole is not None:
+                self._result(self.last_request_id, whole[0], whole[1])
+                return
         if self.stream is not None:
             data = self.stream.feed(data)
             if not data:

@@ -40,7 +40,15 @@ from typing import Any, Literal, cast
 from strato.errors import ConfigError
 from strato.faas.keepalive_core import IdleDecision, KeepAliveCore, Phase, Timer
 from strato.faas.live.clock import PolicyClock, ScaledClock
-from strato.faas.live.dispatch import INTERNAL_HEADER_PREFIX, Backend, FaasdBackend, Invocation, LeanBackend
+from strato.faas.live.completion import Completion
+from strato.faas.live.dispatch import (
+    INTERNAL_HEADER_PREFIX,
+    Backend,
+    FaasdBackend,
+    Invocation,
+    LeanBackend,
+    Sent,
+)
 from strato.faas.live.httpio import (
     DEFAULT_MAX_RESPONSE,
     AnyResponse,
@@ -302,10 +310,12 @@ class Node:
         headers: dict[str, str],
         body: bytes,
         forward: bytes | None = None,
-    ) -> AnyResponse | asyncio.Future[AnyResponse]:
+        head: bytes | None = None,
+    ) -> AnyResponse | Completion[AnyResponse] | asyncio.Future[AnyResponse]:
         """Answer an invocation: a response at once (errors) or a future of it.
 
-        ``target`` is the path as the function sees it.
+        ``target`` is the path as the function sees it; ``head`` the request head a lean instance gets,
+        when the gateway's fast recogniser rendered it already.
 
         A warm invocation is dispatched right here, with callbacks instead of a task, because on the lean
         backend the gateway's own Python overhead is most of the latency that is left.
@@ -336,7 +346,7 @@ class Node:
             function.cold_reservation_mb = self.core.apps[function.app].memory_mb
             self.prometheus.cold.inc(function=name)
         function.inflight += 1
-        request = (method, target, headers, body, forward)
+        request = (method, target, headers, body, forward, head)
         instance = self._warm_instance(function)
         if instance is not None:
             self._occupy(instance)
@@ -358,15 +368,15 @@ class Node:
         instance: Instance,
         started: float,
         request: Invocation,
-    ) -> asyncio.Future[AnyResponse]:
-        """Send to ``instance``; the returned future resolves once the bookkeeping is done."""
+    ) -> Completion[AnyResponse]:
+        """Send to ``instance``; the returned completion resolves once the bookkeeping is done."""
         loop = asyncio.get_running_loop()
-        outcome: asyncio.Future[AnyResponse] = loop.create_future()
-        sent: asyncio.Future[Any]
+        outcome: Completion[AnyResponse] = Completion()
+        sent: Sent
         try:
             sent = self.backend.send(instance, request)
         except InstanceDied:
-            sent = loop.create_future()
+            sent = Completion()
             sent.set_exception(InstanceDied(f"instance {instance.id} is gone"))
         timed_out: list[bool] = []
 
@@ -377,7 +387,7 @@ class Node:
 
         timer = loop.call_later(instance.spec.timeout_s, on_timeout)
 
-        def on_sent(done: asyncio.Future[Any]) -> None:
+        def on_sent(done: Sent) -> None:
             timer.cancel()
             response = self._response_from(instance, done, timed_out=bool(timed_out))
             if isinstance(response, StreamedResponse):
@@ -393,9 +403,7 @@ class Node:
         sent.add_done_callback(on_sent)
         return outcome
 
-    def _response_from(
-        self, instance: Instance, done: asyncio.Future[Any], *, timed_out: bool
-    ) -> AnyResponse:
+    def _response_from(self, instance: Instance, done: Sent, *, timed_out: bool) -> AnyResponse:
         function = instance.function
         name = instance.spec.name
         if timed_out or done.cancelled():
