@@ -1,13 +1,15 @@
 """Live platform: the lean backend against the faasd-like one, and cold starts per spawn mode.
 
-    .venv/bin/python benchmarks/live_bench.py            # about 2 minutes: the numbers to report
-    .venv/bin/python benchmarks/live_bench.py --quick    # about 20 s: a smoke test
-    .venv/bin/python benchmarks/live_bench.py --json     # everything, machine info included
+    .venv/bin/python benchmarks/live_bench.py --repeat 5  # about 10 minutes: the numbers to report
+    .venv/bin/python benchmarks/live_bench.py             # one run, about 2 minutes
+    .venv/bin/python benchmarks/live_bench.py --quick     # about 30 s: a smoke test
+    .venv/bin/python benchmarks/live_bench.py --json      # everything, machine info included
 
 The same measurement as ``strato faas bench`` (:func:`strato.faas.live.bench.run_bench`): real servers,
-one after the other, loaded by the load generator in its own process. Absolute numbers depend on the
-machine (the servers, their instances and the load generator share its CPUs); the lean/faasd ratios are
-the point, and the table says whether each reaches Junctiond's claim.
+one after the other, loaded by the load generator in its own process, and by wrk when it is installed
+(``scripts/bench-deps.sh`` installs it). Absolute numbers depend on the machine (the servers, their
+instances and the load generators share its CPUs); the lean/faasd ratios are the point, and the tables say
+whether each reaches Junctiond's claim over the runs.
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="search each backend's highest sustainable open-loop rate",
     )
+    parser.add_argument("--repeat", type=int, help="complete runs, interleaved (default 1)")
+    parser.add_argument(
+        "--load-generator",
+        help="what throughput and the low-load floor are judged on: auto (default), wrk or python",
+    )
+    parser.add_argument("--floor-duration", type=float, help="seconds of each low-load run (0 skips)")
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
     parser.add_argument("--plot", type=Path, help="write a PNG of the latency CDFs and throughputs")
     args = parser.parse_args(argv)
@@ -46,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
             rate=args.rate,
             cold_starts=args.cold_starts,
             search=args.search,
+            repeat=args.repeat,
+            load_generator=args.load_generator,
+            floor=args.floor_duration,
         )
         report = run_bench(options, progress=lambda line: print(line, file=sys.stderr, flush=True))
         if args.plot is not None:

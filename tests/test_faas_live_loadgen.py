@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import cast
 
 import numpy as np
@@ -25,12 +26,20 @@ from strato.faas.live.loadgen import (
     PerRequestResults,
     ScheduledRequest,
     Target,
+    find_wrk,
     main,
     make_schedule,
+    parse_wrk_output,
     run_closed_loop,
     run_in_subprocess,
     run_open_loop,
     run_schedule,
+    run_wrk,
+    wrk_script,
+)
+
+needs_wrk = pytest.mark.skipif(
+    find_wrk() is None, reason="wrk is not installed (scripts/bench-deps.sh installs it)"
 )
 
 # ------------------------------------------------------------------------------------------ test server
@@ -229,6 +238,11 @@ def test_closed_loop(server: str) -> None:
     assert len(result.latencies_s) == result.completed
     assert abs(result.sent - result.completed) <= 4
     assert result.connections_opened == 4
+    # The generator's own CPU across the measured window only: set-up and drain are left out.
+    assert result.window_wall_s is not None and 0.45 < result.window_wall_s < 0.7
+    assert result.window_cpu_s is not None and 0 < result.window_cpu_s <= result.generator_cpu_s
+    assert result.cpu_per_request_s == pytest.approx(result.window_cpu_s / result.completed)
+    assert result.core_share == pytest.approx(result.window_cpu_s / result.window_wall_s)
 
 
 def test_status_codes_are_counted(server: str) -> None:
@@ -314,6 +328,10 @@ def test_run_in_subprocess(server: str) -> None:
     assert result.status_counts == {200: 30}  # body, header and method made it through
     assert len(result.latencies_s) == 30 and result.latencies_s.dtype == np.float64
     assert result.generator_cpu_s > 0
+    # The whole child (interpreter start, imports, output) costs more than its run alone.
+    assert result.process_cpu_s is not None and result.process_cpu_s > result.generator_cpu_s
+    assert result.window_cpu_s is not None and 0 < result.window_cpu_s < result.process_cpu_s
+    assert result.cpu_per_request_s is not None and result.cpu_per_request_s > 0
     closed = run_in_subprocess(Target.from_url(server + "/echo"), "closed", connections=2, duration_s=0.3)
     assert closed.mode == "closed" and closed.completed > 0
 
@@ -394,6 +412,9 @@ def test_result_json_round_trip(server: str) -> None:
     np.testing.assert_allclose(f32.latencies_s, result.latencies_s, rtol=1e-6)
     none = LoadResult.from_json(result.to_json("none"))
     assert len(none.latencies_s) == 0 and none.sent == result.sent
+    assert result.window_cpu_s is not None and result.window_wall_s is not None
+    assert (none.window_cpu_s, none.window_wall_s) == (result.window_cpu_s, result.window_wall_s)
+    assert none.core_share == result.core_share
     with pytest.raises(StratoError):
         LoadResult.from_json({"format": "something else"})
 
@@ -416,6 +437,76 @@ def test_target_parsing() -> None:
         run_open_loop(t, 0, 1.0)
     with pytest.raises(ConfigError):
         run_open_loop(t, 10, 1.0, arrival="bursty")
+
+
+_WRK_REPORT = """Running 2s test @ http://127.0.0.1:8080/function/echo
+  1 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.31ms    2.20ms  45.06ms   94.19%
+    Req/Sec    12.70k     1.01k   13.91k    85.00%
+  Latency Distribution
+     50%  812.00us
+     75%    1.22ms
+     90%    2.05ms
+     99%    1.02s
+  25304 requests in 2.01s, 3.45MB read
+  Socket errors: connect 0, read 3, write 1, timeout 2
+  Non-2xx or 3xx responses: 7
+Requests/sec:  12589.55
+Transfer/sec:      1.72MB
+"""
+
+
+def test_wrk_report_is_read_with_its_units() -> None:
+    numbers = parse_wrk_output(_WRK_REPORT)
+    assert numbers["requests"] == 25304 and numbers["duration_s"] == pytest.approx(2.01)
+    assert numbers["rps"] == pytest.approx(12589.55)
+    assert numbers["p50_s"] == pytest.approx(812e-6) and numbers["p75_s"] == pytest.approx(1.22e-3)
+    assert numbers["p99_s"] == pytest.approx(1.02)
+    assert (numbers["socket_errors"], numbers["timeouts"], numbers["error_statuses"]) == (6, 2, 7)
+    without_latency = _WRK_REPORT.replace("     50%  812.00us\n", "")
+    with pytest.raises(StratoError, match="50%"):
+        parse_wrk_output(without_latency)
+    with pytest.raises(StratoError, match="wrk's report"):
+        parse_wrk_output("unable to connect to 127.0.0.1:1 Connection refused")
+
+
+def test_wrk_script_escapes_every_byte() -> None:
+    target = Target.from_url(
+        "http://127.0.0.1:1/x", body=b'\x00"\\]]\n9', headers=[("X-Token", 'a"b')], method="PUT"
+    )
+    script = wrk_script(target)
+    assert 'wrk.method = "\\080\\085\\084"' in script
+    assert 'wrk.body = "\\000\\034\\092\\093\\093\\010\\057"' in script
+    assert 'wrk.headers["\\088' in script and "Content-Length" not in script
+
+
+@needs_wrk
+@pytest.mark.system
+def test_wrk_sends_the_targets_method_body_and_headers(server: str) -> None:
+    # /expect answers 200 only to a PUT with this binary body and header, 400 otherwise.
+    good = Target.from_url(
+        server + "/expect", body=b"\x00bin\xff", headers=[("X-Token", "abc")], method="PUT"
+    )
+    result = run_wrk(good, connections=2, duration_s=1.0)
+    assert result.requests > 10 and result.errors == 0
+    assert result.rps == pytest.approx(result.requests / result.duration_s, rel=0.02)
+    assert 0 < result.p50_s <= result.p75_s <= result.p90_s <= result.p99_s
+    assert result.cpu_s > 0 and result.cpu_per_request_s is not None and result.cpu_per_request_s > 0
+    assert result.core_share is not None and result.core_share > 0
+    assert result.command[1:4] == ("-t1", "-c2", "-d1s")
+    wrong_body = Target.from_url(
+        server + "/expect", body=b"\x00bin", headers=[("X-Token", "abc")], method="PUT"
+    )
+    refused = run_wrk(wrong_body, connections=1, duration_s=1.0)
+    assert refused.requests > 10 and refused.error_statuses == refused.requests
+
+
+def test_wrk_missing_is_a_config_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert find_wrk() is None
+    with pytest.raises(ConfigError, match="wrk is not on PATH"):
+        run_wrk(Target.from_url("http://127.0.0.1:1/"), connections=1, duration_s=1.0)
 
 
 def test_cli_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:

@@ -47,8 +47,12 @@ import gc
 import json
 import math
 import os
+import re
+import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from array import array
 from collections import deque
@@ -214,6 +218,10 @@ def _opt_float(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
 
 
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 @dataclass(eq=False)
 class PerRequestResults:
     """Outcome of every request of a schedule, indexed by its position in the input.
@@ -260,6 +268,14 @@ class LoadResult:
     dispatch_lag_max_s: float = 0.0
     generator_cpu_s: float = 0.0
     """CPU time the generator process used during the run, to tell whether it was a bottleneck."""
+    window_cpu_s: float | None = None
+    """CPU time (user + system) the generator used inside the measured window: its steady state, without
+    the warm-up's connection set-up or the drain. ``None`` when the window was never reached."""
+    window_wall_s: float | None = None
+    """Wall-clock seconds between the two CPU readings of :attr:`window_cpu_s`."""
+    process_cpu_s: float | None = None
+    """CPU time of the whole generator process (interpreter start, run, output), read by the parent from
+    the child's resource usage; set by :func:`run_in_subprocess` only."""
     per_request: PerRequestResults | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -271,6 +287,21 @@ class LoadResult:
             return 0.0
         count = self.completed if self.responses_in_window is None else self.responses_in_window
         return count / self.duration_s
+
+    @property
+    def cpu_per_request_s(self) -> float | None:
+        """The generator's CPU seconds per response inside the measured window."""
+        answered = self.completed if self.responses_in_window is None else self.responses_in_window
+        if self.window_cpu_s is None or answered <= 0:
+            return None
+        return self.window_cpu_s / answered
+
+    @property
+    def core_share(self) -> float | None:
+        """The generator's CPU use inside the measured window as a share of one core (1.0: a whole one)."""
+        if self.window_cpu_s is None or not self.window_wall_s:
+            return None
+        return self.window_cpu_s / self.window_wall_s
 
     @property
     def errors(self) -> int:
@@ -310,6 +341,9 @@ class LoadResult:
             "dispatch_lag_mean_s": self.dispatch_lag_mean_s,
             "dispatch_lag_max_s": self.dispatch_lag_max_s,
             "generator_cpu_s": self.generator_cpu_s,
+            "window_cpu_s": self.window_cpu_s,
+            "cpu_per_request_s": self.cpu_per_request_s,
+            "core_share": self.core_share,
         }
 
     def to_json(self, latency_encoding: str = "f64") -> dict[str, Any]:
@@ -332,6 +366,9 @@ class LoadResult:
             "dispatch_lag_mean_s": self.dispatch_lag_mean_s,
             "dispatch_lag_max_s": self.dispatch_lag_max_s,
             "generator_cpu_s": self.generator_cpu_s,
+            "window_cpu_s": self.window_cpu_s,
+            "window_wall_s": self.window_wall_s,
+            "process_cpu_s": self.process_cpu_s,
             "summary": self.summary(),
         }
         if latency_encoding == "none":
@@ -380,6 +417,9 @@ class LoadResult:
                 dispatch_lag_mean_s=float(data.get("dispatch_lag_mean_s", 0.0)),
                 dispatch_lag_max_s=float(data.get("dispatch_lag_max_s", 0.0)),
                 generator_cpu_s=float(data.get("generator_cpu_s", 0.0)),
+                window_cpu_s=_float_or_none(data.get("window_cpu_s")),
+                window_wall_s=_float_or_none(data.get("window_wall_s")),
+                process_cpu_s=_float_or_none(data.get("process_cpu_s")),
                 per_request=per_request,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -744,6 +784,39 @@ def _run(coro: Coroutine[Any, Any, _T]) -> tuple[_T, float]:
     return result, time.process_time() - cpu0
 
 
+class _WindowCpu:
+    """The process's CPU time across the measured window, read by two loop callbacks at its ends.
+
+    Set-up (connections opened during the warm-up) and the drain are left out, so CPU per request and the
+    share of a core describe the generator's steady state, which is what says whether it kept up.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, start_at: float, end_at: float) -> None:
+        self.start: tuple[float, float] | None = None
+        self.end: tuple[float, float] | None = None
+        now = _now()
+        self.handles = [
+            loop.call_later(max(start_at - now, 0.0), self._mark_start),
+            loop.call_later(max(end_at - now, 0.0), self._mark_end),
+        ]
+
+    def _mark_start(self) -> None:
+        self.start = (time.process_time(), _now())
+
+    def _mark_end(self) -> None:
+        if self.start is not None and self.end is None:
+            self.end = (time.process_time(), _now())
+
+    def finish(self) -> tuple[float | None, float | None]:
+        """``(cpu_s, wall_s)`` of the window; a run that ended before the window did ends it now."""
+        for handle in self.handles:
+            handle.cancel()
+        self._mark_end()
+        if self.start is None or self.end is None:
+            return None, None
+        return self.end[0] - self.start[0], self.end[1] - self.start[1]
+
+
 def make_schedule(
     rate_rps: float, duration_s: float, arrival: str = "constant", seed: int = 0
 ) -> npt.NDArray[np.float64]:
@@ -895,6 +968,7 @@ async def _replay(
     idx: list[int] = order.tolist() if order is not None else list(range(n))
     # A short lead so the first requests are not late because of set-up.
     t0 = _now() + 0.005 if origin is None else origin
+    window_cpu = _WindowCpu(loop, t0 + win_lo, t0 + win_hi)
     pos = 0
     while pos < n:
         now = _now()
@@ -923,6 +997,7 @@ async def _replay(
         remaining = max(last + timeout_s + 1.0 - _now(), 0.0)
         with contextlib.suppress(TimeoutError):  # what is left is counted as timed out
             await asyncio.wait_for(all_done.wait(), remaining)
+    cpu_s, wall_s = window_cpu.finish()
     sleeper.close()
     for pool in pools:
         await pool.close()
@@ -934,6 +1009,8 @@ async def _replay(
         "lag_mean": lag_sum / lag_n if lag_n else 0.0,
         "lag_max": lag_max,
         "opened": sum(p.opened for p in pools),
+        "window_cpu_s": cpu_s,
+        "window_wall_s": wall_s,
     }
     return raw, t0
 
@@ -976,6 +1053,8 @@ def _open_result(
         connections_opened=int(raw["opened"]),
         dispatch_lag_mean_s=float(raw["lag_mean"]),
         dispatch_lag_max_s=float(raw["lag_max"]),
+        window_cpu_s=raw["window_cpu_s"],
+        window_wall_s=raw["window_wall_s"],
         per_request=per_request,
     )
 
@@ -1113,6 +1192,7 @@ async def _closed(
     t0 = _now()
     win_lo = t0 + warmup_s
     win_hi = win_lo + duration_s
+    window_cpu = _WindowCpu(loop, win_lo, win_hi)
 
     def submit() -> None:
         if stopping:
@@ -1154,6 +1234,7 @@ async def _closed(
     for _ in range(connections):
         submit()
     await asyncio.sleep(max(win_hi - _now(), 0.0))
+    cpu_s, wall_s = window_cpu.finish()
     stopping = True
     if counters["in_flight"] > 0:
         # Let in-flight requests finish so the server is left clean for whatever it measures next.
@@ -1171,6 +1252,8 @@ async def _closed(
         timeouts=counters["timeouts"],
         responses_in_window=counters["completed"],
         connections_opened=pool.opened,
+        window_cpu_s=cpu_s,
+        window_wall_s=wall_s,
     )
 
 
@@ -1247,6 +1330,7 @@ def run_in_subprocess(
     # The child must import this very package even when it is not installed (a source checkout).
     src_root = str(Path(__file__).resolve().parents[3])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src_root, env.get("PYTHONPATH")) if p)
+    before = _children_cpu_s()
     try:
         proc = subprocess.run(
             args, input=target.body, capture_output=True, timeout=limit, env=env, check=False
@@ -1261,7 +1345,220 @@ def run_in_subprocess(
         data = json.loads(proc.stdout)
     except json.JSONDecodeError as exc:
         raise StratoError(f"load generator printed no valid JSON: {exc}\n{stderr}") from exc
-    return LoadResult.from_json(data)
+    result = LoadResult.from_json(data)
+    result.process_cpu_s = _children_cpu_s() - before
+    return result
+
+
+def _children_cpu_s() -> float:
+    """User + system CPU seconds of this process's children that have been waited for.
+
+    The difference across one ``subprocess.run`` is that child's CPU, provided nothing else in this
+    process waits for a child meanwhile (the bench and the replay start one generator at a time).
+    """
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+# --------------------------------------------------------------------------------------------- wrk
+
+WRK_INSTALL_HINT: Final = (
+    "install it with `scripts/bench-deps.sh` (as root), or `apt-get install wrk` (Debian/Ubuntu package wrk)"
+)
+
+_TIME_UNITS: Final = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_WRK_PERCENTILES: Final = (50, 75, 90, 99)
+
+
+def find_wrk() -> str | None:
+    """The path of ``wrk`` on ``PATH``, or ``None``."""
+    return shutil.which("wrk")
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    """One closed-loop run of wrk (a C load generator), as wrk itself measured it (times in seconds)."""
+
+    connections: int
+    threads: int
+    duration_s: float
+    """wrk's own measured run time (it runs a little over the ``-d`` it was given)."""
+    requests: int
+    """Responses of any status."""
+    rps: float
+    """wrk's Requests/sec: ``requests / duration_s``."""
+    p50_s: float
+    p75_s: float
+    p90_s: float
+    p99_s: float
+    error_statuses: int
+    """Responses with a status of 400 or more (wrk's "Non-2xx or 3xx responses")."""
+    socket_errors: int
+    """Connect, read and write errors and timeouts together."""
+    timeouts: int
+    cpu_s: float
+    """User + system CPU time of the wrk process, start to end."""
+    command: tuple[str, ...]
+
+    @property
+    def errors(self) -> int:
+        return self.error_statuses + self.socket_errors
+
+    @property
+    def cpu_per_request_s(self) -> float | None:
+        return self.cpu_s / self.requests if self.requests > 0 else None
+
+    @property
+    def core_share(self) -> float | None:
+        return self.cpu_s / self.duration_s if self.duration_s > 0 else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "generator": "wrk",
+            "command": list(self.command),
+            "connections": self.connections,
+            "threads": self.threads,
+            "duration_s": self.duration_s,
+            "requests": self.requests,
+            "rps": self.rps,
+            "p50_s": self.p50_s,
+            "p75_s": self.p75_s,
+            "p90_s": self.p90_s,
+            "p99_s": self.p99_s,
+            "error_statuses": self.error_statuses,
+            "socket_errors": self.socket_errors,
+            "timeouts": self.timeouts,
+            "cpu_s": self.cpu_s,
+            "cpu_per_request_s": self.cpu_per_request_s,
+            "core_share": self.core_share,
+        }
+
+
+def _lua_string(data: bytes) -> str:
+    # Every byte as a three-digit decimal escape: any body survives, and no digit that follows can be
+    # read as part of an escape.
+    return '"' + "".join(f"\\{byte:03d}" for byte in data) + '"'
+
+
+def wrk_script(target: Target) -> str:
+    """The Lua script that makes wrk send ``target``'s request: its method, body and headers.
+
+    wrk adds ``Host`` (from the URL) and, when there is a body, ``Content-Length``, as the Python
+    generator does; an empty POST body still goes out with ``Content-Length: 0`` (an empty Lua string is
+    true).
+    """
+    lines = [
+        "-- Written by strato: the request the Python load generator sends, for wrk.",
+        f"wrk.method = {_lua_string(target.method.encode('latin-1'))}",
+        f"wrk.body = {_lua_string(target.body)}",
+    ]
+    for name, value in target.headers:
+        if name.lower() != "content-length":
+            key, text = _lua_string(name.encode("latin-1")), _lua_string(value.encode("latin-1"))
+            lines.append(f"wrk.headers[{key}] = {text}")
+    return "\n".join(lines) + "\n"
+
+
+def _seconds(value: str, unit: str) -> float:
+    return float(value) * _TIME_UNITS[unit]
+
+
+def parse_wrk_output(text: str) -> dict[str, float | int]:
+    """wrk's ``--latency`` report -> its numbers (times in seconds); :class:`StratoError` if it is not one."""
+    total = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m|h)\b", text)
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    if total is None or rate is None:
+        raise StratoError(f"could not read wrk's report:\n{text.strip()}")
+    out: dict[str, float | int] = {
+        "requests": int(total.group(1)),
+        "duration_s": _seconds(total.group(2), total.group(3)),
+        "rps": float(rate.group(1)),
+    }
+    for percent in _WRK_PERCENTILES:
+        found = re.search(rf"^\s*{percent}%\s+([\d.]+)(us|ms|s|m|h)\s*$", text, re.MULTILINE)
+        if found is None:
+            raise StratoError(f"wrk's report has no {percent}% latency (was it run with --latency?)")
+        out[f"p{percent}_s"] = _seconds(found.group(1), found.group(2))
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    counts = [int(value) for value in errors.groups()] if errors else [0, 0, 0, 0]
+    out["socket_errors"] = sum(counts)
+    out["timeouts"] = counts[3]
+    statuses = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    out["error_statuses"] = int(statuses.group(1)) if statuses else 0
+    return out
+
+
+def run_wrk(
+    target: Target,
+    connections: int,
+    duration_s: float,
+    *,
+    threads: int = 1,
+    timeout_s: float = 10.0,
+    wrk: str | None = None,
+) -> WrkResult:
+    """Drive ``target`` with wrk, closed loop: ``wrk -t<threads> -c<connections> -d<duration>s --latency``.
+
+    wrk takes whole seconds, so ``duration_s`` and ``timeout_s`` are rounded (to at least 1). It sends the
+    very request :func:`run_closed_loop` would, through a Lua script in a temporary file. Raises
+    :class:`ConfigError` when wrk is not installed and :class:`StratoError` when it fails.
+    """
+    program = wrk or find_wrk()
+    if program is None:
+        raise ConfigError(f"wrk is not on PATH: {WRK_INSTALL_HINT}")
+    if not 1 <= threads <= connections:
+        raise ConfigError(f"wrk needs 1 <= threads <= connections, got {threads} and {connections}")
+    seconds = max(1, round(duration_s))
+    wait_s = max(1, math.ceil(timeout_s))
+    with tempfile.NamedTemporaryFile("w", prefix="strato-wrk-", suffix=".lua") as script:
+        script.write(wrk_script(target))
+        script.flush()
+        command = (
+            program,
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            f"--timeout={wait_s}s",
+            "--latency",
+            "-s",
+            script.name,
+            target.url,
+        )
+        before = _children_cpu_s()
+        try:
+            proc = subprocess.run(
+                command,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=seconds + 2 * wait_s + 30,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise StratoError(f"wrk did not finish within {exc.timeout:.0f} s") from exc
+        except OSError as exc:
+            raise StratoError(f"cannot run {program}: {exc.strerror or exc}") from exc
+        cpu_s = _children_cpu_s() - before
+    if proc.returncode != 0:
+        said = (proc.stderr or proc.stdout).strip()
+        raise StratoError(f"wrk failed (exit status {proc.returncode}): {said}")
+    numbers = parse_wrk_output(proc.stdout)
+    return WrkResult(
+        connections=connections,
+        threads=threads,
+        duration_s=float(numbers["duration_s"]),
+        requests=int(numbers["requests"]),
+        rps=float(numbers["rps"]),
+        p50_s=float(numbers["p50_s"]),
+        p75_s=float(numbers["p75_s"]),
+        p90_s=float(numbers["p90_s"]),
+        p99_s=float(numbers["p99_s"]),
+        error_statuses=int(numbers["error_statuses"]),
+        socket_errors=int(numbers["socket_errors"]),
+        timeouts=int(numbers["timeouts"]),
+        cpu_s=cpu_s,
+        command=command,
+    )
 
 
 # --------------------------------------------------------------------------------------------- CLI
