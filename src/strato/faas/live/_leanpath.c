@@ -120,8 +120,9 @@ typedef struct {
  * gets as an INVOKE's meta up to (not including) the Authorization and content-length lines:
  * "METHOD TARGET HTTP/1.1" and the fields to pass on (lower-case names, values as received; Host kept;
  * framing, Authorization and X-Strato-* fields left out), joined by CRLF, as dispatch.request_head
- * renders a request llhttp parsed. Returns 1 when recognised, 0 when not (nothing to report: the general
- * path parses it and says what is wrong, if anything), -1 with an exception set. */
+ * renders a request llhttp parsed. Returns 1 when recognised, 2 when the head is a plain invocation's but
+ * the body has not all arrived (clients often send the two in separate writes), 0 when not (nothing to
+ * report: the general path parses it and says what is wrong, if anything), -1 with an exception set. */
 static int recognise(const char *s, Py_ssize_t n, Py_ssize_t max_head, Py_ssize_t max_body,
                      Py_ssize_t max_headers, Recognised *out, Buffer *head) {
     Py_ssize_t limit = n < max_head ? n : max_head;
@@ -231,7 +232,8 @@ static int recognise(const char *s, Py_ssize_t n, Py_ssize_t max_head, Py_ssize_
             goto fail;
     }
     if (hosts != 1) return 0;
-    if (n - i != out->content_length) return 0; /* partial body, or a pipelined request behind it */
+    if (n - i > out->content_length) return 0; /* a pipelined request behind it: llhttp's */
+    if (n - i < out->content_length) return 2; /* the rest of the body is still on its way */
     out->name = s + name_start;
     out->name_len = name_len;
     out->body = s + i;
@@ -272,7 +274,7 @@ static PyObject *parse_invocation(PyObject *self, PyObject *const *args, Py_ssiz
     Recognised r;
     int found = recognise(PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]), max_head, max_body,
                           max_headers, &r, &head);
-    if (found <= 0 || finish_head(&head, &r, 0) < 0) {
+    if (found != 1 || finish_head(&head, &r, 0) < 0) {
         buffer_free(&head);
         if (found < 0 || PyErr_Occurred()) return NULL;
         Py_RETURN_NONE;
@@ -690,9 +692,10 @@ static void Lane_dealloc(LaneObject *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* serve(client, data) -> bool: True when ``data`` was one plain invocation of a function with a lent idle
- * instance, admitted by the node and sent to the instance; False when the general path must parse it
- * (nothing was changed). */
+/* serve(client, data) -> int: 1 when ``data`` was one plain invocation of a function with a lent idle
+ * instance, admitted by the node and sent to the instance; 2 when it is the start of a plain invocation
+ * whose body has not all arrived (nothing was changed: call again with more); 0 when the general path must
+ * parse it (nothing was changed). */
 static PyObject *Lane_serve(LaneObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2 || !PyBytes_Check(args[1])) {
         PyErr_SetString(PyExc_TypeError, "serve(client, data: bytes)");
@@ -706,10 +709,10 @@ static PyObject *Lane_serve(LaneObject *self, PyObject *const *args, Py_ssize_t 
     Recognised r;
     int found = recognise(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), self->max_head, self->max_body,
                           self->max_headers, &r, &frame);
-    if (found <= 0) {
+    if (found != 1) {
         buffer_free(&frame);
         if (found < 0) return NULL;
-        Py_RETURN_FALSE;
+        return PyLong_FromLong(found);
     }
     int own_token = 0;
     if (r.authorization != NULL && self->bearer != Py_None) {
@@ -725,7 +728,7 @@ static PyObject *Lane_serve(LaneObject *self, PyObject *const *args, Py_ssize_t 
     }
     if (self->protect && !own_token) {
         buffer_free(&frame);
-        Py_RETURN_FALSE; /* the general path answers 401 */
+        return PyLong_FromLong(0); /* the general path answers 401 */
     }
     PyObject *name = PyUnicode_DecodeASCII(r.name, r.name_len, NULL);
     if (name == NULL) {
@@ -737,7 +740,7 @@ static PyObject *Lane_serve(LaneObject *self, PyObject *const *args, Py_ssize_t 
     if (route == NULL || !PyObject_TypeCheck((PyObject *)route, &RouteType)) {
         buffer_free(&frame);
         if (PyErr_Occurred()) return NULL;
-        Py_RETURN_FALSE;
+        return PyLong_FromLong(0);
     }
     Py_INCREF(route);
     SlotObject *slot = NULL;
@@ -760,7 +763,7 @@ static PyObject *Lane_serve(LaneObject *self, PyObject *const *args, Py_ssize_t 
     if (slot == NULL) {
         Py_DECREF(route);
         buffer_free(&frame);
-        Py_RETURN_FALSE; /* no idle instance: the general path starts one or queues */
+        return PyLong_FromLong(0); /* no idle instance: the general path starts one or queues */
     }
     slot->lent = 0;
     PyObject *admitted = PyObject_CallOneArg(route->admit, (PyObject *)slot);
@@ -771,7 +774,7 @@ static PyObject *Lane_serve(LaneObject *self, PyObject *const *args, Py_ssize_t 
         Py_DECREF(slot);
         buffer_free(&frame);
         if (admit < 0) return NULL;
-        Py_RETURN_FALSE;
+        return PyLong_FromLong(0);
     }
     if (finish_head(&frame, &r, r.authorization != NULL && !own_token) < 0 ||
         buffer_put(&frame, r.body, (Py_ssize_t)r.content_length) < 0) {
@@ -805,11 +808,11 @@ static PyObject *Lane_serve(LaneObject *self, PyObject *const *args, Py_ssize_t 
      * connection_lost (or its timeout): it is in flight either way. */
     if (written == NULL) PyErr_Clear();
     Py_XDECREF(written);
-    Py_RETURN_TRUE;
+    return PyLong_FromLong(1);
 }
 
 static PyMethodDef Lane_methods[] = {
-    {"serve", (PyCFunction)(void (*)(void))Lane_serve, METH_FASTCALL, "serve(client, data) -> bool"},
+    {"serve", (PyCFunction)(void (*)(void))Lane_serve, METH_FASTCALL, "serve(client, data) -> 0, 1 or 2"},
     {NULL, NULL, 0, NULL},
 };
 

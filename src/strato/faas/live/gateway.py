@@ -29,12 +29,11 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 from strato.core.tokens import AdminToken, ensure_token_file
+from strato.faas.live._leanpath import Lane
 from strato.faas.live.codedir import CodeDirError, read_unprivileged
-from strato.faas.live.completion import Completion
 from strato.faas.live.httpio import (
     AnyResponse,
     ConnectionTracker,
-    Invocation,
     Request,
     Response,
     ServerLimits,
@@ -126,23 +125,6 @@ class Gateway:
             target = "/" + rest + ("?" + request.query if request.query else "")
             return self.node.invoke(name, request.method, target, headers, request.body, forward)
         return self._handle_other(request)
-
-    def lane(
-        self, invocation: Invocation
-    ) -> AnyResponse | Completion[AnyResponse] | asyncio.Future[AnyResponse] | None:
-        """A plain invocation the C recogniser took off the wire (lean backend): the same semantics as
-        :meth:`handle`, without llhttp's callbacks or a Request object. None: answer it as any other."""
-        name, head, body, authorization, _, method = invocation
-        own_token = False
-        if authorization is not None:
-            own_token = self.admin.bearer(authorization)
-            if not own_token:
-                # Passed on to the function as the general path does: after the other fields.
-                at = head.rindex(b"\r\ncontent-length: ")
-                head = head[:at] + b"\r\nauthorization: " + authorization + head[at:]
-        if self.config.protect_invoke and not own_token:
-            return None
-        return self.node.invoke(name, method, "", _NOT_NEEDED, body, head=head)
 
     async def _handle_other(self, request: Request) -> Response:
         path = request.path
@@ -301,8 +283,19 @@ async def serve(
     for problem in gateway.load_deployed():
         print(f"warning: {problem}", file=sys.stderr, flush=True)
     loop = asyncio.get_running_loop()
-    # The fast recogniser renders the head a lean instance gets; the faasd hops need the parsed fields.
-    lane = gateway.lane if config.node.backend == "lean" else None
+    # The lane renders the head a lean instance gets; the faasd hops need the parsed fields.
+    lane = None
+    if config.node.backend == "lean":
+        limits = config.limits
+        lane = Lane(
+            node.lane_routes,
+            node.lane_finish,
+            gateway.admin.bearer,
+            config.protect_invoke,
+            limits.max_head,
+            limits.max_body,
+            limits.max_headers,
+        )
     tracker = ConnectionTracker()
     tracker.start_sweeping()
     _connection_metrics(node, tracker)

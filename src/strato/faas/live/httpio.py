@@ -30,7 +30,7 @@ from typing import Any, Protocol, cast
 
 import httptools
 
-from strato.faas.live._leanpath import parse_invocation
+from strato.faas.live._leanpath import Lane
 from strato.faas.live.completion import Completion
 from strato.faas.live.frames import (
     HEADER_NAME,
@@ -336,13 +336,20 @@ def _no_body(method: str, status: int, *, internal: bool) -> tuple[bool, bool]:
 Handler = Callable[[Request], "AnyResponse | Awaitable[AnyResponse] | Completion[AnyResponse]"]
 """A route answers at once (a Response) or later (a future, coroutine or completion of one)."""
 
-Invocation = tuple[str, bytes, bytes, bytes | None, bool, str]
-"""A plain invocation as :func:`~strato.faas.live._leanpath.parse_invocation` recognised it: function
-name, the request head an instance gets, body, Authorization (None: absent), keep-alive, method."""
-Lane = Callable[[Invocation], "AnyResponse | Completion[AnyResponse] | asyncio.Future[AnyResponse] | None"]
-"""The gateway's fast path for plain invocations; None: not for it, parse the request as any other."""
+
+class LaneClient(Protocol):
+    """A client connection as the node sees it when the gateway's lane answered or handed back one of its
+    invocations (:class:`ServerProtocol`)."""
+
+    def lane_done(self, keep_alive: bool) -> None: ...
+
+    def lane_demoted(self, method: str, keep_alive: bool, outcome: Completion[AnyResponse]) -> None: ...
+
 
 _IDLE, _HEAD, _BODY = 0, 1, 2
+LANE_HOLD_BYTES = 64 * 1024
+LANE_HOLD_READS = 4
+"""A plain invocation arriving in more pieces or larger than this is left to llhttp (which streams it)."""
 _NO_FIELDS: list[tuple[bytes, bytes]] = []
 
 
@@ -363,6 +370,9 @@ class ServerProtocol(asyncio.Protocol):
     ) -> None:
         self.handler = handler
         self.lane = lane
+        self.lane_held: bytes | None = None
+        """The start of a plain invocation whose body is still arriving, held for the lane."""
+        self.lane_reads = 0
         self.limits = limits
         self.tracker = tracker
         self.transport: asyncio.Transport | None = None
@@ -430,22 +440,28 @@ class ServerProtocol(asyncio.Protocol):
             return
         self._now = now = time.monotonic()
         lane = self.lane
+        # A plain warm invocation goes straight to an instance (C); anything else, or anything the lane is
+        # unsure of, is parsed by llhttp below exactly as before.
         if lane is not None and not self.busy and self.phase == _IDLE and not self.queue and not self.closing:
-            limits = self.limits
-            invocation = parse_invocation(data, limits.max_head, limits.max_body, limits.max_headers)
-            if invocation is not None:
-                try:
-                    result = lane(invocation)
-                except Exception as error:  # the server must answer whatever a route does
-                    result = _internal_error(error)
-                if result is not None:
+            held = self.lane_held
+            if held is not None:
+                data = held + data
+                self.lane_held = None
+            verdict = lane.serve(self, data)
+            if verdict == 1:
+                self.lane_reads = 0
+                self.phase_since = now
+                self.busy = True
+                self.tracker.in_flight += 1
+                return
+            if verdict == 2 and len(data) <= LANE_HOLD_BYTES and self.lane_reads < LANE_HOLD_READS:
+                # Many clients write the head and the body separately: wait for the rest a little.
+                if held is None:
                     self.phase_since = now
-                    request = Request(invocation[5], "", _NO_FIELDS, b"", invocation[4])
-                    self.busy = True
-                    self.tracker.in_flight += 1
-                    if self._answer(request, result) and (self.queue or self.reading_paused or self.closing):
-                        self._next()
-                    return
+                self.lane_held = data
+                self.lane_reads += 1
+                return
+            self.lane_reads = 0
         in_head = self.phase == _HEAD
         # A head that starts and ends within this read is no larger than it: only a large read needs the
         # fields counted (in _take_headers); a head spread over reads is bounded here.
@@ -612,6 +628,28 @@ class ServerProtocol(asyncio.Protocol):
         if not self.busy and not self.queue and self.closing and self.transport is not None:
             self.transport.close()
 
+    # LaneClient: the end of an invocation the lane took.
+
+    def lane_done(self, keep_alive: bool) -> None:
+        """The lane wrote the response."""
+        self.busy = False
+        self.tracker.in_flight -= 1
+        self.phase_since = time.monotonic()
+        transport = self.transport
+        if transport is None:
+            return
+        if not keep_alive:
+            self.closing = True
+            transport.close()
+        elif self.queue or self.reading_paused or self.closing:
+            self._next()
+
+    def lane_demoted(self, method: str, keep_alive: bool, outcome: Completion[AnyResponse]) -> None:
+        """The general path answers the lane's invocation instead, once ``outcome`` is in."""
+        outcome.add_done_callback(
+            functools.partial(self._resolved, Request(method, "", _NO_FIELDS, b"", keep_alive))
+        )
+
     def _answer(
         self, item: Request, result: AnyResponse | Awaitable[AnyResponse] | Completion[AnyResponse]
     ) -> bool:
@@ -756,7 +794,11 @@ class ServerProtocol(asyncio.Protocol):
         elapsed = now - self.phase_since
         if self.phase == _HEAD and limits.header_timeout_s is not None and elapsed > limits.header_timeout_s:
             self._time_out(f"the request head did not arrive within {limits.header_timeout_s:g} s")
-        elif self.phase == _BODY and limits.body_timeout_s is not None and elapsed > limits.body_timeout_s:
+        elif (
+            (self.phase == _BODY or self.lane_held is not None)
+            and limits.body_timeout_s is not None
+            and elapsed > limits.body_timeout_s
+        ):
             self._time_out(f"no request body data for {limits.body_timeout_s:g} s")
         elif (
             self.phase == _IDLE

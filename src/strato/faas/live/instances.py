@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 from strato.faas.live import frames
-from strato.faas.live._leanpath import split_result
+from strato.faas.live._leanpath import Slot, split_result
 from strato.faas.live.clock import Cancellable
 from strato.faas.live.completion import Completion
 from strato.faas.live.forkserver import ForkServerClient
@@ -35,6 +35,7 @@ from strato.faas.live.httpio import (
     StreamedResponse,
     check_header_block,
     check_status,
+    status_line,
 )
 from strato.faas.live.isolation import HostSupport, InstanceCgroup, function_uid
 from strato.faas.live.logs import FunctionLog, InstanceLog
@@ -60,6 +61,8 @@ class InstanceOwner(Protocol):
     def instance_gone(self, instance: Instance) -> None: ...
 
     def log_for(self, name: str) -> FunctionLog: ...
+
+    def lane_demote(self, slot: Slot) -> None: ...
 
 
 class InvokeFailed(Exception):
@@ -107,6 +110,8 @@ class Instance:
         self.hop_secret = secrets.token_urlsafe(16)
         self.function_pid: int | None = None
         """faasd: the function process's pid inside the instance's pid namespace (allowed to stay)."""
+        self.slot: Slot | None = None
+        """The gateway's lane's view of it, once the node lent it (lean backend)."""
 
     def kill(self) -> None:
         if self.pid is not None and self.channel is not None and not self.channel.closed:
@@ -204,6 +209,8 @@ class InstanceChannel(asyncio.Protocol):
         """Reading is paused: a client takes a streamed body slowly, or has not taken it yet."""
         self.checked_meta: tuple[bytes, tuple[int, bytes] | None] = (b"\x00", None)
         self.last_request_id = 0
+        self.slot: Slot | None = None
+        """Set by the node when it lends the instance to the gateway's lane."""
         """The last result status and header lines from this instance, and their checked form."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -212,6 +219,10 @@ class InstanceChannel(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.slot is not None:
+            self.slot.reclaim()
+            # Its invocation in flight fails as the general path's do, below.
+            self.node.lane_demote(self.slot)
         if self.stream is not None:
             stream, self.stream = self.stream, None
             stream.fail()
@@ -266,6 +277,11 @@ class InstanceChannel(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.violation is not None:
             return
+        slot = self.slot
+        if slot is not None and slot.busy:
+            if not self.buffer and self.stream is None and slot.complete(data):
+                return
+            self.node.lane_demote(slot)
         if not self.buffer and self.stream is None and len(self.pending) == 1:
             # The common case, one whole result frame in one read, split in C; anything else (a partial,
             # large, early or malformed frame) goes through the general reader below, which says why.
@@ -338,7 +354,20 @@ class InstanceChannel(asyncio.Protocol):
             return None
         if not fatal:
             self.checked_meta = (meta, checked)
+            self._cache_in_slot()
         return checked
+
+    def attach(self, slot: Slot) -> None:
+        """The node lent this instance to the gateway's lane as ``slot``."""
+        self.slot = slot
+        self._cache_in_slot()
+
+    def _cache_in_slot(self) -> None:
+        # The lane passes a result through only when its status and header lines are the ones checked
+        # here last; a 204 or 304 (no body, no length) always takes the general path.
+        meta, checked = self.checked_meta
+        if self.slot is not None and checked is not None and checked[0] not in (204, 304):
+            self.slot.cache(meta, status_line(checked[0]) + checked[1], checked[0])
 
     def _result(self, request_id: int, meta: bytes, body: bytes) -> None:
         checked = self._checked_result(meta)

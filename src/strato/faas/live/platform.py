@@ -39,6 +39,7 @@ from typing import Any, Literal, cast
 
 from strato.errors import ConfigError
 from strato.faas.keepalive_core import IdleDecision, KeepAliveCore, Phase, Timer
+from strato.faas.live._leanpath import Route, Slot
 from strato.faas.live.clock import PolicyClock, ScaledClock
 from strato.faas.live.completion import Completion
 from strato.faas.live.dispatch import (
@@ -52,6 +53,7 @@ from strato.faas.live.dispatch import (
 from strato.faas.live.httpio import (
     DEFAULT_MAX_RESPONSE,
     AnyResponse,
+    LaneClient,
     RawResponse,
     Response,
     StreamedResponse,
@@ -59,6 +61,7 @@ from strato.faas.live.httpio import (
     json_response,
 )
 from strato.faas.live.instances import (
+    STREAM_ABOVE,
     FunctionState,
     Instance,
     InstanceDied,
@@ -158,6 +161,8 @@ class Node:
         self.core = KeepAliveCore(self.policy, budget if math.isfinite(budget) else None)
         self.policy_clock = clock or ScaledClock(config.time_scale)
         self.functions: dict[str, FunctionState] = {}
+        self.lane_routes: dict[str, Route] = {}
+        """The functions the gateway's lane may serve (lean backend, one invocation per instance)."""
         self.by_app: list[FunctionState] = []
         """Functions by their core index (removed ones stay, forgotten by the core)."""
         self.logs: dict[str, FunctionLog] = {}
@@ -177,6 +182,18 @@ class Node:
         """Recent instance start times (spawn to handler loaded), for benchmarks."""
         self.prometheus = NodeMetrics(self._instance_gauge, lambda: self.used_mb, budget)
         self.metrics = self.prometheus.registry
+        self.lane_answered = 0
+        """Invocations the gateway's lane answered (plain warm invocations on the lean backend)."""
+        self.lane_demoted = 0
+        """Invocations the lane took and handed to the general path (see lane_demote)."""
+        self.metrics.gauge(
+            "strato_faas_lane_invocations",
+            "Invocations taken by the gateway's C lane, by outcome (a running total)",
+            lambda: [
+                ((("outcome", "answered"),), float(self.lane_answered)),
+                ((("outcome", "demoted"),), float(self.lane_demoted)),
+            ],
+        )
 
     @property
     def used_mb(self) -> float:
@@ -262,6 +279,7 @@ class Node:
     def install(self, spec: FunctionSpec) -> None:
         """Make ``spec`` the active version; instances of an older version retire as they go idle."""
         current = self.functions.get(spec.name)
+        self._lane_route(spec)
         if current is None:
             function = FunctionState(spec, self.core.register(spec.memory_mb))
             self.by_app.append(function)
@@ -287,6 +305,7 @@ class Node:
         if log is not None:
             log.delete()
         function = self.functions.pop(name, None)
+        self.lane_routes.pop(name, None)
         if function is not None:
             self.core.forget(function.app, self.policy_clock.now_us())
             function.removed = True
@@ -329,6 +348,20 @@ class Node:
                 429, f"function {name!r} is at its concurrency limit of {spec.max_concurrency}", function=name
             )
         started = self.now()
+        refused = self._admit(function, started)
+        if refused is not None:
+            return refused
+        request = (method, target, headers, body, forward, head)
+        instance = self._warm_instance(function)
+        if instance is not None:
+            self._occupy(instance)
+            return self._dispatch(function, instance, started, request)
+        return asyncio.ensure_future(self._invoke_after_start(function, started, request))
+
+    def _admit(self, function: FunctionState, started: float) -> Response | None:
+        """An arrival's bookkeeping, the same for every path: keep-alive, eviction, counters. A response
+        when the node turns it away (the memory budget is full)."""
+        name = function.spec.name
         admission = self.core.arrive(function.app, self.policy_clock.now_us())
         if admission.outcome == "rejected":
             response = error_response(
@@ -346,12 +379,85 @@ class Node:
             function.cold_reservation_mb = self.core.apps[function.app].memory_mb
             self.prometheus.cold.inc(function=name)
         function.inflight += 1
-        request = (method, target, headers, body, forward, head)
-        instance = self._warm_instance(function)
-        if instance is not None:
-            self._occupy(instance)
-            return self._dispatch(function, instance, started, request)
-        return asyncio.ensure_future(self._invoke_after_start(function, started, request))
+        return None
+
+    # ---- the lane (docs/live.md, "The lean path") -------------------------------------------------
+    # The gateway's C lane (strato.faas.live._leanpath) takes plain warm invocations of functions with
+    # one invocation per instance straight from the client's bytes to an idle instance this node lent it,
+    # and the result straight back. The node keeps every decision: the lane asks `_lane_admit` before
+    # each dispatch and reports each end to `lane_finish`, both on the loop thread, with the same
+    # bookkeeping as the general path; whatever the lane cannot pass through as it is (a result it has
+    # not seen checked, a partial or large frame, the instance's death, a timeout) is handed back to the
+    # general path by `lane_demote`.
+
+    def _lane_route(self, spec: FunctionSpec) -> None:
+        if self.config.backend != "lean" or spec.concurrency != 1:
+            self.lane_routes.pop(spec.name, None)
+        elif spec.name not in self.lane_routes:
+            self.lane_routes[spec.name] = Route(spec.name, self._lane_admit)
+
+    def _lend(self, instance: Instance) -> None:
+        """Offer an idle, ready instance of the function's current code to the lane."""
+        channel = instance.channel
+        route = self.lane_routes.get(instance.spec.name)
+        if route is None or channel is None or channel.closed or channel.transport is None:
+            return
+        slot = instance.slot
+        if slot is None:
+            slot = instance.slot = Slot(
+                route, instance, channel.transport, min(channel.max_response, STREAM_ABOVE)
+            )
+            channel.attach(slot)
+        slot.lend()
+
+    def _lane_admit(self, slot: Slot) -> bool:
+        instance: Instance = slot.instance
+        function = instance.function
+        if (
+            instance.state != "ready"
+            or instance.inflight
+            or instance.spec is not function.spec
+            or function.waiters
+            or function.removed
+            or function.inflight >= function.spec.max_concurrency
+            or not self.core.loaded(function.app)
+        ):
+            return False  # the general path decides (a queue, a 429, a cold start)
+        if self._admit(function, self.now()) is not None:
+            # Not reached: with an instance loaded the budget cannot refuse; the general path would answer.
+            raise AssertionError("the node refused an arrival with an instance loaded")
+        self._occupy(instance)
+        slot.timer = asyncio.get_running_loop().call_later(instance.spec.timeout_s, self.lane_demote, slot)
+        return True
+
+    def lane_finish(self, slot: Slot, status: int, client: LaneClient, keep_alive: bool) -> None:
+        """The lane answered ``client`` from ``slot``'s instance."""
+        slot.timer.cancel()
+        self.lane_answered += 1
+        instance: Instance = slot.instance
+        self._account_end(instance.function, instance, slot.started, status)
+        client.lane_done(keep_alive)
+
+    def lane_demote(self, slot: Slot) -> None:
+        """Hand the lane's invocation in flight on ``slot`` to the general path (its timeout included)."""
+        taken = slot.demote()
+        if taken is None:
+            return
+        request_id, client, keep_alive, method, started = taken
+        slot.timer.cancel()
+        self.lane_demoted += 1
+        instance: Instance = slot.instance
+        channel = instance.channel
+        assert channel is not None
+        sent: Completion[AnyResponse] = Completion()
+        if channel.closed:
+            sent.set_exception(InstanceDied(f"instance {instance.id} exited"))
+        else:
+            channel.pending[request_id] = sent
+        remaining = started + instance.spec.timeout_s - self.now()
+        client.lane_demoted(
+            method, keep_alive, self._track(instance.function, instance, started, sent, remaining)
+        )
 
     async def _invoke_after_start(
         self, function: FunctionState, started: float, request: Invocation
@@ -370,14 +476,21 @@ class Node:
         request: Invocation,
     ) -> Completion[AnyResponse]:
         """Send to ``instance``; the returned completion resolves once the bookkeeping is done."""
-        loop = asyncio.get_running_loop()
-        outcome: Completion[AnyResponse] = Completion()
         sent: Sent
         try:
             sent = self.backend.send(instance, request)
         except InstanceDied:
             sent = Completion()
             sent.set_exception(InstanceDied(f"instance {instance.id} is gone"))
+        return self._track(function, instance, started, sent, instance.spec.timeout_s)
+
+    def _track(
+        self, function: FunctionState, instance: Instance, started: float, sent: Sent, timeout_s: float
+    ) -> Completion[AnyResponse]:
+        """Time the invocation out after ``timeout_s``; the returned completion resolves with its response
+        once the bookkeeping is done."""
+        loop = asyncio.get_running_loop()
+        outcome: Completion[AnyResponse] = Completion()
         timed_out: list[bool] = []
 
         def on_timeout() -> None:
@@ -385,7 +498,7 @@ class Node:
             if not sent.done():
                 sent.cancel()
 
-        timer = loop.call_later(instance.spec.timeout_s, on_timeout)
+        timer = loop.call_later(max(timeout_s, 0.0), on_timeout)
 
         def on_sent(done: Sent) -> None:
             timer.cancel()
@@ -469,14 +582,19 @@ class Node:
     def _finish(
         self, function: FunctionState, instance: Instance | None, started: float, response: AnyResponse
     ) -> AnyResponse:
+        self._account_end(function, instance, started, response.status)
+        return response
+
+    def _account_end(
+        self, function: FunctionState, instance: Instance | None, started: float, status: int
+    ) -> None:
         function.inflight -= 1
         if instance is not None:
             self._release(instance)
         decision = self.core.end(function.app, self.policy_clock.now_us())
         if decision is not None:
             self._on_idle(function, decision)
-        self.prometheus.answered(function.spec.name, response.status, self.now() - started)
-        return response
+        self.prometheus.answered(function.spec.name, status, self.now() - started)
 
     def _warm_instance(self, function: FunctionState) -> Instance | None:
         if function.waiters:
@@ -525,6 +643,8 @@ class Node:
     def _occupy(self, instance: Instance) -> None:
         instance.idle_since = None
         instance.inflight += 1
+        if instance.slot is not None:
+            instance.slot.reclaim()
 
     def _release(self, instance: Instance) -> None:
         instance.inflight -= 1
@@ -539,6 +659,8 @@ class Node:
         function.last_released = instance
         if function.waiters:
             self._hand_out(function)
+        elif instance.inflight == 0:
+            self._lend(instance)
 
     def _hand_out(self, function: FunctionState) -> None:
         for instance in function.instances:
@@ -665,6 +787,8 @@ class Node:
             return
         function = instance.function
         instance.state = "stopping"
+        if instance.slot is not None:
+            instance.slot.reclaim()
         if instance in function.instances:
             function.instances.remove(instance)
             if instance.reserved_mb:
@@ -782,6 +906,7 @@ class Node:
             "uptime_s": self.now() - self.started_at,
             "memory_used_mb": self.used_mb,
             "instance_starts_s": list(self.start_samples),
+            "lane": {"answered": self.lane_answered, "demoted": self.lane_demoted},
             "functions": {name: self.report(name).to_json() for name in sorted(self.functions)},
         }
 
