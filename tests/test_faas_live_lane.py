@@ -4,6 +4,7 @@ path, and that a client cannot tell the two apart."""
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from live_helpers import Server, running_server, write_function
-from raw_http import exchange, request
+from raw_http import address, exchange, request
 
 pytestmark = pytest.mark.system
 
@@ -158,3 +159,28 @@ def test_protected_invoke_keeps_the_token_check_and_the_token_never_reaches_the_
             seen = json.loads(client.invoke("echo", b"x", path="/seen").body)
             assert "authorization" not in seen["headers"]
         assert int(client.stats()["lane"]["answered"]) >= 1
+
+
+def test_a_held_body_that_stops_coming_times_out(tmp_path: Path) -> None:
+    with running_server(tmp_path / "state", "--body-timeout", "1s") as running:
+        running.client().deploy("echo", directory=write_function(tmp_path, "echo", HANDLERS["echo"]))
+        assert running.client().invoke("echo", b"warm").status == 200
+        host, port = address(running.url)
+        with socket.create_connection((host, port), timeout=10) as sock:
+            # A plain invocation's head and the start of its body: the lane holds it for the rest...
+            sock.sendall(b"POST /function/echo HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc")
+            started = time.monotonic()
+            answer = sock.recv(65536)
+            waited = time.monotonic() - started
+        # ...which never comes: 408 after the body timeout (the sweep runs once a second), as for llhttp.
+        assert answer.startswith(b"HTTP/1.1 408 ")
+        assert 0.9 < waited < 5.0
+        # A body that does come in pieces is answered by the lane.
+        with socket.create_connection((host, port), timeout=10) as sock:
+            before = lane(running)
+            sock.sendall(b"POST /function/echo HTTP/1.1\r\nHost: h\r\nContent-Length: 6\r\n\r\nabc")
+            time.sleep(0.05)
+            sock.sendall(b"def")
+            answer = sock.recv(65536)
+        assert answer.endswith(b"\r\n\r\nabcdef")
+        assert lane(running)[0] == before[0] + 1
