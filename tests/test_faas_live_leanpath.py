@@ -8,7 +8,13 @@ and tests/security, which now run through the lane for every plain warm invocati
 
 from __future__ import annotations
 
+import os
+import shutil
 import struct
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +22,8 @@ from hypothesis import find, given, settings
 from hypothesis import strategies as st
 
 from strato.core.tokens import AdminToken
+from strato.faas import live
+from strato.faas.live import _leanpath
 from strato.faas.live._leanpath import Lane, Route, Slot, parse_invocation, split_result
 from strato.faas.live.dispatch import request_head
 from strato.faas.live.httpio import ConnectionTracker, Request, Response, ServerLimits, ServerProtocol
@@ -413,3 +421,60 @@ def test_the_platform_token_is_checked_by_the_one_bearer_check_and_never_passed_
                 == b"POST / HTTP/1.1\r\nhost: h\r\nauthorization: Basic dTpw\r\ncontent-length: 0"
             )
             assert heads["anonymous"] == b"POST / HTTP/1.1\r\nhost: h\r\ncontent-length: 0"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("STRATO_LANE_SANITIZED") == "1", reason="already running sanitized")
+def test_the_recogniser_and_the_lane_are_clean_under_address_and_undefined_behaviour_sanitizers(
+    tmp_path: Path,
+) -> None:
+    """These tests again, against a build of the C module with ASan and UBSan: an out-of-bounds read or
+    write, a use after free or undefined behaviour anywhere the tests reach aborts the run."""
+    compiler = shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("gcc is not installed (the sanitized build needs it)")
+    source = Path(live.__file__).with_name("_leanpath.c")
+    package = tmp_path / "strato" / "faas" / "live"
+    package.mkdir(parents=True)
+    built = package / Path(_leanpath.__file__).name
+    include = sysconfig.get_paths()["include"]
+    flags = ["-shared", "-fPIC", "-g", "-O1", "-fno-omit-frame-pointer", "-fsanitize=address,undefined"]
+    subprocess.run(
+        [compiler, *flags, "-fno-sanitize-recover=undefined", f"-I{include}", str(source), "-o", str(built)],
+        check=True,
+    )
+    # The sanitized module shadows the installed one; everything else comes from the installed package.
+    shim = tmp_path / "sitecustomize.py"
+    shim.write_text(
+        "import importlib.machinery, importlib.util, sys\n"
+        "import strato.faas.live\n"
+        f"spec = importlib.util.spec_from_file_location('strato.faas.live._leanpath', {str(built)!r})\n"
+        "module = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(module)\n"
+        "sys.modules['strato.faas.live._leanpath'] = module\n"
+    )
+    runtime = [
+        subprocess.run(
+            [compiler, f"-print-file-name={name}"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for name in ("libasan.so", "libubsan.so")
+    ]
+    env = {
+        **os.environ,
+        "LD_PRELOAD": " ".join(runtime),
+        "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1",
+        "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1",
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+        "STRATO_LANE_SANITIZED": "1",
+    }
+    check = f"import strato.faas.live._leanpath as m; assert m.__file__ == {str(built)!r}, m.__file__"
+    subprocess.run([sys.executable, "-c", check], env=env, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "passed" in done.stdout

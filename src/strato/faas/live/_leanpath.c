@@ -366,7 +366,6 @@ typedef struct {
     RouteObject *route;
     PyObject *instance;
     PyObject *transport;
-    PyObject *timer;
     PyObject *lane;
     int lent;   /* the lane may dispatch to it */
     int listed; /* it is in route->idle (at most once) */
@@ -476,7 +475,6 @@ static int Slot_init(SlotObject *self, PyObject *args, PyObject *kwargs) {
     Py_XSETREF(self->route, (RouteObject *)Py_NewRef(route));
     Py_XSETREF(self->instance, Py_NewRef(instance));
     Py_XSETREF(self->transport, Py_NewRef(transport));
-    Py_XSETREF(self->timer, Py_NewRef(Py_None));
     self->max_body = max_body;
     return 0;
 }
@@ -492,7 +490,6 @@ static int Slot_traverse(SlotObject *self, visitproc visit, void *arg) {
     Py_VISIT(self->route);
     Py_VISIT(self->instance);
     Py_VISIT(self->transport);
-    Py_VISIT(self->timer);
     Py_VISIT(self->lane);
     Py_VISIT(self->client);
     Py_VISIT(self->method);
@@ -505,7 +502,6 @@ static int Slot_clear(SlotObject *self) {
     Py_CLEAR(self->route);
     Py_CLEAR(self->instance);
     Py_CLEAR(self->transport);
-    Py_CLEAR(self->timer);
     Py_CLEAR(self->lane);
     Py_CLEAR(self->client);
     Py_CLEAR(self->method);
@@ -636,7 +632,6 @@ static PyMethodDef Slot_methods[] = {
 
 static PyMemberDef Slot_members[] = {
     {"instance", T_OBJECT, offsetof(SlotObject, instance), READONLY, "The node's instance."},
-    {"timer", T_OBJECT, offsetof(SlotObject, timer), 0, "The node's timeout for the invocation in flight."},
     {"started", T_DOUBLE, offsetof(SlotObject, started), READONLY, "perf_counter() at the arrival."},
     {"busy", T_INT, offsetof(SlotObject, busy), READONLY, "A lane invocation is in flight."},
     {"lent", T_INT, offsetof(SlotObject, lent), READONLY, "The lane may dispatch to it."},

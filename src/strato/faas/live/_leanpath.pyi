@@ -17,7 +17,6 @@ class Route:
 
 class Slot:
     instance: Any
-    timer: Any
     started: float
     busy: int
     lent: int
