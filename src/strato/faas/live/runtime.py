@@ -5,7 +5,8 @@ frame on it is the instance's spec (JSON). The instance isolates itself (:mod:`.
 handler and answers ``READY`` (or ``LOAD_FAILED`` with the error). Then, by backend:
 
 * ``lean``: invocations arrive as frames on the control socket and results go back on it. Nothing else
-  is on the path: two reads and one write per invocation.
+  is on the path: one read (a frame larger than :data:`READ_SIZE` takes more) and one write per
+  invocation.
 * ``faasd``: like OpenFaaS's of-watchdog in HTTP mode. The instance is two processes: a watchdog that
   listens on a TCP port (bound before the network namespace is entered, so the provider can reach it)
   and reverse-proxies each request over HTTP to a function process that runs the handler behind its
@@ -29,6 +30,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -78,13 +80,33 @@ class InstanceSpec:
 class Event:
     """What a handler receives."""
 
-    __slots__ = ("body", "headers", "method", "path", "query")
+    __slots__ = ("_head", "_headers", "body", "method", "path", "query")
 
-    def __init__(self, method: str, target: str, headers: dict[str, str], body: bytes) -> None:
+    def __init__(self, method: str, target: str, headers: dict[str, str] | None, body: bytes) -> None:
         self.method = method
         self.path, _, self.query = target.partition("?")
-        self.headers = headers
+        self._headers = headers
+        self._head = b""
         self.body = body
+
+    @classmethod
+    def from_head(cls, head: bytes, body: bytes) -> Event:
+        """An event from a request head the gateway wrote; its header lines are parsed on first use (most
+        handlers never look at them, and parsing them is a good part of a warm invocation's CPU)."""
+        method, target, lines = _split_head(head)
+        event = cls(method, target, None, body)
+        event._head = lines
+        return event
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self._headers is None:
+            self._headers = _header_lines(self._head)
+        return self._headers
+
+    @headers.setter
+    def headers(self, value: dict[str, str]) -> None:
+        self._headers = value
 
     @property
     def text(self) -> str:
@@ -129,7 +151,13 @@ class LoadedFunction:
         self.cpu_timeout_s = spec.cpu_timeout_s
 
     def invoke(self, method: str, target: str, headers: dict[str, str], body: bytes) -> ResultTriple:
-        event = Event(method, target, headers, body)
+        return self.run(Event(method, target, headers, body))
+
+    def invoke_head(self, head: bytes, body: bytes) -> ResultTriple:
+        """:meth:`invoke` with the request head as the gateway wrote it (the lean backend's INVOKE meta)."""
+        return self.run(Event.from_head(head, body))
+
+    def run(self, event: Event) -> ResultTriple:
         try:
             if self.cpu_timeout_s:
                 _arm_cpu_limit(self.cpu_timeout_s)
@@ -161,9 +189,25 @@ def _positional_arity(target: Callable[..., Any]) -> int:
 
 
 def _arm_cpu_limit(seconds: float) -> None:
-    # The budget is per invocation, so the soft limit moves up with the CPU time used so far.
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    used = usage.ru_utime + usage.ru_stime
+    """Give the invocation about to start a CPU-time budget of ``seconds``: the soft ``RLIMIT_CPU`` (whole
+    seconds, SIGXCPU when the process's CPU time reaches it) ends up more than ``seconds`` and at most
+    ``seconds + 1`` above the CPU time used so far, with the hard limit infinite so it can be moved."""
+    # The budget is per invocation, so the soft limit follows the CPU time used so far. Setting it to
+    # int(used + seconds) + 1 before every invocation leaves headroom in (seconds, seconds + 1]; a limit
+    # already inside that window is left as it is, which keeps the same guarantee (at least the full
+    # budget, a runaway stopped within seconds + 1 of CPU) and makes the set rare: the window holds until
+    # about a second of CPU has been used. The limit is read back rather than remembered, so this stays
+    # exact when the handler or the kernel moved it (the kernel raises it by a second with each SIGXCPU)
+    # and when invocations run in several threads. time.process_time() is the sum getrusage() gives, for
+    # one cheaper system call.
+    soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    used = time.process_time()
+    if (
+        hard == resource.RLIM_INFINITY
+        and soft != resource.RLIM_INFINITY
+        and seconds < soft - used <= seconds + 1
+    ):
+        return
     resource.setrlimit(resource.RLIMIT_CPU, (int(used + seconds) + 1, resource.RLIM_INFINITY))
 
 
@@ -179,6 +223,12 @@ def _error(status: int, message: str, *, fatal: bool = False, **extra: Any) -> R
 
 
 def _to_response(result: Any) -> ResultTriple:
+    # The common answers first, with what the general path below gives them.
+    kind = type(result)
+    if kind is bytes:
+        return 200, [("Content-Type", "application/octet-stream")], result
+    if kind is str:
+        return 200, [("Content-Type", "text/plain; charset=utf-8")], result.encode()
     status = 200
     headers: list[tuple[str, str]] = []
     if isinstance(result, dict) and "statusCode" in result:
@@ -241,6 +291,7 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
 
 
 def read_frame(sock: socket.socket) -> tuple[int, int, bytes, bytes]:
+    """One frame, reading nothing past it (the spec frame: what follows may be another reader's)."""
     header = sock.recv(frames.HEADER_SIZE, socket.MSG_WAITALL)
     if len(header) < frames.HEADER_SIZE:
         if not header:
@@ -251,16 +302,64 @@ def read_frame(sock: socket.socket) -> tuple[int, int, bytes, bytes]:
     return request_id, kind, payload[:meta_size], payload[meta_size:]
 
 
-def parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:
-    """Method, target and lower-cased headers of a request head the gateway wrote."""
-    lines = head.split(b"\r\n")
-    method, target, _ = lines[0].decode("latin-1").split(" ", 2)
+READ_SIZE = 64 * 1024
+"""The most the lean loop asks one read for: a frame up to this size (head and body) takes one recv."""
+
+
+class FrameReader:
+    """The frames of a stream socket, each usually from one recv: what arrived whole is sliced into its
+    meta and body. Bytes read past a frame stay for the next one, and a frame that did not arrive whole
+    is completed with reads of exactly its rest."""
+
+    __slots__ = ("pending", "size", "sock")
+
+    def __init__(self, sock: socket.socket, size: int = READ_SIZE) -> None:
+        self.sock = sock
+        self.size = size
+        self.pending = b""
+        """Read and not yet returned: the start of the next frame."""
+
+    def read(self) -> tuple[int, int, bytes, bytes]:
+        """The next frame's request id, kind, meta and body; EOFError when the socket closes, even
+        inside a frame (the gateway only closes an instance's socket to end it)."""
+        data = self.pending
+        while len(data) < frames.HEADER_SIZE:
+            more = self.sock.recv(self.size)
+            if not more:
+                raise EOFError
+            data += more
+        request_id, kind, meta_size, body_size = frames.HEADER.unpack_from(data)
+        body_at = frames.HEADER_SIZE + meta_size
+        frame_end = body_at + body_size
+        if len(data) < frame_end:
+            self.pending = b""
+            data += _recv_exact(self.sock, frame_end - len(data))
+        else:
+            self.pending = data[frame_end:]
+        return request_id, kind, data[frames.HEADER_SIZE : body_at], data[body_at:frame_end]
+
+
+def _header_lines(block: bytes) -> dict[str, str]:
+    """Lower-cased names and stripped values of CRLF-separated header lines."""
     headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, _, value = line.decode("latin-1").partition(":")
+    for line in block.decode("latin-1").split("\r\n"):
+        name, _, value = line.partition(":")
         if name:
             headers[name.strip().lower()] = value.strip()
-    return method, target, headers
+    return headers
+
+
+def _split_head(head: bytes) -> tuple[str, str, bytes]:
+    """Method, target and the header lines of a request head the gateway wrote."""
+    line, _, lines = head.partition(b"\r\n")
+    method, target, _ = line.decode("latin-1").split(" ", 2)
+    return method, target, lines
+
+
+def parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:
+    """Method, target and lower-cased headers of a request head the gateway wrote."""
+    method, target, lines = _split_head(head)
+    return method, target, _header_lines(lines)
 
 
 def _header_block(headers: list[tuple[str, str]], *, internal: bool) -> bytes:
@@ -289,6 +388,28 @@ LARGE_BODY = 64 * 1024
 """Above this a result's body is sent on its own instead of being copied into one buffer with its head."""
 
 
+_RESULT_METAS: dict[tuple[int, tuple[tuple[str, str], ...]], tuple[bytes, bool]] = {}
+"""Rendered RESULT metas (and whether they are fatal) by status and headers: a function answers with the
+same few over and over, and rendering them is a good part of a warm invocation's CPU."""
+RESULT_METAS_KEPT = 64
+"""At most this many are kept (a function varying its headers per answer only empties the table)."""
+RESULT_META_KEPT_SIZE = 1024
+"""Larger metas are rendered each time, so the table stays small whatever a function answers."""
+
+
+def _result_meta(status: int, headers: list[tuple[str, str]]) -> tuple[bytes, bool]:
+    key = (status, tuple(headers))
+    known = _RESULT_METAS.get(key)
+    if known is None:
+        fatal = any(name == FATAL_HEADER for name, _ in headers)
+        known = frames.result_meta(status, _header_block(headers, internal=False), fatal=fatal), fatal
+        if len(known[0]) <= RESULT_META_KEPT_SIZE:
+            if len(_RESULT_METAS) >= RESULT_METAS_KEPT:
+                _RESULT_METAS.clear()
+            _RESULT_METAS[key] = known
+    return known
+
+
 def _send_result(sock: socket.socket, request_id: int, result: ResultTriple, limit: int) -> bool:
     """Send a RESULT frame; returns whether the instance must exit after it."""
     status, headers, out = result
@@ -297,8 +418,7 @@ def _send_result(sock: socket.socket, request_id: int, result: ResultTriple, lim
         status, headers, out = _error(
             502, f"the function's response of {len(out)} bytes exceeds the platform's limit of {limit} bytes"
         )
-    fatal = any(name == FATAL_HEADER for name, _ in headers)
-    meta = frames.result_meta(status, _header_block(headers, internal=False), fatal=fatal)
+    meta, fatal = _result_meta(status, headers)
     if len(out) < LARGE_BODY:
         sock.sendall(frames.encode(request_id, frames.RESULT, meta, out))
     else:
@@ -310,22 +430,26 @@ def _send_result(sock: socket.socket, request_id: int, result: ResultTriple, lim
 def serve_lean(sock: socket.socket, function: LoadedFunction) -> None:
     """Answer invocation frames until the gateway closes the socket."""
     limit = function.spec.max_response
+    read = FrameReader(sock).read
     if function.spec.concurrency <= 1:
+        invoke = function.invoke_head
         while True:
             try:
-                request_id, _, meta, body = read_frame(sock)
+                request_id, _, meta, body = read()
             except EOFError:
                 return
             # Also before: what the gateway killed while the instance was idle is collected right away.
-            reap_orphans()
-            if _send_result(sock, request_id, function.invoke(*parse_head(meta), body), limit):
+            if _child_exited[0]:
+                reap_orphans()
+            if _send_result(sock, request_id, invoke(meta, body), limit):
                 return
-            reap_orphans()
+            if _child_exited[0]:
+                reap_orphans()
     send_lock = threading.Lock()
     running = [0]
 
     def run(request_id: int, meta: bytes, body: bytes) -> None:
-        result = function.invoke(*parse_head(meta), body)
+        result = function.invoke_head(meta, body)
         with send_lock:
             if _send_result(sock, request_id, result, limit):
                 os._exit(1)
@@ -336,7 +460,7 @@ def serve_lean(sock: socket.socket, function: LoadedFunction) -> None:
     with ThreadPoolExecutor(function.spec.concurrency) as pool:
         while True:
             try:
-                request_id, _, meta, body = read_frame(sock)
+                request_id, _, meta, body = read()
             except EOFError:
                 return
             with send_lock:
