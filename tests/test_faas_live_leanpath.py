@@ -265,10 +265,10 @@ class _Client:
 
 
 def _lane(
-    admit: Any, finished: list[tuple[int, bool]], **overrides: Any
+    dispatched: Any, finished: list[tuple[int, bool]], **overrides: Any
 ) -> tuple[Lane, Route, dict[str, Route]]:
     routes: dict[str, Route] = {}
-    route = Route("echo", admit)
+    route = Route("echo", dispatched)
     routes["echo"] = route
 
     def finish(slot: Slot, status: int, client: _Client, keep_alive: bool) -> None:
@@ -286,7 +286,7 @@ REQUEST = b"POST /function/echo/p?q=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r
 
 def test_a_lane_round_trip_sends_one_frame_and_writes_the_checked_response() -> None:
     finished: list[tuple[int, bool]] = []
-    lane, route, _ = _lane(lambda slot: True, finished)
+    lane, route, _ = _lane(lambda slot: None, finished)
     instance_side = _Transport()
     slot = Slot(route, object(), instance_side, 1024)
     client = _Client()
@@ -319,7 +319,7 @@ def test_a_lane_round_trip_sends_one_frame_and_writes_the_checked_response() -> 
 
 def test_connection_close_is_answered_with_connection_close() -> None:
     finished: list[tuple[int, bool]] = []
-    lane, route, _ = _lane(lambda slot: True, finished)
+    lane, route, _ = _lane(lambda slot: None, finished)
     instance_side = _Transport()
     slot = Slot(route, object(), instance_side, 1024)
     slot.cache(b"200\r\n", b"HTTP/1.1 200 OK\r\n", 200)
@@ -338,26 +338,35 @@ def test_the_generators_reach_both_sides_of_the_line() -> None:
     assert find(requests(), lambda data: recognise(data) is None and len(general_path(data)) == 1)
 
 
-def test_the_node_decides_every_dispatch_and_a_refused_or_reclaimed_instance_is_not_used() -> None:
-    finished: list[tuple[int, bool]] = []
-    verdicts = [False, True]
-    lane, route, routes = _lane(lambda slot: verdicts.pop(0), finished)
-    slot = Slot(route, object(), _Transport(), 1024)
-    slot.lend()
+def test_the_lane_uses_only_lent_instances_and_tells_the_node_after_each_write() -> None:
+    instance_side = _Transport()
+    noted: list[tuple[int, int]] = []
+
+    def dispatched(slot: Slot) -> None:
+        # Called once the frame is written: the node's bookkeeping is off the request's way.
+        noted.append((slot.busy, len(instance_side.out)))
+
+    lane, route, routes = _lane(dispatched, [])
+    slot = Slot(route, object(), instance_side, 1024)
     client = _Client()
-    assert not lane.serve(client, REQUEST)  # the node said no: nothing sent, the slot is not lent any more
-    assert not slot.busy and not slot.lent and route.idle_count() == 0
+    assert lane.serve(client, REQUEST) == 0  # never lent
     slot.lend()
     slot.reclaim()  # e.g. the general path took the instance
-    assert not lane.serve(client, REQUEST)
-    assert verdicts == [True]  # the node was not even asked
+    assert lane.serve(client, REQUEST) == 0 and noted == [] and not instance_side.out
+    slot.lend()
+    assert lane.serve(client, REQUEST) == 1
+    assert noted == [(1, len(instance_side.out))] and len(instance_side.out) > 13
+    assert lane.serve(_Client(), REQUEST) == 0  # busy: not lent until the node lends it again
+    slot.demote()
     slot.lend()
     del routes["echo"]  # the function was removed
-    assert not lane.serve(client, REQUEST)
+    assert lane.serve(client, REQUEST) == 0
+    # The start of a plain invocation whose body is still on its way: "call again with more".
+    assert lane.serve(client, REQUEST[:-1]) == 2 and len(noted) == 1
 
 
 def test_lending_again_and_again_keeps_one_entry_per_instance() -> None:
-    lane, route, _ = _lane(lambda slot: True, [])
+    lane, route, _ = _lane(lambda slot: None, [])
     slots = [Slot(route, object(), _Transport(), 1024) for _ in range(3)]
     for _ in range(1000):
         for slot in slots:
@@ -370,7 +379,7 @@ def test_lending_again_and_again_keeps_one_entry_per_instance() -> None:
 
 
 def test_demote_hands_the_invocation_over_once() -> None:
-    lane, route, _ = _lane(lambda slot: True, [])
+    lane, route, _ = _lane(lambda slot: None, [])
     slot = Slot(route, object(), _Transport(), 1024)
     slot.lend()
     client = _Client()
@@ -402,7 +411,7 @@ def test_the_platform_token_is_checked_by_the_one_bearer_check_and_never_passed_
     )
     anonymous = b"POST /function/echo HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n"
     for protect in (False, True):
-        lane, route, _ = _lane(lambda slot: True, [], bearer=token.bearer, protect=protect)
+        lane, route, _ = _lane(lambda slot: None, [], bearer=token.bearer, protect=protect)
         heads = {}
         for label, data in (("authorised", authorised), ("other", other), ("anonymous", anonymous)):
             instance_side = _Transport()

@@ -357,7 +357,7 @@ static void put_u32(char *p, unsigned long v) {
 typedef struct {
     PyObject_HEAD
     PyObject *name;
-    PyObject *admit; /* callable(slot) -> bool: the node's bookkeeping for an arrival, or "not for the lane" */
+    PyObject *dispatched; /* callable(slot): the node's bookkeeping for an invocation the lane sent */
     PyObject *idle;  /* list of Slot: lent instances, the last released on top */
 } RouteObject;
 
@@ -397,29 +397,29 @@ static PyTypeObject RouteType;
 static PyTypeObject SlotType;
 static PyTypeObject LaneType;
 
-/* Route(name, admit) */
+/* Route(name, dispatched) */
 static int Route_init(RouteObject *self, PyObject *args, PyObject *kwargs) {
-    static char *keywords[] = {"name", "admit", NULL};
-    PyObject *name, *admit;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "UO", keywords, &name, &admit)) return -1;
+    static char *keywords[] = {"name", "dispatched", NULL};
+    PyObject *name, *dispatched;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "UO", keywords, &name, &dispatched)) return -1;
     PyObject *idle = PyList_New(0);
     if (idle == NULL) return -1;
     Py_XSETREF(self->name, Py_NewRef(name));
-    Py_XSETREF(self->admit, Py_NewRef(admit));
+    Py_XSETREF(self->dispatched, Py_NewRef(dispatched));
     Py_XSETREF(self->idle, idle);
     return 0;
 }
 
 static int Route_traverse(RouteObject *self, visitproc visit, void *arg) {
     Py_VISIT(self->name);
-    Py_VISIT(self->admit);
+    Py_VISIT(self->dispatched);
     Py_VISIT(self->idle);
     return 0;
 }
 
 static int Route_clear(RouteObject *self) {
     Py_CLEAR(self->name);
-    Py_CLEAR(self->admit);
+    Py_CLEAR(self->dispatched);
     Py_CLEAR(self->idle);
     return 0;
 }
@@ -452,7 +452,7 @@ static PyMemberDef Route_members[] = {
 
 static PyTypeObject RouteType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "strato.faas.live._leanpath.Route",
-    .tp_doc = "A function the lane serves: its lent idle instances and the node's admission hook.",
+    .tp_doc = "A function the lane serves: its lent idle instances and the node's dispatch hook.",
     .tp_basicsize = sizeof(RouteObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,
@@ -688,7 +688,7 @@ static void Lane_dealloc(LaneObject *self) {
 }
 
 /* serve(client, data) -> int: 1 when ``data`` was one plain invocation of a function with a lent idle
- * instance, admitted by the node and sent to the instance; 2 when it is the start of a plain invocation
+ * instance the node lent it, sent to the instance (then the node is told); 2 when it is the start of a plain invocation
  * whose body has not all arrived (nothing was changed: call again with more); 0 when the general path must
  * parse it (nothing was changed). */
 static PyObject *Lane_serve(LaneObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -761,19 +761,11 @@ static PyObject *Lane_serve(LaneObject *self, PyObject *const *args, Py_ssize_t 
         return PyLong_FromLong(0); /* no idle instance: the general path starts one or queues */
     }
     slot->lent = 0;
-    PyObject *admitted = PyObject_CallOneArg(route->admit, (PyObject *)slot);
-    Py_DECREF(route);
-    int admit = admitted != NULL ? PyObject_IsTrue(admitted) : -1;
-    Py_XDECREF(admitted);
-    if (admit <= 0) {
-        Py_DECREF(slot);
-        buffer_free(&frame);
-        if (admit < 0) return NULL;
-        return PyLong_FromLong(0);
-    }
     if (finish_head(&frame, &r, r.authorization != NULL && !own_token) < 0 ||
         buffer_put(&frame, r.body, (Py_ssize_t)r.content_length) < 0) {
+        /* Out of memory: the general path takes this request and the instance, and lends it again after. */
         Py_DECREF(slot);
+        Py_DECREF(route);
         buffer_free(&frame);
         return PyErr_NoMemory();
     }
@@ -787,6 +779,7 @@ static PyObject *Lane_serve(LaneObject *self, PyObject *const *args, Py_ssize_t 
     buffer_free(&frame);
     if (bytes == NULL) {
         Py_DECREF(slot);
+        Py_DECREF(route);
         return NULL;
     }
     slot->busy = 1;
@@ -798,11 +791,17 @@ static PyObject *Lane_serve(LaneObject *self, PyObject *const *args, Py_ssize_t 
     Py_XSETREF(slot->lane, Py_NewRef((PyObject *)self));
     PyObject *written = PyObject_CallMethod(slot->transport, "write", "O", bytes);
     Py_DECREF(bytes);
-    Py_DECREF(slot);
     /* A transport that failed to write closes, and the invocation fails through the channel's
      * connection_lost (or its timeout): it is in flight either way. */
     if (written == NULL) PyErr_Clear();
     Py_XDECREF(written);
+    /* The node's bookkeeping after the write, off the request's way to the instance: nothing can run
+     * in between (one thread), and a lent instance is one the node would give this invocation. */
+    PyObject *noted = PyObject_CallOneArg(route->dispatched, (PyObject *)slot);
+    Py_DECREF(route);
+    Py_DECREF(slot);
+    if (noted == NULL) return NULL;
+    Py_DECREF(noted);
     return PyLong_FromLong(1);
 }
 

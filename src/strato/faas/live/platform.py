@@ -384,28 +384,40 @@ class Node:
             function.cold_reservation_mb = self.core.apps[function.app].memory_mb
             self.prometheus.cold.inc(function=name)
         function.inflight += 1
+        if function.inflight >= function.spec.max_concurrency:
+            for instance in function.instances:  # at the limit: the general path answers 429
+                if instance.slot is not None:
+                    instance.slot.reclaim()
         return None
 
     # ---- the lane (docs/live.md, "The lean path") -------------------------------------------------
     # The gateway's C lane (strato.faas.live._leanpath) takes plain warm invocations of functions with
     # one invocation per instance straight from the client's bytes to an idle instance this node lent it,
-    # and the result straight back. The node keeps every decision: the lane asks `_lane_admit` before
-    # each dispatch and reports each end to `lane_finish`, both on the loop thread, with the same
-    # bookkeeping as the general path; whatever the lane cannot pass through as it is (a result it has
-    # not seen checked, a partial or large frame, the instance's death, a timeout) is handed back to the
-    # general path by `lane_demote`.
+    # and the result straight back. The node keeps every decision: it lends an instance only while the
+    # general path would give it the next invocation, the lane reports each dispatch (`_lane_dispatched`)
+    # and each end (`lane_finish`), both on the loop thread, for the same bookkeeping as the general
+    # path; whatever the lane cannot pass through as it is (a result it has not seen checked, a partial
+    # or large frame, the instance's death, a timeout) is handed back to the general path by
+    # `lane_demote`.
 
     def _lane_route(self, spec: FunctionSpec) -> None:
         if self.config.backend != "lean" or spec.concurrency != 1:
             self.lane_routes.pop(spec.name, None)
         elif spec.name not in self.lane_routes:
-            self.lane_routes[spec.name] = Route(spec.name, self._lane_admit)
+            self.lane_routes[spec.name] = Route(spec.name, self._lane_dispatched)
 
     def _lend(self, instance: Instance) -> None:
         """Offer an idle, ready instance of the function's current code to the lane."""
         channel = instance.channel
         route = self.lane_routes.get(instance.spec.name)
-        if route is None or channel is None or channel.closed or channel.transport is None:
+        function = instance.function
+        if (
+            route is None
+            or channel is None
+            or channel.closed
+            or channel.transport is None
+            or function.inflight >= function.spec.max_concurrency
+        ):
             return
         slot = instance.slot
         if slot is None:
@@ -415,26 +427,20 @@ class Node:
             channel.attach(slot)
         slot.lend()
 
-    def _lane_admit(self, slot: Slot) -> bool:
+    def _lane_dispatched(self, slot: Slot) -> None:
+        """The lane sent an invocation to ``slot``'s instance: its arrival, as the general path notes it.
+
+        The lane only uses instances lent to it, and the node lends an instance only while the general
+        path would give it the next invocation (ready, idle, the current code, nobody waiting, the
+        function under its concurrency limit, its memory held) and takes it back the moment that stops
+        being true (_occupy, _stop_instance, the concurrency limit in _admit): so this never refuses."""
         instance: Instance = slot.instance
         function = instance.function
-        if (
-            instance.state != "ready"
-            or instance.inflight
-            or instance.spec is not function.spec
-            or function.waiters
-            or function.removed
-            or function.inflight >= function.spec.max_concurrency
-            or not self.core.loaded(function.app)
-        ):
-            return False  # the general path decides (a queue, a 429, a cold start)
-        if self._admit(function, self.now()) is not None:
-            # Not reached: with an instance loaded the budget cannot refuse; the general path would answer.
-            raise AssertionError("the node refused an arrival with an instance loaded")
+        if self._admit(function, slot.started) is not None:
+            raise AssertionError(f"the node refused a lane invocation of {function.spec.name!r}")
         self._occupy(instance)
         if self._lane_watch is None:
             self._lane_watch = asyncio.get_running_loop().call_later(LANE_WATCH_S, self._watch_lane)
-        return True
 
     def _watch_lane(self) -> None:
         """Time out the lane's invocations (one timer for all of them instead of one per invocation: a
@@ -610,6 +616,15 @@ class Node:
         self, function: FunctionState, instance: Instance | None, started: float, status: int
     ) -> None:
         function.inflight -= 1
+        if function.inflight == function.spec.max_concurrency - 1 and not function.waiters:
+            for idle in function.instances:  # below the limit again: what is idle goes back to the lane
+                if (
+                    idle is not instance
+                    and idle.state == "ready"
+                    and not idle.inflight
+                    and idle.spec is function.spec
+                ):
+                    self._lend(idle)
         if instance is not None:
             self._release(instance)
         decision = self.core.end(function.app, self.policy_clock.now_us())
