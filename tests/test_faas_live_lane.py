@@ -47,10 +47,11 @@ def lane(server: Server) -> tuple[int, int]:
     return int(counts["answered"]), int(counts["demoted"])
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@pytest.fixture(scope="module", params=["50us", "0"], ids=["polling", "epoll"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The gateway waits for an instance's answer by polling (low load, the default) or in epoll."""
     root = tmp_path_factory.mktemp("lane")
-    with running_server(root / "state", "--backend", "lean") as running:
+    with running_server(root / "state", "--backend", "lean", "--lane-poll", request.param) as running:
         client = running.client()
         for name, source in HANDLERS.items():
             client.deploy(name, directory=write_function(root / "code", name, source), timeout="1s")

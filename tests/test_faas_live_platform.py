@@ -297,6 +297,8 @@ def test_cli_wrappers_deploy_invoke_list_remove(tmp_path: Path) -> None:
         (["--max-connections", "0"], "--max-connections must be at least 1"),
         (["--pids-limit", "0"], "limits must be positive"),
         (["--code-root", "/nonexistent/strato-code"], "is not a directory"),
+        (["--lane-poll", "5ms"], "longer than 1ms"),
+        (["--lane-poll", "50xs"], "unknown duration unit"),
     ],
 )
 def test_serve_refuses_bad_options(tmp_path: Path, args: list[str], message: str) -> None:

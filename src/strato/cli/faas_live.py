@@ -115,6 +115,13 @@ def register(app: typer.Typer) -> None:
         log_limit: Annotated[
             str, typer.Option(help="Log kept per function (plus one rotated file)")
         ] = "1MiB",
+        lane_poll: Annotated[
+            str,
+            typer.Option(
+                help="How long the lean gateway polls an instance for its answer when nothing else is in "
+                "flight (0 to sleep in epoll instead; at most 1ms)"
+            ),
+        ] = "50us",
         code_root: Annotated[
             Path | None,
             typer.Option(
@@ -152,6 +159,11 @@ def register(app: typer.Typer) -> None:
             idle_timeout_s=parse_duration(idle_timeout),
             max_connections=max_connections,
         )
+        lane_poll_s = parse_duration(lane_poll)
+        if lane_poll_s > 1e-3:
+            raise ConfigError(
+                f"--lane-poll {lane_poll} is longer than 1ms: the gateway would stall other clients"
+            )
         if code_root is not None and not code_root.is_dir():
             raise ConfigError(f"--code-root {code_root} is not a directory")
         config = GatewayConfig(
@@ -160,6 +172,7 @@ def register(app: typer.Typer) -> None:
             port=port,
             limits=limits,
             protect_invoke=protect_invoke,
+            lane_poll_s=lane_poll_s,
             drain_timeout_s=parse_duration(drain_timeout),
             code_root=code_root.resolve() if code_root else None,
         )

@@ -447,13 +447,17 @@ class ServerProtocol(asyncio.Protocol):
             if held is not None:
                 data = held + data
                 self.lane_held = None
+            # Busy before the lane runs: it may answer before it returns (when it polls the instance).
+            self.busy = True
+            self.tracker.in_flight += 1
+            previous_phase_since, self.phase_since = self.phase_since, now
             verdict = lane.serve(self, data)
             if verdict == 1:
                 self.lane_reads = 0
-                self.phase_since = now
-                self.busy = True
-                self.tracker.in_flight += 1
                 return
+            self.busy = False
+            self.tracker.in_flight -= 1
+            self.phase_since = previous_phase_since
             if verdict == 2 and len(data) <= LANE_HOLD_BYTES and self.lane_reads < LANE_HOLD_READS:
                 # Many clients write the head and the body separately: wait for the rest a little.
                 if held is None:

@@ -421,8 +421,14 @@ class Node:
             return
         slot = instance.slot
         if slot is None:
+            sock = channel.transport.get_extra_info("socket")
             slot = instance.slot = Slot(
-                route, instance, channel.transport, min(channel.max_response, STREAM_ABOVE)
+                route,
+                instance,
+                channel.transport,
+                min(channel.max_response, STREAM_ABOVE),
+                sock.fileno() if sock is not None else -1,
+                channel,
             )
             channel.attach(slot)
         slot.lend()
