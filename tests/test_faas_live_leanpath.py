@@ -21,6 +21,7 @@ import pytest
 from hypothesis import find, given, settings
 from hypothesis import strategies as st
 
+from raw_http import InProcessTransport
 from strato.core.tokens import AdminToken
 from strato.faas import live
 from strato.faas.live import _leanpath
@@ -29,39 +30,6 @@ from strato.faas.live.dispatch import request_head
 from strato.faas.live.httpio import ConnectionTracker, Request, Response, ServerLimits, ServerProtocol
 
 LIMITS = ServerLimits(max_body=4096, max_head=2048, max_headers=16)
-
-
-class _Transport:
-    """Just enough of an asyncio transport to drive the server protocol in-process."""
-
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.out += data
-
-    def writelines(self, chunks: list[bytes]) -> None:
-        for chunk in chunks:
-            self.out += chunk
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 def general_path(data: bytes) -> list[Request]:
@@ -73,7 +41,7 @@ def general_path(data: bytes) -> list[Request]:
         return Response(200, b"")
 
     protocol = ServerProtocol(handler, limits=LIMITS, tracker=ConnectionTracker())
-    transport = _Transport()
+    transport = InProcessTransport()
     protocol.connection_made(transport)  # type: ignore[arg-type]
     protocol.data_received(data)
     return seen
@@ -257,7 +225,7 @@ def test_split_result_takes_exactly_one_whole_result_frame() -> None:
 
 class _Client:
     def __init__(self) -> None:
-        self.transport: _Transport | None = _Transport()
+        self.transport: InProcessTransport | None = InProcessTransport()
         self.done: list[bool] = []
 
     def lane_done(self, keep_alive: bool) -> None:
@@ -287,7 +255,7 @@ REQUEST = b"POST /function/echo/p?q=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r
 def test_a_lane_round_trip_sends_one_frame_and_writes_the_checked_response() -> None:
     finished: list[tuple[int, bool]] = []
     lane, route, _ = _lane(lambda slot: None, finished)
-    instance_side = _Transport()
+    instance_side = InProcessTransport()
     slot = Slot(route, object(), instance_side, 1024)
     client = _Client()
     assert not lane.serve(client, REQUEST)  # nothing lent yet: the general path's
@@ -320,7 +288,7 @@ def test_a_lane_round_trip_sends_one_frame_and_writes_the_checked_response() -> 
 def test_connection_close_is_answered_with_connection_close() -> None:
     finished: list[tuple[int, bool]] = []
     lane, route, _ = _lane(lambda slot: None, finished)
-    instance_side = _Transport()
+    instance_side = InProcessTransport()
     slot = Slot(route, object(), instance_side, 1024)
     slot.cache(b"200\r\n", b"HTTP/1.1 200 OK\r\n", 200)
     slot.lend()
@@ -339,7 +307,7 @@ def test_the_generators_reach_both_sides_of_the_line() -> None:
 
 
 def test_the_lane_uses_only_lent_instances_and_tells_the_node_after_each_write() -> None:
-    instance_side = _Transport()
+    instance_side = InProcessTransport()
     noted: list[tuple[int, int]] = []
 
     def dispatched(slot: Slot) -> None:
@@ -367,7 +335,7 @@ def test_the_lane_uses_only_lent_instances_and_tells_the_node_after_each_write()
 
 def test_lending_again_and_again_keeps_one_entry_per_instance() -> None:
     lane, route, _ = _lane(lambda slot: None, [])
-    slots = [Slot(route, object(), _Transport(), 1024) for _ in range(3)]
+    slots = [Slot(route, object(), InProcessTransport(), 1024) for _ in range(3)]
     for _ in range(1000):
         for slot in slots:
             slot.lend()
@@ -380,7 +348,7 @@ def test_lending_again_and_again_keeps_one_entry_per_instance() -> None:
 
 def test_demote_hands_the_invocation_over_once() -> None:
     lane, route, _ = _lane(lambda slot: None, [])
-    slot = Slot(route, object(), _Transport(), 1024)
+    slot = Slot(route, object(), InProcessTransport(), 1024)
     slot.lend()
     client = _Client()
     assert lane.serve(client, REQUEST)
@@ -394,7 +362,7 @@ def test_demote_hands_the_invocation_over_once() -> None:
 
 
 def _busy_slot_lend(lane: Lane, route: Route) -> None:
-    slot = Slot(route, object(), _Transport(), 1024)
+    slot = Slot(route, object(), InProcessTransport(), 1024)
     slot.lend()
     assert lane.serve(_Client(), REQUEST)
     slot.lend()  # an instance with a lane invocation in flight is not idle
@@ -414,7 +382,7 @@ def test_the_platform_token_is_checked_by_the_one_bearer_check_and_never_passed_
         lane, route, _ = _lane(lambda slot: None, [], bearer=token.bearer, protect=protect)
         heads = {}
         for label, data in (("authorised", authorised), ("other", other), ("anonymous", anonymous)):
-            instance_side = _Transport()
+            instance_side = InProcessTransport()
             slot = Slot(route, object(), instance_side, 1024)
             slot.lend()
             taken = lane.serve(_Client(), data)

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from live_helpers import Server, running_server, write_function
-from raw_http import address, exchange, request
+from raw_http import InProcessTransport, address, exchange, request
 
 pytestmark = pytest.mark.system
 
@@ -266,40 +266,6 @@ def test_after_the_fuzzing_the_gateway_still_serves(server: Server) -> None:
     assert server.client().invoke("echo", b"still here").body == b"still here"
 
 
-class _Transport:
-    """Just enough of an asyncio transport to drive the server protocol in-process."""
-
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.closed = False
-        self.paused = False
-
-    def write(self, data: bytes) -> None:
-        self.out += data
-
-    def writelines(self, chunks: list[bytes]) -> None:
-        for chunk in chunks:
-            self.out += chunk
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def pause_reading(self) -> None:
-        self.paused = True
-
-    def resume_reading(self) -> None:
-        self.paused = False
-
-
 @settings(max_examples=400, deadline=None)
 @given(
     data=st.one_of(
@@ -330,7 +296,7 @@ def test_fuzz_the_parser_in_process_never_raises_and_answers_in_order(data: byte
     protocol = ServerProtocol(
         handler, limits=ServerLimits(max_body=256, max_head=512), tracker=ConnectionTracker()
     )
-    transport = _Transport()
+    transport = InProcessTransport()
     protocol.connection_made(transport)  # type: ignore[arg-type]
     bounds = sorted({0, len(data), *(cut for cut in cuts if cut < len(data))})
     for start, end in itertools.pairwise(bounds):
