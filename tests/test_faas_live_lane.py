@@ -68,6 +68,9 @@ def test_warm_plain_invocations_are_answered_by_the_lane(server: Server) -> None
         assert result.status == 200 and result.body == b"call %d" % index
     answered, demoted = lane(server)
     assert (answered - before[0], demoted - before[1]) == (50, 0)
+    metrics = client.request("GET", "/metrics").body.decode()
+    assert "# TYPE strato_faas_lane_invocations_total counter" in metrics
+    assert f'strato_faas_lane_invocations_total{{outcome="answered"}} {answered}' in metrics
 
 
 def test_the_lane_and_the_general_path_answer_byte_for_byte_the_same(server: Server) -> None:
@@ -118,7 +121,7 @@ def test_a_timeout_in_the_lane_is_a_504_and_kills_the_instance(server: Server) -
     result = client.invoke("fragile", b"sleep")
     elapsed = time.monotonic() - started
     assert result.status == 504 and "timed out" in json.loads(result.body)["error"]
-    assert 0.9 < elapsed < 3.0
+    assert 0.9 < elapsed < 5.0
     assert lane(server)[1] == demoted + 1
     assert client.invoke("fragile", b"ok").body == b"ok"  # a new instance
 
@@ -163,7 +166,8 @@ def test_protected_invoke_keeps_the_token_check_and_the_token_never_reaches_the_
 
 
 def test_a_held_body_that_stops_coming_times_out(tmp_path: Path) -> None:
-    with running_server(tmp_path / "state", "--body-timeout", "1s") as running:
+    # An idle timeout shorter than the body timeout must not close a connection in the middle of a request.
+    with running_server(tmp_path / "state", "--body-timeout", "2s", "--idle-timeout", "1s") as running:
         running.client().deploy("echo", directory=write_function(tmp_path, "echo", HANDLERS["echo"]))
         assert running.client().invoke("echo", b"warm").status == 200
         host, port = address(running.url)
@@ -175,7 +179,7 @@ def test_a_held_body_that_stops_coming_times_out(tmp_path: Path) -> None:
             waited = time.monotonic() - started
         # ...which never comes: 408 after the body timeout (the sweep runs once a second), as for llhttp.
         assert answer.startswith(b"HTTP/1.1 408 ")
-        assert 0.9 < waited < 5.0
+        assert 1.9 < waited < 6.0
         # A body that does come in pieces is answered by the lane.
         with socket.create_connection((host, port), timeout=10) as sock:
             before = lane(running)

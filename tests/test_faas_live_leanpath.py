@@ -455,3 +455,66 @@ def test_the_recogniser_and_the_lane_are_clean_under_address_and_undefined_behav
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "passed" in done.stdout
+
+
+def test_the_lane_takes_no_request_while_the_client_leaves_its_answers_unread() -> None:
+    """Write backpressure holds on the lane as on the general path: a client that pipelines requests
+    and reads nothing cannot make the gateway buffer answer after answer."""
+    lane, route, _ = _lane(lambda slot: None, [])
+    instance_side = InProcessTransport()
+    slot = Slot(route, object(), instance_side, 1024)
+    slot.lend()
+    handled: list[Request] = []
+
+    def handler(request: Request) -> Response:
+        handled.append(request)
+        return Response(200, b"general")
+
+    protocol = ServerProtocol(handler, limits=LIMITS, tracker=ConnectionTracker(), lane=lane)
+    protocol.connection_made(InProcessTransport())  # type: ignore[arg-type]
+    protocol.pause_writing()
+    protocol.data_received(REQUEST)
+    assert not instance_side.out and slot.lent  # the lane left it alone
+    assert handled == []  # and the general path waits too
+    protocol.resume_writing()
+    assert len(handled) == 1
+
+
+def test_a_reclaimed_instance_is_not_kept_alive_by_the_lane() -> None:
+    lane, route, _ = _lane(lambda slot: None, [])
+    instance = object()
+    baseline = sys.getrefcount(instance)
+    slot = Slot(route, instance, InProcessTransport(), 1024)
+    slot.lend()
+    slot.reclaim()
+    del slot
+    assert sys.getrefcount(instance) == baseline
+    assert route.idle_count() == 0 and lane.serve(_Client(), REQUEST) == 0
+
+
+def test_one_failing_completion_callback_does_not_stop_the_others_or_its_settler() -> None:
+    import asyncio
+
+    from strato.faas.live.completion import Completion
+
+    reported: list[BaseException] = []
+    seen: list[int] = []
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda loop, context: reported.append(context["exception"])
+        )
+        done: Completion[int] = Completion()
+
+        def broken(_: Completion[int]) -> None:
+            raise ValueError("a bug in a callback")
+
+        done.add_done_callback(broken)
+        done.add_done_callback(lambda completion: seen.append(completion.result()))
+        done.set_result(7)  # does not raise
+        done.add_done_callback(lambda completion: seen.append(completion.result() + 1))
+        assert await done == 7
+
+    asyncio.run(main())
+    assert seen == [7, 8]
+    assert [type(error) for error in reported] == [ValueError]

@@ -6,7 +6,7 @@
  * module only *recognises* a narrow, strict subset of HTTP/1.1 (one complete request in one read, plain
  * tokens and visible-ASCII values, a single decimal Content-Length, no transfer codings, no upgrades, no
  * Expect, no obs-fold, no trailing whitespace) and answers None for everything else, which then goes to
- * llhttp exactly as before. Anything it accepts llhttp in strict mode accepts with the same method,
+ * llhttp exactly as before. Anything it accepts llhttp (as httptools builds it) accepts with the same method,
  * target, fields and body (tests/test_faas_live_leanpath.py checks this on generated and mutated input).
  */
 #define PY_SSIZE_T_CLEAN
@@ -441,6 +441,7 @@ static void Route_dealloc(RouteObject *self) {
 static PyObject *Route_idle_count(RouteObject *self, PyObject *unused) {
     (void)unused;
     Py_ssize_t count = 0;
+    if (self->idle == NULL) return PyLong_FromLong(0);
     for (Py_ssize_t k = 0; k < PyList_GET_SIZE(self->idle); k++) {
         SlotObject *slot = (SlotObject *)PyList_GET_ITEM(self->idle, k);
         count += slot->lent && !slot->busy;
@@ -546,7 +547,18 @@ static PyObject *Slot_lend(SlotObject *self, PyObject *unused) {
 
 static PyObject *Slot_reclaim(SlotObject *self, PyObject *unused) {
     (void)unused;
-    self->lent = 0; /* it leaves the route's list when it next reaches the top */
+    self->lent = 0;
+    /* Out of the route's list now (a stopped instance is not kept alive by it; the list is short). */
+    if (self->listed && self->route != NULL && self->route->idle != NULL) {
+        PyObject *idle = self->route->idle;
+        for (Py_ssize_t k = PyList_GET_SIZE(idle) - 1; k >= 0; k--) {
+            if (PyList_GET_ITEM(idle, k) == (PyObject *)self) {
+                if (PyList_SetSlice(idle, k, k + 1, NULL) < 0) return NULL;
+                break;
+            }
+        }
+        self->listed = 0;
+    }
     Py_RETURN_NONE;
 }
 
@@ -613,22 +625,27 @@ static PyObject *Slot_complete(SlotObject *self, PyObject *data) {
     Py_CLEAR(self->method);
     self->busy = 0;
 
-    PyObject *done = NULL;
+    /* The node's bookkeeping runs whatever happens to the write (a failed write closes the client's
+     * transport, which says so itself): the invocation has ended either way. */
     PyObject *transport = PyObject_GetAttrString(client, "transport");
-    if (transport == NULL) goto out;
-    if (transport != Py_None) {
-        PyObject *written = PyObject_CallMethod(transport, "write", "O", response);
-        if (written == NULL) goto out;
-        Py_DECREF(written);
+    if (transport == NULL) {
+        PyErr_Clear();
+    } else {
+        if (transport != Py_None) {
+            PyObject *written = PyObject_CallMethod(transport, "write", "O", response);
+            if (written == NULL) PyErr_Clear();
+            Py_XDECREF(written);
+        }
+        Py_DECREF(transport);
     }
-    PyObject *hook_args[4] = {(PyObject *)self, NULL, client, keep_alive ? Py_True : Py_False};
-    hook_args[1] = PyLong_FromLong(self->cached_status);
-    if (hook_args[1] == NULL) goto out;
-    done = PyObject_Vectorcall(((LaneObject *)lane)->finish, hook_args, 4, NULL);
-    Py_DECREF(hook_args[1]);
-out:
-    Py_XDECREF(transport);
     Py_DECREF(response);
+    PyObject *status = PyLong_FromLong(self->cached_status);
+    PyObject *done = NULL;
+    if (status != NULL) {
+        PyObject *hook_args[4] = {(PyObject *)self, status, client, keep_alive ? Py_True : Py_False};
+        done = PyObject_Vectorcall(((LaneObject *)lane)->finish, hook_args, 4, NULL);
+        Py_DECREF(status);
+    }
     Py_DECREF(client);
     Py_DECREF(lane);
     if (done == NULL) return NULL;
@@ -737,8 +754,8 @@ static int Lane_spin(LaneObject *self, SlotObject *slot) {
     }
 }
 
-/* serve(client, data) -> int: 1 when ``data`` was one plain invocation of a function with a lent idle
- * instance the node lent it, sent to the instance (then the node is told); 2 when it is the start of a plain invocation
+/* serve(client, data) -> int: 1 when ``data`` was one plain invocation of a function with an idle instance
+ * the node lent the lane, sent to the instance (then the node is told); 2 when it is the start of a plain invocation
  * whose body has not all arrived (nothing was changed: call again with more); 0 when the general path must
  * parse it (nothing was changed). */
 static PyObject *Lane_serve(LaneObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -747,6 +764,10 @@ static PyObject *Lane_serve(LaneObject *self, PyObject *const *args, Py_ssize_t 
         return NULL;
     }
     PyObject *client = args[0], *data = args[1];
+    if (self->routes == NULL || self->finish == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Lane was not initialised");
+        return NULL;
+    }
     Buffer frame;
     buffer_init(&frame);
     static const char zeros[FRAME_HEADER] = {0};
@@ -786,6 +807,11 @@ static PyObject *Lane_serve(LaneObject *self, PyObject *const *args, Py_ssize_t 
         buffer_free(&frame);
         if (PyErr_Occurred()) return NULL;
         return PyLong_FromLong(0);
+    }
+    if (route->idle == NULL || route->dispatched == NULL) {
+        buffer_free(&frame);
+        PyErr_SetString(PyExc_RuntimeError, "Route was not initialised");
+        return NULL;
     }
     Py_INCREF(route);
     SlotObject *slot = NULL;

@@ -74,7 +74,7 @@ class Completion(Generic[T]):
 
     def add_done_callback(self, callback: Callable[[Completion[T]], None]) -> None:
         if self._state != _PENDING:
-            callback(self)
+            self._run(callback)
         else:
             self._callbacks.append(callback)
 
@@ -82,7 +82,17 @@ class Completion(Generic[T]):
         self._state = state
         callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
+            self._run(callback)
+
+    def _run(self, callback: Callable[[Completion[T]], None]) -> None:
+        # As asyncio does for a future: one failing callback is reported and the others still run, and the
+        # failure does not land in whoever settled this (an instance's channel, which would be closed).
+        try:
             callback(self)
+        except Exception as error:
+            asyncio.get_running_loop().call_exception_handler(
+                {"message": "a completion callback failed", "exception": error, "completion": self}
+            )
 
     def __await__(self) -> Generator[Any, None, T]:
         if self._state == _PENDING:

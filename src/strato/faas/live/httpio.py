@@ -442,7 +442,15 @@ class ServerProtocol(asyncio.Protocol):
         lane = self.lane
         # A plain warm invocation goes straight to an instance (C); anything else, or anything the lane is
         # unsure of, is parsed by llhttp below exactly as before.
-        if lane is not None and not self.busy and self.phase == _IDLE and not self.queue and not self.closing:
+        # Not while the client leaves its answers unread: like the general path, take no new request then.
+        if (
+            lane is not None
+            and not self.busy
+            and self.phase == _IDLE
+            and not self.queue
+            and not self.closing
+            and not self.writing_paused
+        ):
             held = self.lane_held
             if held is not None:
                 data = held + data
@@ -451,7 +459,15 @@ class ServerProtocol(asyncio.Protocol):
             self.busy = True
             self.tracker.in_flight += 1
             previous_phase_since, self.phase_since = self.phase_since, now
-            verdict = lane.serve(self, data)
+            try:
+                verdict = lane.serve(self, data)
+            except Exception as error:  # the server must answer whatever a route does
+                self.lane_reads = 0
+                self.tracker.in_flight -= 1
+                self.busy = False
+                self.closing = True
+                self._write(_internal_error(error), "GET", keep_alive=False)
+                return
             if verdict == 1:
                 self.lane_reads = 0
                 return
@@ -459,9 +475,9 @@ class ServerProtocol(asyncio.Protocol):
             self.tracker.in_flight -= 1
             self.phase_since = previous_phase_since
             if verdict == 2 and len(data) <= LANE_HOLD_BYTES and self.lane_reads < LANE_HOLD_READS:
-                # Many clients write the head and the body separately: wait for the rest a little.
-                if held is None:
-                    self.phase_since = now
+                # Many clients write the head and the body separately: wait for the rest a little (the
+                # body timeout counts from the last piece, as for llhttp).
+                self.phase_since = now
                 self.lane_held = data
                 self.lane_reads += 1
                 return
@@ -806,6 +822,7 @@ class ServerProtocol(asyncio.Protocol):
             self._time_out(f"no request body data for {limits.body_timeout_s:g} s")
         elif (
             self.phase == _IDLE
+            and self.lane_held is None
             and not self.busy
             and not self.queue
             and limits.idle_timeout_s is not None

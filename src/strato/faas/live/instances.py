@@ -218,11 +218,15 @@ class InstanceChannel(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
         if self.slot is not None:
             self.slot.reclaim()
-            # Its invocation in flight fails as the general path's do, below.
+        # First, while the instance still counts as live: requests waiting for an instance get a new one
+        # started for them (failing the ones in flight below marks it stopped, synchronously).
+        self.node.instance_gone(self.instance)
+        if self.slot is not None:
+            # The lane's invocation in flight joins the pending ones, which fail below.
             self.node.lane_demote(self.slot)
+        self.closed = True
         if self.stream is not None:
             stream, self.stream = self.stream, None
             stream.fail()
@@ -237,7 +241,6 @@ class InstanceChannel(asyncio.Protocol):
             if not future.done():
                 future.set_exception(died)
         self.pending.clear()
-        self.node.instance_gone(self.instance)
 
     def send(self, kind: int, meta: bytes, body: bytes = b"") -> None:
         assert self.transport is not None
@@ -392,6 +395,8 @@ class InstanceChannel(asyncio.Protocol):
         future.set_result(StreamedResponse(checked[0], checked[1], length, stream))
 
     def misbehave(self, what: str) -> None:
+        if self.slot is not None:
+            self.slot.reclaim()  # not one more invocation for it, while its socket closes
         self.violation = f"the instance of {self.instance.spec.name!r} {what}; it was killed"
         self.node.log_for(self.instance.spec.name).event(self.instance.id, self.violation)
         self.buffer.clear()

@@ -62,14 +62,21 @@ class Counter:
 
 
 class Gauge:
-    """A gauge computed when scraped, so it can never drift from the state it reports."""
+    """A gauge computed when scraped, so it can never drift from the state it reports (``kind="counter"``:
+    a running total kept elsewhere, read the same way)."""
 
-    def __init__(self, name: str, help_text: str, read: Callable[[], Iterable[tuple[Labels, float]]]) -> None:
-        self.name, self.help, self.read = name, help_text, read
+    def __init__(
+        self,
+        name: str,
+        help_text: str,
+        read: Callable[[], Iterable[tuple[Labels, float]]],
+        kind: str = "gauge",
+    ) -> None:
+        self.name, self.help, self.read, self.kind = name, help_text, read, kind
 
     def render(self) -> Iterable[str]:
         yield f"# HELP {self.name} {self.help}"
-        yield f"# TYPE {self.name} gauge"
+        yield f"# TYPE {self.name} {self.kind}"
         for labels, value in self.read():
             yield f"{self.name}{_label_text(labels)} {value:g}"
 
@@ -114,8 +121,14 @@ class Registry:
         self.metrics.append(metric)
         return metric
 
-    def gauge(self, name: str, help_text: str, read: Callable[[], Iterable[tuple[Labels, float]]]) -> Gauge:
-        metric = Gauge(name, help_text, read)
+    def gauge(
+        self,
+        name: str,
+        help_text: str,
+        read: Callable[[], Iterable[tuple[Labels, float]]],
+        kind: str = "gauge",
+    ) -> Gauge:
+        metric = Gauge(name, help_text, read, kind)
         self.metrics.append(metric)
         return metric
 

@@ -190,12 +190,13 @@ class Node:
         self.lane_demoted = 0
         """Invocations the lane took and handed to the general path (see lane_demote)."""
         self.metrics.gauge(
-            "strato_faas_lane_invocations",
-            "Invocations taken by the gateway's C lane, by outcome (a running total)",
+            "strato_faas_lane_invocations_total",
+            "Invocations taken by the gateway's C lane, by outcome",
             lambda: [
                 ((("outcome", "answered"),), float(self.lane_answered)),
                 ((("outcome", "demoted"),), float(self.lane_demoted)),
             ],
+            kind="counter",
         )
 
     @property
@@ -469,8 +470,10 @@ class Node:
         """The lane answered ``client`` from ``slot``'s instance."""
         self.lane_answered += 1
         instance: Instance = slot.instance
-        self._account_end(instance.function, instance, slot.started, status)
-        client.lane_done(keep_alive)
+        try:
+            self._account_end(instance.function, instance, slot.started, status)
+        finally:
+            client.lane_done(keep_alive)  # the client got its answer: its connection goes on regardless
 
     def lane_demote(self, slot: Slot) -> None:
         """Hand the lane's invocation in flight on ``slot`` to the general path (its timeout included)."""
