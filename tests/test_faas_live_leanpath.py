@@ -8,6 +8,7 @@ and tests/security, which now run through the lane for every plain warm invocati
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import struct
@@ -518,3 +519,93 @@ def test_one_failing_completion_callback_does_not_stop_the_others_or_its_settler
     asyncio.run(main())
     assert seen == [7, 8]
     assert [type(error) for error in reported] == [ValueError]
+
+
+class _Bodies:
+    """Response bodies, in order, as llhttp reads them off the client's side."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self._body = b""
+
+    def on_body(self, body: bytes) -> None:
+        self._body += body
+
+    def on_message_complete(self) -> None:
+        self.bodies.append(self._body)
+        self._body = b""
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    kinds=st.lists(st.sampled_from(["plain", "chunked", "other", "close-free"]), min_size=1, max_size=8),
+    cuts=st.lists(st.integers(0, 2000), max_size=10),
+)
+def test_lane_and_llhttp_share_one_connection_without_losing_or_reordering_a_request(
+    kinds: list[str], cuts: list[int]
+) -> None:
+    """Requests the lane takes, holds or leaves, cut anywhere: each is answered once, in order."""
+    import httptools
+
+    stream = b""
+    for index, kind in enumerate(kinds):
+        body = b"%d" % index
+        if kind == "plain":
+            stream += b"POST /function/echo HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n%s" % (
+                len(body),
+                body,
+            )
+        elif kind == "chunked":
+            stream += (
+                b"POST /function/echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+            )
+        elif kind == "other":
+            stream += b"POST /elsewhere HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n%s" % (
+                len(body),
+                body,
+            )
+        else:
+            stream += (
+                b"PATCH /function/echo HTTP/1.1\r\nHost: h\r\nX-A: b\r\nContent-Length: %d\r\n\r\n%s"
+                % (
+                    len(body),
+                    body,
+                )
+            )
+
+    instance_side = InProcessTransport()
+    routes: dict[str, Route] = {}
+    route = routes["echo"] = Route("echo", lambda slot: None)
+
+    def finish(slot: Slot, status: int, client: ServerProtocol, keep_alive: bool) -> None:
+        client.lane_done(keep_alive)
+        slot.lend()
+
+    lane = Lane(routes, finish, None, False, LIMITS.max_head, LIMITS.max_body, LIMITS.max_headers)
+    slot = Slot(route, object(), instance_side, 1024)
+    slot.cache(b"200\r\n", b"HTTP/1.1 200 OK\r\n", 200)
+    slot.lend()
+
+    def handler(request: Request) -> Response:
+        return Response(200, request.body)
+
+    protocol = ServerProtocol(handler, limits=LIMITS, tracker=ConnectionTracker(), lane=lane)
+    client_side = InProcessTransport()
+    protocol.connection_made(client_side)  # type: ignore[arg-type]
+    taken = 0
+    bounds = sorted({0, len(stream), *(cut for cut in cuts if cut < len(stream))})
+    for start, end in itertools.pairwise(bounds):
+        protocol.data_received(stream[start:end])
+        while slot.busy:  # the instance answers the lane's invocation with the request's body
+            request_id, _, meta_size, body_size = struct.unpack("!IBII", instance_side.out[:13])
+            echoed = bytes(instance_side.out[13 + meta_size : 13 + meta_size + body_size])
+            del instance_side.out[:]
+            taken += 1
+            assert slot.complete(frame(request_id, 11, b"200\r\n", echoed))
+    bodies = _Bodies()
+    httptools.HttpResponseParser(bodies).feed_data(bytes(client_side.out))
+    assert bodies.bodies == [b"%d" % index for index in range(len(kinds))]
+    assert protocol.tracker.in_flight == 0 and not protocol.busy
+    if "plain" in kinds and len(bounds) == 2 and len(kinds) == 1:
+        assert taken == 1  # one whole plain request in one read: the lane's
