@@ -4,10 +4,13 @@ path, and that a client cannot tell the two apart."""
 from __future__ import annotations
 
 import json
+import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -189,3 +192,33 @@ def test_a_held_body_that_stops_coming_times_out(tmp_path: Path) -> None:
             answer = sock.recv(65536)
         assert answer.endswith(b"\r\n\r\nabcdef")
         assert lane(running)[0] == before[0] + 1
+
+
+def test_a_graceful_shutdown_lets_the_lane_finish_and_says_connection_close(tmp_path: Path) -> None:
+    slow = "import time\ndef handle(event):\n    time.sleep(float(event.text))\n    return 'slept'\n"
+    with running_server(tmp_path / "state", "--backend", "lean") as running:
+        running.client().deploy("slow", directory=write_function(tmp_path, "slow", slow))
+        for _ in range(2):  # a cold start, then a result head the lane has seen
+            assert running.client().invoke("slow", b"0").body == b"slept"
+        before = lane(running)[0]
+        outcome: dict[str, object] = {}
+
+        def call() -> None:
+            answer = exchange(running.url, request("POST", "/function/slow", body=b"1.0"), expect=1)
+            outcome.update(responses=answer.responses, raw=answer.raw)
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # until the lane has the invocation in flight
+            described = running.client().describe("slow")
+            if any(instance["inflight"] for instance in described["instances"]):
+                break
+            time.sleep(0.02)
+        running.process.send_signal(signal.SIGTERM)
+        caller.join(15)
+        responses = outcome["responses"]
+        assert isinstance(responses, list) and responses[0].status == 200 and responses[0].body == b"slept"
+        assert b"Connection: close" in cast(bytes, outcome["raw"])
+        assert running.process.wait(10) == 0
+        assert before >= 1  # the warm call before went through the lane

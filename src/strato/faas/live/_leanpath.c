@@ -606,10 +606,19 @@ static PyObject *Slot_complete(SlotObject *self, PyObject *data) {
         memcmp(PyBytes_AS_STRING(self->cached_meta), s + FRAME_HEADER, (size_t)meta_len) != 0)
         Py_RETURN_FALSE;
 
+    /* A connection the server is closing (a graceful shutdown) says so in its last response. */
+    int keep_alive = self->keep_alive;
+    if (keep_alive) {
+        PyObject *closing = PyObject_GetAttrString(self->client, "closing");
+        if (closing == NULL) PyErr_Clear();
+        else if (PyObject_IsTrue(closing) == 1) keep_alive = 0;
+        Py_XDECREF(closing);
+        PyErr_Clear();
+    }
     Py_ssize_t head_len = PyBytes_GET_SIZE(self->cached_head);
     char framing[64];
     int framing_len = snprintf(framing, sizeof(framing), "Content-Length: %zd\r\n%s\r\n", body_len,
-                               self->keep_alive ? "" : "Connection: close\r\n");
+                               keep_alive ? "" : "Connection: close\r\n");
     PyObject *response = PyBytes_FromStringAndSize(NULL, head_len + framing_len + body_len);
     if (response == NULL) return NULL;
     char *out = PyBytes_AS_STRING(response);
@@ -619,7 +628,6 @@ static PyObject *Slot_complete(SlotObject *self, PyObject *data) {
 
     PyObject *client = self->client, *lane = self->lane;
     ((LaneObject *)lane)->inflight--;
-    int keep_alive = self->keep_alive;
     self->client = NULL;
     self->lane = NULL;
     Py_CLEAR(self->method);
