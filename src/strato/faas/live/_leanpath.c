@@ -3,11 +3,11 @@
  * Why C: profiles of the gateway (docs/live.md, "The lean path") showed llhttp's Python callbacks and the
  * Request object they fill costing ~11 us of the ~58 us the gateway spent per warm invocation, and the
  * frame handling on the way back a few more. llhttp (through httptools) stays the parser of record: this
- * module only *recognises* a narrow, strict subset of HTTP/1.1 (one complete request in one read, plain
- * tokens and visible-ASCII values, a single decimal Content-Length, no transfer codings, no upgrades, no
- * Expect, no obs-fold, no trailing whitespace) and answers None for everything else, which then goes to
- * llhttp exactly as before. Anything it accepts llhttp (as httptools builds it) accepts with the same method,
- * target, fields and body (tests/test_faas_live_leanpath.py checks this on generated and mutated input).
+ * module only *recognises* a narrow, strict subset of HTTP/1.1 (one complete request, plain tokens and
+ * visible-ASCII values, a single decimal Content-Length, no transfer codings, no upgrades, no Expect, no
+ * obs-fold, no trailing whitespace) and leaves everything else to llhttp exactly as before. Anything it
+ * accepts llhttp (as httptools builds it) accepts with the same method, target, fields and body
+ * (tests/test_faas_live_leanpath.py checks this on generated and mutated input).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -106,6 +106,8 @@ static int put_lower(Buffer *b, const char *s, Py_ssize_t n) {
 
 static const char *METHODS[] = {"GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", NULL};
 static PyObject *METHOD_NAMES[7];
+/* Attribute and method names used per invocation, made once. */
+static PyObject *NAME_CLOSING, *NAME_TRANSPORT, *NAME_WRITE, *NAME_DATA_RECEIVED;
 
 /* What the recogniser found in a request: spans into the caller's bytes. */
 typedef struct {
@@ -303,6 +305,16 @@ static unsigned int read_u32(const unsigned char *p) {
     return ((unsigned int)p[0] << 24) | ((unsigned int)p[1] << 16) | ((unsigned int)p[2] << 8) | (unsigned int)p[3];
 }
 
+/* Whether s[0:n] is exactly one RESULT frame for ``request_id`` within the size limits (its meta and body
+ * lengths through the last two arguments): what both readers of instance output below pass on. */
+static int whole_result(const unsigned char *s, Py_ssize_t n, unsigned long request_id, Py_ssize_t max_meta,
+                        Py_ssize_t max_body, Py_ssize_t *meta_len, Py_ssize_t *body_len) {
+    if (n < FRAME_HEADER || read_u32(s) != request_id || s[4] != KIND_RESULT) return 0;
+    *meta_len = (Py_ssize_t)read_u32(s + 5);
+    *body_len = (Py_ssize_t)read_u32(s + 9);
+    return *meta_len <= max_meta && *body_len <= max_body && n == FRAME_HEADER + *meta_len + *body_len;
+}
+
 /* split_result(data, request_id, max_meta, max_body) -> None, or (meta: bytes, body: bytes)
  *
  * ``data`` is exactly one complete RESULT frame for ``request_id`` whose sizes are within the limits; for
@@ -320,14 +332,9 @@ static PyObject *split_result(PyObject *self, PyObject *const *args, Py_ssize_t 
     Py_ssize_t max_body = PyLong_AsSsize_t(args[3]);
     if (PyErr_Occurred()) return NULL;
     const unsigned char *s = (const unsigned char *)PyBytes_AS_STRING(args[0]);
-    Py_ssize_t n = PyBytes_GET_SIZE(args[0]);
-    if (n < FRAME_HEADER) Py_RETURN_NONE;
-    unsigned long id = read_u32(s);
-    unsigned int kind = s[4];
-    Py_ssize_t meta_len = (Py_ssize_t)read_u32(s + 5);
-    Py_ssize_t body_len = (Py_ssize_t)read_u32(s + 9);
-    if (id != request_id || kind != KIND_RESULT || meta_len > max_meta || body_len > max_body) Py_RETURN_NONE;
-    if (n != FRAME_HEADER + meta_len + body_len) Py_RETURN_NONE;
+    Py_ssize_t meta_len, body_len;
+    if (!whole_result(s, PyBytes_GET_SIZE(args[0]), request_id, max_meta, max_body, &meta_len, &body_len))
+        Py_RETURN_NONE;
     PyObject *meta = PyBytes_FromStringAndSize((const char *)s + FRAME_HEADER, meta_len);
     PyObject *body = PyBytes_FromStringAndSize((const char *)s + FRAME_HEADER + meta_len, body_len);
     PyObject *result = NULL;
@@ -595,12 +602,8 @@ static PyObject *Slot_demote(SlotObject *self, PyObject *unused) {
 static PyObject *Slot_complete(SlotObject *self, PyObject *data) {
     if (!self->busy || !PyBytes_Check(data) || self->cached_meta == NULL) Py_RETURN_FALSE;
     const unsigned char *s = (const unsigned char *)PyBytes_AS_STRING(data);
-    Py_ssize_t n = PyBytes_GET_SIZE(data);
-    if (n < FRAME_HEADER) Py_RETURN_FALSE;
-    Py_ssize_t meta_len = (Py_ssize_t)read_u32(s + 5);
-    Py_ssize_t body_len = (Py_ssize_t)read_u32(s + 9);
-    if (read_u32(s) != self->request_id || s[4] != KIND_RESULT || meta_len > MAX_META || body_len > self->max_body ||
-        n != FRAME_HEADER + meta_len + body_len)
+    Py_ssize_t meta_len, body_len;
+    if (!whole_result(s, PyBytes_GET_SIZE(data), self->request_id, MAX_META, self->max_body, &meta_len, &body_len))
         Py_RETURN_FALSE;
     if (meta_len != PyBytes_GET_SIZE(self->cached_meta) ||
         memcmp(PyBytes_AS_STRING(self->cached_meta), s + FRAME_HEADER, (size_t)meta_len) != 0)
@@ -609,7 +612,7 @@ static PyObject *Slot_complete(SlotObject *self, PyObject *data) {
     /* A connection the server is closing (a graceful shutdown) says so in its last response. */
     int keep_alive = self->keep_alive;
     if (keep_alive) {
-        PyObject *closing = PyObject_GetAttrString(self->client, "closing");
+        PyObject *closing = PyObject_GetAttr(self->client, NAME_CLOSING);
         if (closing == NULL) PyErr_Clear();
         else if (PyObject_IsTrue(closing) == 1) keep_alive = 0;
         Py_XDECREF(closing);
@@ -635,12 +638,12 @@ static PyObject *Slot_complete(SlotObject *self, PyObject *data) {
 
     /* The node's bookkeeping runs whatever happens to the write (a failed write closes the client's
      * transport, which says so itself): the invocation has ended either way. */
-    PyObject *transport = PyObject_GetAttrString(client, "transport");
+    PyObject *transport = PyObject_GetAttr(client, NAME_TRANSPORT);
     if (transport == NULL) {
         PyErr_Clear();
     } else {
         if (transport != Py_None) {
-            PyObject *written = PyObject_CallMethod(transport, "write", "O", response);
+            PyObject *written = PyObject_CallMethodOneArg(transport, NAME_WRITE, response);
             if (written == NULL) PyErr_Clear();
             Py_XDECREF(written);
         }
@@ -747,7 +750,7 @@ static int Lane_spin(LaneObject *self, SlotObject *slot) {
         if (n > 0) {
             PyObject *data = PyBytes_FromStringAndSize(buf, n);
             if (data == NULL) return -1;
-            PyObject *done = PyObject_CallMethod(slot->protocol, "data_received", "O", data);
+            PyObject *done = PyObject_CallMethodOneArg(slot->protocol, NAME_DATA_RECEIVED, data);
             Py_DECREF(data);
             if (done == NULL) return -1;
             Py_DECREF(done);
@@ -873,7 +876,7 @@ static PyObject *Lane_serve(LaneObject *self, PyObject *const *args, Py_ssize_t 
     Py_XSETREF(slot->client, Py_NewRef(client));
     Py_XSETREF(slot->method, Py_NewRef(r.method));
     Py_XSETREF(slot->lane, Py_NewRef((PyObject *)self));
-    PyObject *written = PyObject_CallMethod(slot->transport, "write", "O", bytes);
+    PyObject *written = PyObject_CallMethodOneArg(slot->transport, NAME_WRITE, bytes);
     Py_DECREF(bytes);
     /* A transport that failed to write closes, and the invocation fails through the channel's
      * connection_lost (or its timeout): it is in flight either way. */
@@ -935,6 +938,12 @@ PyMODINIT_FUNC PyInit__leanpath(void) {
         METHOD_NAMES[m] = PyUnicode_InternFromString(METHODS[m]);
         if (METHOD_NAMES[m] == NULL) return NULL;
     }
+    NAME_CLOSING = PyUnicode_InternFromString("closing");
+    NAME_TRANSPORT = PyUnicode_InternFromString("transport");
+    NAME_WRITE = PyUnicode_InternFromString("write");
+    NAME_DATA_RECEIVED = PyUnicode_InternFromString("data_received");
+    if (NAME_CLOSING == NULL || NAME_TRANSPORT == NULL || NAME_WRITE == NULL || NAME_DATA_RECEIVED == NULL)
+        return NULL;
     if (PyType_Ready(&RouteType) < 0 || PyType_Ready(&SlotType) < 0 || PyType_Ready(&LaneType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;

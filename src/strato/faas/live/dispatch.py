@@ -28,10 +28,9 @@ INTERNAL_HEADER_PREFIX = "x-strato-"
 Sent = Completion[Any] | asyncio.Future[Any]
 """An invocation's answer to come: the lean backend completes it synchronously, the faasd one as a task."""
 
-Invocation = tuple[str, str, dict[str, str], bytes, bytes | None, bytes | None]
-"""method, target as the function sees it, headers (checked by the gateway's parser), body, the header
-lines to pass on as the parser rendered them (None: render them from ``headers``), and the whole request
-head when the gateway's fast recogniser already rendered it (None: render it here)."""
+Invocation = tuple[str, str, dict[str, str], bytes, bytes | None]
+"""method, target as the function sees it, headers (checked by the gateway's parser), body, and the
+header lines to pass on as the parser rendered them (None: render them from ``headers``)."""
 
 
 class Backend(Protocol):
@@ -90,10 +89,10 @@ class LeanBackend:
 
     def send(self, instance: Instance, request: Invocation) -> Sent:
         assert instance.channel is not None
-        method, target, headers, body, forward, head = request
-        if head is None:
-            head = request_head(method, target, headers, body, forward)
-        return instance.channel.invoke(frames.INVOKE, head, body)
+        method, target, headers, body, forward = request
+        return instance.channel.invoke(
+            frames.INVOKE, request_head(method, target, headers, body, forward), body
+        )
 
     def stopped(self, instance: Instance) -> None:
         return None
@@ -154,7 +153,7 @@ class FaasdBackend:
 
     def send(self, instance: Instance, request: Invocation) -> asyncio.Future[Any]:
         assert self.pool is not None
-        method, target, headers, body, _, _ = request
+        method, target, headers, body, _ = request
         forwarded = {
             key: value for key, value in headers.items() if not key.startswith(INTERNAL_HEADER_PREFIX)
         }

@@ -335,12 +335,10 @@ class Node:
         headers: dict[str, str],
         body: bytes,
         forward: bytes | None = None,
-        head: bytes | None = None,
     ) -> AnyResponse | Completion[AnyResponse] | asyncio.Future[AnyResponse]:
         """Answer an invocation: a response at once (errors) or a future of it.
 
-        ``target`` is the path as the function sees it; ``head`` the request head a lean instance gets,
-        when the gateway's fast recogniser rendered it already.
+        ``target`` is the path as the function sees it.
 
         A warm invocation is dispatched right here, with callbacks instead of a task, because on the lean
         backend the gateway's own Python overhead is most of the latency that is left.
@@ -357,7 +355,7 @@ class Node:
         refused = self._admit(function, started)
         if refused is not None:
             return refused
-        request = (method, target, headers, body, forward, head)
+        request = (method, target, headers, body, forward)
         instance = self._warm_instance(function)
         if instance is not None:
             self._occupy(instance)
