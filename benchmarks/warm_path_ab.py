@@ -5,9 +5,10 @@
 Checks the base revision out into a temporary git worktree, then alternates base and this checkout:
 each round starts a lean server with an echo function and measures, with the platform's own load
 generator in its own process, one connection sending back to back (latency without queueing) and 16
-connections (throughput), plus the CPU the gateway and the whole machine spent per request. Prints the
-median of each measure and the ratio after/before. The machine's other load shows up as spread between
-rounds; run it on a quiet machine.
+connections (throughput; with `wrk -t1 -c16` when wrk is installed, which costs a third of the Python
+generator's CPU), plus the CPU per request of the gateway, of the rest of the server's process tree (the
+instances) and of the whole machine. Prints the median of each measure and the ratio after/before. The
+machine's other load shows up as spread between rounds; run it on a quiet machine.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 CHECKOUT = Path(__file__).resolve().parents[1]
 
 RUNNER = r"""
-import json, os, subprocess, sys, tempfile
+import json, os, re, shutil, subprocess, sys, tempfile
 from pathlib import Path
 from strato.faas.live.loadgen import LoadResult
 from strato.faas.live.serverproc import ServerProcess
@@ -39,6 +40,37 @@ def process_cpu(pid):
 def machine_cpu():
     values = list(map(int, Path("/proc/stat").read_text().splitlines()[0].split()[1:]))
     return (sum(values) - values[3] - values[4]) / tick
+
+def tree_cpu(root):
+    # CPU of root's descendants alive now (the instances, the fork-server), by pid.
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError):
+                pass
+    cpu = {}
+    for pid in parents:
+        ancestor = parents.get(pid)
+        while ancestor not in (None, 0, 1, root):
+            ancestor = parents.get(ancestor)
+        if ancestor == root:
+            try:
+                cpu[pid] = process_cpu(pid)
+            except OSError:
+                pass
+    return cpu
+
+def many_connections(url):
+    # 16 connections, closed loop: (completed requests, rps).
+    if shutil.which("wrk"):
+        out = subprocess.run(["wrk", "-t1", "-c16", f"-d{round(float(duration))}s", url],
+                             capture_output=True, text=True, check=True).stdout
+        done = int(re.search(r"(\d+) requests in", out).group(1))
+        return done, float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    result = load("--connections", "16", "--duration", duration)
+    return result.completed, result.summary()["achieved_rps"]
 
 server = ServerProcess(Path(tempfile.mkdtemp()), args=["--backend", "lean"])
 server.start(120)
@@ -57,14 +89,23 @@ try:
     gateway, machine = process_cpu(server.process.pid), machine_cpu()
     one = load("--connections", "1", "--duration", duration)
     gateway, machine = process_cpu(server.process.pid) - gateway, machine_cpu() - machine
-    many = load("--connections", "16", "--duration", duration)
+    pid = server.process.pid
+    gateway_16, tree_16, machine_16 = process_cpu(pid), tree_cpu(pid), machine_cpu()
+    completed, rps = many_connections(url)
+    gateway_16 = process_cpu(server.process.pid) - gateway_16
+    tree_after = tree_cpu(server.process.pid)
+    instances_16 = sum(cpu - tree_16.get(pid, 0.0) for pid, cpu in tree_after.items())
+    machine_16 = machine_cpu() - machine_16
     print(json.dumps({
         "p50_ms": one.summary()["p50"] * 1e3,
         "p99_ms": one.summary()["p99"] * 1e3,
         "sequential_rps": one.summary()["achieved_rps"],
         "gateway_cpu_us": gateway / one.completed * 1e6,
         "machine_cpu_us": machine / one.completed * 1e6,
-        "throughput_rps": many.summary()["achieved_rps"],
+        "throughput_rps": rps,
+        "gateway_cpu_16_us": gateway_16 / completed * 1e6,
+        "instances_cpu_16_us": instances_16 / completed * 1e6,
+        "machine_cpu_16_us": machine_16 / completed * 1e6,
     }))
 finally:
     server.stop()
@@ -77,6 +118,9 @@ MEASURES = (
     ("machine_cpu_us", "machine CPU per request, us"),
     ("sequential_rps", "one connection: requests/s"),
     ("throughput_rps", "16 connections: requests/s"),
+    ("gateway_cpu_16_us", "16 connections: gateway CPU/request, us"),
+    ("instances_cpu_16_us", "16 connections: instances CPU/req., us"),
+    ("machine_cpu_16_us", "16 connections: machine CPU/req., us"),
 )
 
 
@@ -122,12 +166,12 @@ def main() -> int:
                 capture_output=True,
             )
     print(
-        f"{'measure':36} {'before':>10} {'after':>10} {'after/before':>13}   medians of {args.rounds} rounds"
+        f"{'measure':40} {'before':>10} {'after':>10} {'after/before':>13}   medians of {args.rounds} rounds"
     )
     for key, title in MEASURES:
         before = statistics.median(run[key] for run in runs["before"])
         after = statistics.median(run[key] for run in runs["after"])
-        print(f"{title:36} {before:10.3f} {after:10.3f} {after / before:13.3f}")
+        print(f"{title:40} {before:10.3f} {after:10.3f} {after / before:13.3f}")
     return 0
 
 
