@@ -12,12 +12,12 @@ What runs, in order:
    a numpy weight matrix, photo-like JPEGs, a Parquet table of sales rows, small 5-30 KB objects and
    objects read once each. The store is seeded directly, not through the proxy: seeding is not measured.
 3. For each cache mode (``off``, ``lru``, ``faast``) a fresh ``strato faas serve --storage <proxy>
-   --cache <mode>`` with a short fixed keep-alive. For each app, one at a time: a first invocation (the
-   cache is empty), ``warm`` invocations back to back (their latency is the *warm* latency), then
-   ``cycles`` reloads: wait until keep-alive has unloaded the app (which drops its cache and, for
-   ``faast``, persists its access history), then ``first`` invocations right away; the first of them is
-   a cold start. The cache's counters (``/system/stats``) before and after each reload give the share
-   of the bytes the first invocations read that came from pre-warmed entries.
+   --cache <mode>``. For each app, one at a time: a first invocation (the cache is empty), ``warm``
+   invocations back to back (their latency is the *warm* latency), then ``cycles`` reloads: unload the
+   app (``POST /system/functions/{name}/unload``, what a keep-alive unload does: its instances stop, its
+   cache goes and, for ``faast``, its access history is persisted), then ``first`` invocations right
+   away; the first of them is a cold start. The cache's counters (``/system/stats``) before and after
+   each reload give the share of the bytes the first invocations read that came from pre-warmed entries.
 4. Optionally: the time of one GET of a large object (256 MiB) with 1, 2 and 4 instances of an app
    (Faa$T fetches ranges of it in parallel, one per instance), and, for the small-object app, the hit
    ratio and latency against the working-set size (relative to one instance's cache).
@@ -401,7 +401,8 @@ class CacheBenchOptions:
     bandwidth: str = "100MB/s"
     cache_size: str = "512MiB"
     consistency: str = "strong"
-    keepalive: str = "2s"
+    keepalive: str = "10m"
+    """Fixed keep-alive of the servers: long, so that only the bench's own unloads reload an app."""
     memory: str = "1Gi"
     sandbox: bool = True
     ranged_instances: tuple[int, ...] = ()
@@ -506,7 +507,7 @@ def _cache_args(storage_url: str, mode: str, cache_size: str, consistency: str) 
 def cache_server(
     root: Path, storage_url: str, mode: str, options: CacheBenchOptions, *, cache_size: str | None = None
 ) -> ServerProcess:
-    """A lean server (fork spawn) with ``fixed:<keepalive>`` so that an idle app unloads soon."""
+    """A lean server (fork spawn, ``fixed:<keepalive>``) with ``storage_url`` and cache ``mode``."""
     server = ServerProcess.for_backend(
         root,
         backend="lean",
@@ -521,13 +522,21 @@ def cache_server(
 
 def deploy_apps(client: FaasClient, apps: Sequence[str], memory: str) -> None:
     for app in apps:
-        client.deploy(app, directory=EXAMPLES_DIR / app, memory=memory, timeout="120s", concurrency=1)
+        client.deploy(
+            app,
+            directory=EXAMPLES_DIR / app,
+            memory=memory,
+            timeout="120s",
+            concurrency=1,
+            buckets=[BUCKETS[app]],
+        )
 
 
 def _cache_stats(client: FaasClient, app: str) -> dict[str, float]:
-    cache = client.stats().get("cache") or {}
-    stats = cache.get(app) or {}
-    return {k: float(v) for k, v in stats.items() if isinstance(v, int | float)}
+    """The app's cache counters; empty without a cache (``--cache off``) or before its first read."""
+    storage = client.stats().get("storage") or {}
+    stats = (storage.get("apps") or {}).get(app) or {}
+    return {k: float(v) for k, v in stats.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
 def _delta(after: dict[str, float], before: dict[str, float], key: str) -> float:
@@ -579,13 +588,13 @@ class _Run:
             after_reload: list[float] = []
             prewarm_bytes = reload_bytes = 0.0
             reload_hits = reload_lookups = 0.0
-            keepalive_s = parse_duration(options.keepalive)
             for cycle in range(options.cycles):
                 self.say(f"  {mode}/{app}: reload {cycle + 1}/{options.cycles}")
+                client.unload(app)
                 _wait_until(
                     lambda: _live_instances(client, app) == 0,
-                    keepalive_s + 60.0,
-                    f"{app} was not unloaded within {options.keepalive} of keep-alive plus 60 s",
+                    30.0,
+                    f"{app} still had live instances 30 s after it was unloaded",
                 )
                 before = _cache_stats(client, app)
                 for index in range(options.first):
@@ -656,6 +665,7 @@ class _Run:
             memory=options.memory,
             timeout="120s",
             concurrency=1,
+            buckets=[BIG_BUCKET],
         )
         if count > 1:
             hold = json.dumps({"hold_s": 1.0}).encode()
