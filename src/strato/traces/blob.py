@@ -62,6 +62,7 @@ def read_access_trace(path: str | Path) -> AccessTrace:
     table = read_table(path, COLUMNS)
     table.check_not_empty(["app", "object"])
     times = table.floats("time_s")
+    table.floats("size_bytes")  # says "negative" for a negative size, which whole() reports less plainly
     sizes = table.whole("size_bytes")
     if times.size > 1:
         backwards = np.flatnonzero(np.diff(times) < 0)

@@ -105,12 +105,14 @@ class CacheStats:
 
 
 class _Shard:
-    __slots__ = ("entries", "policy", "used")
+    __slots__ = ("entries", "inserted", "policy", "used")
 
-    def __init__(self, policy: EvictionPolicy) -> None:
+    def __init__(self, shard_id: str, policy: EvictionPolicy) -> None:
         self.entries: dict[str, Entry] = {}
         self.policy = policy
         self.used = 0
+        # Most inserts evict nothing: one shared answer saves building a frozen dataclass each time.
+        self.inserted = Inserted(shard_id, ())
 
 
 class AppCache:
@@ -161,7 +163,7 @@ class AppCache:
         the ring (so about 1/n of future inserts go to the new shard)."""
         if shard_id in self._shards:
             return
-        self._shards[shard_id] = _Shard(make_policy(self.policy))
+        self._shards[shard_id] = _Shard(shard_id, make_policy(self.policy))
         self._ring.add(shard_id)
         self._single = shard_id if len(self._shards) == 1 else None
 
@@ -261,9 +263,9 @@ class AppCache:
         if size > capacity:
             return Rejected(f"{key}: {size} bytes is larger than one cache shard ({capacity} bytes)")
         shard = self._shards[shard_id]
-        evicted: tuple[str, ...] = ()
+        inserted = shard.inserted
         if shard.used + size > capacity:
-            evicted = self._evict(shard, shard.used + size - capacity)
+            inserted = Inserted(shard_id, self._evict(shard, shard.used + size - capacity))
         entry = Entry(key, shard_id, etag, size, payload, prewarm, self._clock() if now is None else now)
         shard.entries[key] = entry
         self._index[key] = entry
@@ -271,7 +273,7 @@ class AppCache:
         shard.policy.admit(key, size)
         if prewarm:
             self.prewarm_inserts += 1
-        return Inserted(shard_id, evicted)
+        return inserted
 
     def _evict(self, shard: _Shard, needed: int) -> tuple[str, ...]:
         victims: list[str] = []

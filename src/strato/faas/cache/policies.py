@@ -1,7 +1,8 @@
 """Eviction policies of one cache shard, behind a small registry.
 
 A policy only orders keys; the shard (:class:`strato.faas.cache.appcache.AppCache`) owns the bytes and
-the entries. ``lru`` is what Faa$T's per-instance cache evicts by. ``gdsf`` (Greedy-Dual-Size-Frequency,
+the entries. ``lru`` is the default and the baseline the issue asks for (docs/cache-sim.md says what the
+paper does and does not tell us about its eviction). ``gdsf`` (Greedy-Dual-Size-Frequency,
 Cherkasova 1998) is offered because blob sizes are heavy-tailed (p50 5.2 KB, max 1.8 GB): under LRU one
 large cold object flushes thousands of small hot ones, while GDSF ranks an object by the fetch time it
 saves per byte it holds, with an aging term so that once-hot objects do not stay forever.
