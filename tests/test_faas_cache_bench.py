@@ -13,7 +13,6 @@ from strato.faas.live.cachebench import (
     CacheBenchOptions,
     Latency,
     Workload,
-    bandwidth_bytes_per_s,
     judge,
     reductions,
     run_cache_bench,
@@ -83,7 +82,7 @@ def test_latency_summary() -> None:
         ({"warm": 0}, "--warm"),
         ({"latency": "ten"}, "duration"),
         ({"cache_size": "lots"}, "memory size"),
-        ({"bandwidth": "fast"}, "memory size"),
+        ({"bandwidth": "fast"}, "--bandwidth"),
         ({"consistency": "eventual"}, "--consistency"),
         ({"ranged_instances": (0,)}, "--ranged-instances"),
         ({"working_set": (-1.0,)}, "--working-set"),
@@ -92,11 +91,6 @@ def test_latency_summary() -> None:
 def test_bad_options_are_refused(overrides: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         CacheBenchOptions(**overrides)  # type: ignore[arg-type]
-
-
-def test_bandwidth_units() -> None:
-    assert bandwidth_bytes_per_s("100MB/s") == pytest.approx(100e6)
-    assert bandwidth_bytes_per_s("1GiB") == 2**30
 
 
 @pytest.mark.system

@@ -50,6 +50,7 @@ from strato.errors import ConfigError, StratoError
 from strato.faas.live.bench import _wait_until, machine_info
 from strato.faas.live.client import FaasClient
 from strato.faas.live.serverproc import ServerProcess, running_server
+from strato.storage.proxy import parse_bandwidth
 
 APPS: Final = ("model", "thumbnail", "table", "small", "noreuse")
 DATA_HEAVY: Final = ("model", "thumbnail", "table", "small")
@@ -432,7 +433,7 @@ class CacheBenchOptions:
             parse_duration(text)
         for text in (self.cache_size, self.ranged_size, self.working_set_shard, self.memory):
             parse_size_mb(text)
-        bandwidth_bytes_per_s(self.bandwidth)
+        parse_bandwidth(self.bandwidth, "--bandwidth")
         if self.consistency != "strong" and not self.consistency.startswith("relaxed"):
             raise ConfigError(f"--consistency must be strong or relaxed[:TTL], not {self.consistency!r}")
 
@@ -455,14 +456,6 @@ class CacheBenchReport:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def bandwidth_bytes_per_s(text: str) -> float:
-    """``"100MB/s"`` -> bytes per second (the ``/s`` is optional)."""
-    size = text.strip()
-    if size.lower().endswith("/s"):
-        size = size[:-2]
-    return parse_size_mb(size) * 2**20
 
 
 def _bytes(text: str) -> int:
@@ -488,7 +481,7 @@ def store_and_proxy(root: Path, options: CacheBenchOptions) -> Iterator[tuple[st
             store.url,
             latency_s=parse_duration(options.latency),
             jitter_s=parse_duration(options.jitter),
-            bandwidth_bytes_per_s=bandwidth_bytes_per_s(options.bandwidth),
+            bandwidth_bytes_per_s=parse_bandwidth(options.bandwidth, "--bandwidth"),
         ) as proxy,
     ):
         yield store.url, proxy.url
