@@ -847,7 +847,7 @@ def run_cache_bench(
         sweep = run.working_set(root, shaped, seeded) if options.working_set else []
     cuts = reductions(results)
     warnings = []
-    if options.consistency == "strong":
+    if options.consistency == "strong" and set(options.modes) - {"off"}:
         warnings.append(
             "strong consistency: every cache hit is validated with a conditional GET (one round trip "
             "through the proxy), which small objects pay in full"
