@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from strato import __version__
-from strato.cli import data, faas, llm, monitor, power, traces, vm
+from strato.cli import data, faas, llm, monitor, power, storage, traces, vm
 from strato.cli.common import friendly_errors
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ app.add_typer(monitor.app, name="monitor")
 app.add_typer(vm.app, name="vm")
 app.add_typer(power.app, name="power")
 app.add_typer(data.app, name="data")
+app.add_typer(storage.app, name="storage")
 
 
 def _version(value: bool) -> None:
