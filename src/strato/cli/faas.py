@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from strato.cli import faas_bench, faas_density, faas_live
+from strato.cli import faas_bench, faas_cache, faas_cache_bench, faas_density, faas_live
 from strato.cli.common import duration_option, friendly_errors, print_json
 from strato.core.console import console, print_table
 from strato.core.units import parse_duration, parse_size_mb
@@ -131,3 +131,5 @@ faas_live.register(app)
 faas_live.register_replay(app)
 faas_bench.register(app)
 faas_density.register(app)
+faas_cache_bench.register(app)
+app.add_typer(faas_cache.app, name="cache")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from strato.cli.common import duration_option, friendly_errors, print_json
+from strato.cli.faas_live import StateOption, TokenOption, UrlOption, _client
 from strato.core.console import console, print_table
 from strato.core.units import parse_size_mb
 from strato.errors import ConfigError
@@ -170,4 +171,47 @@ def write_trace(
     write_access_trace(trace, out)
     console.print(
         f"wrote {len(trace):,} reads by {len(trace.apps):,} apps of {len(trace.objects):,} objects to {out}"
+    )
+
+
+@app.command("stats")
+@friendly_errors
+def live_stats(
+    name: Annotated[str, typer.Argument(help="Function (application) name")],
+    url: UrlOption = "http://127.0.0.1:8080",
+    token: TokenOption = None,
+    state_dir: StateOption = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON")] = False,
+) -> None:
+    """A live application's cache counters (hits, misses, validations, pre-warm, evictions, unloads)."""
+    stats = _client(url, token, state_dir).cache_stats(name)
+    if json_output:
+        print_json(stats)
+        return
+    reads = stats["hits"] + stats["misses"]
+    rows = [
+        ("cache / consistency", f"{stats['cache']} / {stats['consistency']}"),
+        ("reads (hits + misses)", f"{reads:,}"),
+        ("hit ratio", f"{stats['hit_ratio']:.1%}"),
+        ("validations (stale)", f"{stats['validations']:,} ({stats['stale_validations']:,})"),
+        ("bytes from cache", human_bytes(stats["bytes_from_cache"])),
+        ("bytes from store", human_bytes(stats["bytes_from_store"])),
+        ("peer hits (another instance's shard)", f"{stats['peer_hits']:,}"),
+        (
+            "pre-warm: objects loaded / first hits",
+            f"{stats['prewarm_inserts']:,} / {stats['prewarm_hits']:,}",
+        ),
+        ("evictions", f"{stats['evictions']:,} ({human_bytes(stats['evicted_bytes'])})"),
+        ("dropped at unload", f"{stats['unload_drops']:,} ({human_bytes(stats['unload_dropped_bytes'])})"),
+        (
+            "held now / capacity",
+            f"{human_bytes(stats['used_bytes'])} / {human_bytes(stats['capacity_bytes'])} "
+            f"over {stats['shards']} shard(s)",
+        ),
+        ("reloads", f"{stats['reloads']:,}"),
+    ]
+    print_table(
+        [{"counter": counter, "value": value} for counter, value in rows],
+        [("counter", "counter"), ("value", "value")],
+        title=f"cache of {name}",
     )

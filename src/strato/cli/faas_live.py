@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -13,6 +13,9 @@ from strato.cli.common import duration_option, friendly_errors, print_json
 from strato.core.console import console, print_table
 from strato.core.units import parse_duration, parse_size_mb
 from strato.errors import ConfigError, StratoError
+
+if TYPE_CHECKING:
+    from strato.faas.live.storage_broker import StorageConfig
 
 UrlOption = Annotated[str, typer.Option("--url", envvar="STRATO_FAAS_URL", help="Gateway URL")]
 TokenOption = Annotated[
@@ -129,6 +132,28 @@ def register(app: typer.Typer) -> None:
                 "are refused"
             ),
         ] = None,
+        storage: Annotated[
+            str | None,
+            typer.Option(
+                help="Object store for context.storage: s3://HOST:PORT (e.g. `strato storage serve`'s "
+                "shaped URL)"
+            ),
+        ] = None,
+        cache: Annotated[
+            str | None,
+            typer.Option(help="Per-application cache: off, lru or faast (default faast with --storage)"),
+        ] = None,
+        cache_size: Annotated[
+            str | None,
+            typer.Option(help="Cache each live instance brings to its application (default 256MiB)"),
+        ] = None,
+        consistency: Annotated[
+            str | None,
+            typer.Option(help="strong (validate every cached read, default), relaxed or relaxed:TTL"),
+        ] = None,
+        max_object: Annotated[
+            str | None, typer.Option(help="Largest object a function may read or write (default 512MiB)")
+        ] = None,
     ) -> None:
         """Run the function platform (OpenFaaS-style API) until SIGTERM or Ctrl-C."""
         from strato.faas.live.gateway import GatewayConfig, default_state_dir, run
@@ -138,6 +163,7 @@ def register(app: typer.Typer) -> None:
 
         state = (state_dir or default_state_dir()).resolve()
         budget = parse_size_mb(memory_budget, default_unit="mib") if memory_budget else math.inf
+        storage_config = _storage_config(storage, cache, cache_size, consistency, max_object)
         node = NodeConfig(
             state_dir=state,
             backend=backend_name(backend),
@@ -149,6 +175,7 @@ def register(app: typer.Typer) -> None:
             max_response=_bytes(max_response, "--max-response"),
             pids_limit=pids_limit,
             log_limit=_bytes(log_limit, "--log-limit"),
+            storage=storage_config,
         )
         if max_connections < 1:
             raise ConfigError("--max-connections must be at least 1")
@@ -185,6 +212,12 @@ def register(app: typer.Typer) -> None:
                 flush=True,
             )
             print(f"admin token in {state / 'token'}", flush=True)
+            if storage_config is not None:
+                print(
+                    f"storage {storage_config.url} (cache {storage_config.cache}, "
+                    f"{consistency or 'strong'} consistency)",
+                    flush=True,
+                )
             for warning in warnings:
                 print(f"warning: {warning}", file=sys.stderr, flush=True)
 
@@ -210,6 +243,12 @@ def register(app: typer.Typer) -> None:
         concurrency: Annotated[int, typer.Option(help="Invocations one instance runs at once")] = 1,
         max_concurrency: Annotated[int, typer.Option(help="In-flight invocations before 429")] = 16,
         network: Annotated[bool, typer.Option(help="Give instances the host network")] = False,
+        bucket: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--bucket", help="Bucket the function may use via context.storage ('*': all), repeatable"
+            ),
+        ] = None,
         url: UrlOption = "http://127.0.0.1:8080",
         token: TokenOption = None,
         state_dir: StateOption = None,
@@ -227,6 +266,7 @@ def register(app: typer.Typer) -> None:
             concurrency=concurrency,
             maxConcurrency=max_concurrency,
             network=network,
+            buckets=list(bucket or []),
         )
         if json_output:
             print_json(result)
@@ -315,6 +355,18 @@ def register(app: typer.Typer) -> None:
         """Remove a function and stop its instances."""
         _client(url, token, state_dir).remove(name)
         console.print(f"removed {name}")
+
+    @app.command()
+    @friendly_errors
+    def unload(
+        name: Annotated[str, typer.Argument(help="Function name")],
+        url: UrlOption = "http://127.0.0.1:8080",
+        token: TokenOption = None,
+        state_dir: StateOption = None,
+    ) -> None:
+        """Stop a function's idle instances now, as a keep-alive unload would (its cache goes with them)."""
+        stopped = _client(url, token, state_dir).unload(name)
+        console.print(f"unloaded {name}: {stopped} idle instance(s) stopped")
 
     @app.command()
     @friendly_errors
@@ -419,3 +471,37 @@ def register_replay(app: typer.Typer) -> None:
             f"{lag.counters_late_s:.2f} s late; uncertainty {lag.uncertainty:.1%}; the gap is live vs the "
             "simulator on the requests as sent"
         )
+
+
+def _storage_config(
+    url: str | None,
+    cache: str | None,
+    cache_size: str | None,
+    consistency: str | None,
+    max_object: str | None,
+) -> StorageConfig | None:
+    from strato.faas.live.storage_broker import StorageConfig, parse_cache_mode, parse_consistency
+
+    if url is None:
+        given = [
+            flag
+            for flag, value in (
+                ("--cache", cache),
+                ("--cache-size", cache_size),
+                ("--consistency", consistency),
+                ("--max-object", max_object),
+            )
+            if value is not None
+        ]
+        if given:
+            raise ConfigError(f"{', '.join(given)} need(s) an object store: add --storage s3://HOST:PORT")
+        return None
+    if not url.startswith("s3://"):
+        raise ConfigError(f"--storage {url!r}: give the object store as s3://HOST:PORT")
+    return StorageConfig(
+        url=url,
+        cache=parse_cache_mode(cache or "faast"),
+        shard_bytes=_bytes(cache_size or "256MiB", "--cache-size"),
+        validate_after_s=parse_consistency(consistency or "strong"),
+        max_object=_bytes(max_object or "512MiB", "--max-object"),
+    )

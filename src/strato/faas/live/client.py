@@ -182,6 +182,21 @@ class FaasClient:
             raise ApiError(result.status, str(message))
         return result.body.decode(errors="replace")
 
+    def unload(self, name: str) -> int:
+        """Stop the function's idle instances (and drop their cache); how many stopped."""
+        data: dict[str, Any] = self._json("POST", f"/system/functions/{name}/unload")
+        return int(data["stopped"])
+
+    def cache_stats(self, name: str) -> dict[str, Any]:
+        """The function's cache counters from ``/system/stats``."""
+        storage = self.stats().get("storage")
+        if storage is None:
+            raise StratoError("this server has no object store (it was started without --storage)")
+        apps: dict[str, Any] = storage["apps"]
+        if name not in apps:
+            raise StratoError(f"no cache for {name!r} yet: it has not used storage since the server started")
+        return {**apps[name], "cache": storage["cache"], "consistency": storage["consistency"]}
+
     def stats(self) -> dict[str, Any]:
         data: dict[str, Any] = self._json("GET", "/system/stats")
         return data

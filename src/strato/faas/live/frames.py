@@ -69,6 +69,10 @@ SPEC = 2
 READY = 10
 RESULT = 11
 LOAD_FAILED = 12
+STORAGE = 20
+"""Instance to node: a handler's storage call (meta: the call as JSON; body: the data of a put)."""
+STORAGE_REPLY = 21
+"""Node to instance: the answer to a STORAGE frame with the same id (meta: JSON; body: the data)."""
 
 
 MAX_META = 64 * 1024

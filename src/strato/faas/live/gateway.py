@@ -10,7 +10,10 @@ Routes (admin routes need ``Authorization: Bearer <token>``; invocations too wit
 ``POST /system/functions``                 deploy (409 if it exists); ``PUT`` deploys or updates
 ``DELETE /system/functions/{name}``        remove (or ``DELETE /system/functions`` with
                                            ``{"functionName": name}`` as OpenFaaS does)
-``GET /system/stats``                      keep-alive counters per function (cold starts, waste)
+``POST /system/functions/{name}/unload``    stop its idle instances now, as a keep-alive unload
+                                           does (its cache goes with them)
+``GET /system/stats``                      keep-alive counters per function (cold starts, waste),
+                                           the lane, and the storage broker and caches
 ``GET /system/logs/{name}[?lines=N]``       the function's output (stdout, stderr), last N lines
 ``ANY /function/{name}[/sub/path][?q]``    synchronous invocation: body, status and headers kept
 =========================================  ====================================================
@@ -150,6 +153,13 @@ class Gateway:
             return json_response(200, {**self.node.stats(), "skipped_at_start": self.load_problems})
         if parts[:2] == ["system", "logs"] and len(parts) == 3 and method == "GET":
             return self._logs(parts[2], request.query)
+        if parts[:2] == ["system", "functions"] and len(parts) == 4 and parts[3] == "unload":
+            if method != "POST":
+                return error_response(405, f"{method} is not allowed on {request.path}")
+            stopped = self.node.unload(parts[2])
+            if stopped is None:
+                return error_response(404, f"no function named {parts[2]!r}")
+            return json_response(200, {"name": parts[2], "stopped": stopped})
         if parts[:2] != ["system", "functions"] or len(parts) > 3:
             return error_response(404, f"no route for {method} {request.path}")
         if len(parts) == 3:

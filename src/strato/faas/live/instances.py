@@ -64,6 +64,8 @@ class InstanceOwner(Protocol):
 
     def lane_demote(self, slot: Slot) -> None: ...
 
+    def storage_call(self, instance: Instance, call_id: int, meta: bytes, body: bytes) -> None: ...
+
 
 class InvokeFailed(Exception):
     """An invocation the gateway answers with an error status."""
@@ -193,10 +195,14 @@ class InstanceChannel(asyncio.Protocol):
     Everything read here comes from code the platform does not trust: sizes are checked before anything
     is buffered, results are parsed and checked, and an instance that breaks the protocol is killed."""
 
-    def __init__(self, node: InstanceOwner, instance: Instance, max_response: int) -> None:
+    def __init__(
+        self, node: InstanceOwner, instance: Instance, max_response: int, max_storage: int = 0
+    ) -> None:
         self.node = node
         self.instance = instance
         self.max_response = max_response
+        self.max_storage = max_storage
+        """Largest data a storage call (a put) may carry; 0 when the node has no object store."""
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.pending: dict[int, Completion[AnyResponse]] = {}
@@ -245,6 +251,14 @@ class InstanceChannel(asyncio.Protocol):
     def send(self, kind: int, meta: bytes, body: bytes = b"") -> None:
         assert self.transport is not None
         self.transport.write(frames.encode(0, kind, meta, body))
+
+    def reply(self, call_id: int, meta: bytes, body: bytes) -> None:
+        """Answer a storage call (a large body is written as it is, not joined to its header)."""
+        if self.closed or self.transport is None:
+            return
+        self.transport.write(frames.HEADER.pack(call_id, frames.STORAGE_REPLY, len(meta), len(body)) + meta)
+        if body:
+            self.transport.write(body)
 
     def invoke(self, kind: int, head: bytes, body: bytes) -> Completion[AnyResponse]:
         if self.closed or self.transport is None:
@@ -303,10 +317,17 @@ class InstanceChannel(asyncio.Protocol):
         header_size = frames.HEADER_SIZE
         while len(buffer) >= header_size and self.violation is None:
             request_id, kind, meta_size, body_size = frames.HEADER.unpack_from(buffer)
-            if kind not in (frames.RESULT, frames.READY, frames.LOAD_FAILED):
+            if kind not in (frames.RESULT, frames.READY, frames.LOAD_FAILED, frames.STORAGE):
                 self.misbehave(f"sent a frame of unknown kind {kind}")
                 return
-            if meta_size > frames.MAX_META or body_size > self.max_response:
+            if kind == frames.STORAGE:
+                if meta_size > frames.MAX_META or body_size > self.max_storage:
+                    self.misbehave(
+                        f"sent a storage call of {body_size} bytes with {meta_size} bytes of metadata; the "
+                        f"limits are {self.max_storage} and {frames.MAX_META} bytes (--max-object)"
+                    )
+                    return
+            elif meta_size > frames.MAX_META or body_size > self.max_response:
                 self.misbehave(
                     f"sent a response of {body_size} bytes with {meta_size} bytes of headers; the limits "
                     f"are {self.max_response} and {frames.MAX_META} bytes (--max-response)"
@@ -331,6 +352,8 @@ class InstanceChannel(asyncio.Protocol):
             del buffer[:end]
             if kind == frames.RESULT:
                 self._result(request_id, meta, body)
+            elif kind == frames.STORAGE:
+                self.node.storage_call(self.instance, request_id, meta, body)
             elif kind == frames.READY and not self.ready.done():
                 try:
                     self.ready.set_result(ready_info(meta))
@@ -529,8 +552,9 @@ class Spawner:
                 self.support, instance.id, spec.memory_mb, pids_max=self.tasks_allowed(spec)
             )
         max_response = self.config.max_response
+        max_storage = self.config.storage.max_object if self.config.storage is not None else 0
         _, channel = await loop.connect_accepted_socket(
-            lambda: InstanceChannel(self.owner, instance, max_response), sock=ours
+            lambda: InstanceChannel(self.owner, instance, max_response, max_storage), sock=ours
         )
         instance.channel = channel
         channel.send(frames.SPEC, self.instance_spec(instance).to_json())

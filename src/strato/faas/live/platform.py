@@ -84,6 +84,7 @@ from strato.faas.live.logs import FunctionLog
 from strato.faas.live.nodestats import FunctionReport, NodeMetrics
 from strato.faas.live.registry import FunctionSpec, FunctionStore
 from strato.faas.live.runtime import FATAL_HEADER
+from strato.faas.live.storage_broker import StorageBroker, StorageConfig
 from strato.faas.policies import parse_policy
 from strato.faas.policies.base import KeepAlivePolicy
 
@@ -131,6 +132,8 @@ class NodeConfig:
     """Processes and threads an instance may create beyond its own (cgroup pids.max)."""
     log_limit: int = 1024 * 1024
     """Bytes of a function's log kept on disk (plus one rotated file)."""
+    storage: StorageConfig | None = None
+    """The object store handlers reach through ``context.storage``, and the cache in front of it."""
 
     def __post_init__(self) -> None:
         backend_name(self.backend)
@@ -185,6 +188,7 @@ class Node:
         self.prometheus = NodeMetrics(self._instance_gauge, lambda: self.used_mb, budget)
         self.metrics = self.prometheus.registry
         self._lane_watch: asyncio.TimerHandle | None = None
+        self.storage: StorageBroker | None = None
         self.lane_answered = 0
         """Invocations the gateway's lane answered (plain warm invocations on the lean backend)."""
         self.lane_demoted = 0
@@ -226,7 +230,99 @@ class Node:
         if self.support is not None:
             reap_stale_cgroup_bases(self.support)
         await self.backend.start()
+        if self.config.storage is not None:
+            self.storage = await self._open_storage(self.config.storage)
         self._sweeper = asyncio.get_running_loop().call_later(SWEEP_INTERVAL_S, self._sweep)
+
+    async def _open_storage(self, config: StorageConfig) -> StorageBroker:
+        from strato.storage import open_store
+
+        store = open_store(config.url, timeout_s=config.store_timeout_s)
+        broker = StorageBroker(
+            config,
+            store,
+            self.config.state_dir / "cache-history",
+            grow=self.cache_scale_out,
+            max_instances=lambda name: (
+                self.functions[name].spec.max_instances if name in self.functions else 1
+            ),
+        )
+        self._cache_metrics(broker)
+        return broker
+
+    def _cache_metrics(self, broker: StorageBroker) -> None:
+        counters = (
+            ("hits", "Reads served from the application's cache"),
+            ("misses", "Reads the cache sent to the object store"),
+            ("validations", "Cached objects validated against the store (conditional GET)"),
+            ("stale_validations", "Validations that found the object changed behind the cache"),
+            ("bytes_from_cache", "Bytes read from the cache"),
+            ("bytes_from_store", "Bytes read from the object store for reads"),
+            ("prewarm_inserts", "Objects loaded by the pre-warm on reload"),
+            ("prewarm_hits", "Reads served by an object the pre-warm loaded"),
+            ("evictions", "Objects evicted to make room"),
+            ("unload_dropped_bytes", "Cached bytes dropped when instances unloaded"),
+        )
+        for field_name, help_text in counters:
+            self.metrics.gauge(
+                f"strato_faas_cache_{field_name}_total",
+                help_text,
+                functools.partial(self._cache_rows, broker, field_name),
+                kind="counter",
+            )
+        self.metrics.gauge(
+            "strato_faas_cache_used_bytes",
+            "Bytes held by the application's cache",
+            functools.partial(self._cache_rows, broker, "used_bytes"),
+        )
+
+    @staticmethod
+    def _cache_rows(
+        broker: StorageBroker, field_name: str
+    ) -> list[tuple[tuple[tuple[str, str], ...], float]]:
+        return [
+            ((("function", name),), float(getattr(stats, field_name)))
+            for name, stats in sorted(broker.app_stats().items())
+        ]
+
+    def storage_call(self, instance: Instance, call_id: int, meta: bytes, body: bytes) -> None:
+        if self.storage is None:
+            if instance.channel is not None:
+                instance.channel.reply(
+                    call_id,
+                    b'{"status":"error","error":"unavailable","message":"this server has no object store '
+                    b'(start it with --storage s3://HOST:PORT)"}',
+                    b"",
+                )
+            return
+        self.storage.call(instance, call_id, meta, body)
+
+    def cache_scale_out(self, name: str, count: int) -> int:
+        """Start up to ``count`` more instances of ``name`` for its cache (working set or bandwidth), within
+        its instance limit and the node's memory budget; returns how many started."""
+        function = self.functions.get(name)
+        if function is None or function.removed:
+            return 0
+        started = 0
+        for _ in range(count):
+            if len(function.live()) >= function.spec.max_instances:
+                break
+            try:
+                instance = self._new_instance(function, reason="scale-out")
+            except InvokeFailed:
+                break
+            started += 1
+
+            async def boot(instance: Instance = instance) -> None:
+                try:
+                    await self._boot(instance, "scale-out")
+                except InvokeFailed:
+                    function.stats.start_failures += 1
+                    return
+                self._hand_out(function)
+
+            asyncio.get_running_loop().create_task(boot())
+        return started
 
     def _sweep(self) -> None:
         """Once a second, off the invocation path: processes that outlived their invocation in idle
@@ -267,6 +363,8 @@ class Node:
             for instance in list(function.instances):
                 self._stop_instance(instance)
         await self.backend.stop()
+        if self.storage is not None:
+            await self.storage.close()
         await asyncio.sleep(0.05)
         for function in self.functions.values():
             for instance in function.instances:
@@ -312,6 +410,8 @@ class Node:
             log.delete()
         function = self.functions.pop(name, None)
         self.lane_routes.pop(name, None)
+        if self.storage is not None:
+            self.storage.forget(name)
         if function is not None:
             self.core.forget(function.app, self.policy_clock.now_us())
             function.removed = True
@@ -324,6 +424,20 @@ class Node:
                 if not waiter.done():
                     waiter.set_exception(InvokeFailed(404, f"function {name!r} was removed"))
         return function
+
+    def unload(self, name: str) -> int | None:
+        """Stop the function's idle instances now (an operator's unload; its cache goes with them), so
+        the next invocation starts it again. Returns how many stopped, None for an unknown function."""
+        function = self.functions.get(name)
+        if function is None:
+            return None
+        self._cancel_timers(function)
+        idle = [instance for instance in function.live() if instance.inflight == 0]
+        for instance in idle:
+            self._stop_instance(instance)
+        if idle:
+            self.prometheus.events.inc(function=name, event="unload")
+        return len(idle)
 
     # ---- invocation ------------------------------------------------------------------------------
 
@@ -796,6 +910,8 @@ class Node:
             function.instances.append(instance)
             if reason == "scale-out":
                 function.stats.scale_outs += 1
+            if self.storage is not None:
+                self.storage.instance_created(instance)
         return instance
 
     async def _boot(self, instance: Instance, reason: StartReason) -> Instance:
@@ -838,6 +954,8 @@ class Node:
                 self.core.release(function.app, instance.reserved_mb, self.policy_clock.now_us())
                 instance.reserved_mb = 0.0
         self.backend.stopped(instance)
+        if self.storage is not None:
+            self.storage.instance_stopped(instance)
         if instance.channel is not None:
             instance.channel.close()
         if instance.cgroup is not None:
@@ -950,6 +1068,7 @@ class Node:
             "memory_used_mb": self.used_mb,
             "instance_starts_s": list(self.start_samples),
             "lane": {"answered": self.lane_answered, "demoted": self.lane_demoted},
+            "storage": self.storage.stats() if self.storage is not None else None,
             "functions": {name: self.report(name).to_json() for name in sorted(self.functions)},
         }
 

@@ -33,6 +33,8 @@ from strato.faas.live.isolation import FUNCTION_UID_BASE, function_uid, prepare_
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 HANDLER_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+BUCKET_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+"""An S3 bucket name (the common rules; the store may refuse more)."""
 
 
 class DeployError(StratoError):
@@ -51,6 +53,8 @@ class FunctionSpec:
     max_concurrency: int = 16
     """Invocations of this function in flight at once; the next one gets 429."""
     network: bool = False
+    buckets: tuple[str, ...] = ()
+    """Buckets the function may use through ``context.storage`` (``*``: every bucket)."""
     version: int = 0
     uid_index: int = 0
     code_dir: str = ""
@@ -71,6 +75,7 @@ class FunctionSpec:
             "concurrency": self.concurrency,
             "maxConcurrency": self.max_concurrency,
             "network": self.network,
+            "buckets": list(self.buckets),
         }
 
 
@@ -114,6 +119,14 @@ def parse_deploy_request(payload: Any) -> tuple[FunctionSpec, dict[str, bytes] |
     network = payload.get("network", False)
     if not isinstance(network, bool):
         raise DeployError("network must be true or false")
+    buckets = payload.get("buckets", [])
+    if not isinstance(buckets, list) or not all(
+        isinstance(bucket, str) and (bucket == "*" or BUCKET_PATTERN.match(bucket)) for bucket in buckets
+    ):
+        raise DeployError(
+            "buckets must be a list of S3 bucket names (3-63 of a-z 0-9 . -, starting and ending with "
+            "a letter or digit) or '*'"
+        )
     spec = FunctionSpec(
         name=name,
         handler=handler,
@@ -123,6 +136,7 @@ def parse_deploy_request(payload: Any) -> tuple[FunctionSpec, dict[str, bytes] |
         concurrency=concurrency,
         max_concurrency=max_concurrency,
         network=network,
+        buckets=tuple(dict.fromkeys(buckets)),
     )
     return spec, _code_source(payload)
 
@@ -252,6 +266,7 @@ class FunctionStore:
         data = json.loads(spec_file.read_text())
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
+        data["buckets"] = tuple(data.get("buckets", ()))
         spec = FunctionSpec(**data)
         function_dir = spec_file.parent
         if spec.name != function_dir.name or not NAME_PATTERN.match(spec.name):

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from strato.faas.live import frames
+from strato.faas.live.storage_client import Storage, StorageLink, StoreUnavailable
 
 ResultTriple = tuple[int, list[tuple[str, str]], bytes]
 
@@ -122,6 +123,8 @@ class Context:
 
     function: str
     instance_id: str
+    storage: Storage = field(default_factory=lambda: Storage(None))
+    """Object storage through the platform (``storage_client.Storage``)."""
 
 
 class CpuTimeExceeded(Exception):
@@ -163,6 +166,8 @@ class LoadedFunction:
                 _arm_cpu_limit(self.cpu_timeout_s)
             result = self.call(event, self.context) if self.wants_context else self.call(event)
             return _to_response(result)
+        except StoreUnavailable as error:
+            return _error(503, f"object store unavailable: {error}", function=self.spec.function)
         except CpuTimeExceeded:
             return _error(
                 504,
@@ -333,6 +338,11 @@ class FrameReader:
         frame_end = body_at + body_size
         if len(data) < frame_end:
             self.pending = b""
+            if len(data) >= body_at:
+                # A large body (a storage reply of many MB): copied once, not joined and then sliced.
+                rest = _recv_exact(self.sock, frame_end - len(data))
+                head = data[frames.HEADER_SIZE : body_at]
+                return request_id, kind, head, data[body_at:] + rest if len(data) > body_at else rest
             data += _recv_exact(self.sock, frame_end - len(data))
         else:
             self.pending = data[frame_end:]
@@ -431,13 +441,20 @@ def serve_lean(sock: socket.socket, function: LoadedFunction) -> None:
     """Answer invocation frames until the gateway closes the socket."""
     limit = function.spec.max_response
     read = FrameReader(sock).read
-    if function.spec.concurrency <= 1:
+    send_lock = threading.Lock()
+    concurrent = function.spec.concurrency > 1
+    link = StorageLink(sock, read, send_lock, concurrent=concurrent)
+    function.context = Context(function.spec.function, function.spec.instance_id, Storage(link))
+    if not concurrent:
         invoke = function.invoke_head
         while True:
             try:
-                request_id, _, meta, body = read()
+                request_id, kind, meta, body = read()
             except EOFError:
                 return
+            if kind != frames.INVOKE:
+                sys.stderr.write(f"strato instance: unexpected frame kind {kind} while idle\n")
+                os._exit(3)
             # Also before: what the gateway killed while the instance was idle is collected right away.
             if _child_exited[0]:
                 reap_orphans()
@@ -445,7 +462,6 @@ def serve_lean(sock: socket.socket, function: LoadedFunction) -> None:
                 return
             if _child_exited[0]:
                 reap_orphans()
-    send_lock = threading.Lock()
     running = [0]
 
     def run(request_id: int, meta: bytes, body: bytes) -> None:
@@ -460,9 +476,13 @@ def serve_lean(sock: socket.socket, function: LoadedFunction) -> None:
     with ThreadPoolExecutor(function.spec.concurrency) as pool:
         while True:
             try:
-                request_id, _, meta, body = read()
+                request_id, kind, meta, body = read()
             except EOFError:
+                link.close()
                 return
+            if kind == frames.STORAGE_REPLY:
+                link.deliver(request_id, meta, body)
+                continue
             with send_lock:
                 if running[0] == 0:
                     reap_orphans()
