@@ -99,6 +99,19 @@ def _put_direct(url: str, bucket: str, key: str, data: bytes) -> None:
     asyncio.run(go())
 
 
+def _get_direct(url: str, bucket: str, key: str) -> bytes:
+    async def go() -> bytes:
+        store = open_store(url)
+        try:
+            fetched = await store.get(bucket, key)
+            assert fetched is not None
+            return fetched.data
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
 @pytest.fixture()
 def ops_dir(tmp_path: Path) -> Path:
     return write_function(tmp_path, "storage-ops", OPS)
@@ -376,3 +389,98 @@ def test_the_simulator_and_the_live_cache_agree_on_the_hit_ratio(
     assert live["evictions"] > 0, "the sequence must overflow the cache for the comparison to mean something"
     assert (live["hits"], live["hits"] + live["misses"]) == (simulated.hits, simulated.accesses)
     assert live["evictions"] == simulated.evictions
+
+
+FORGER = """
+import json, struct
+
+HEADER = struct.Struct("!IBII")
+STORAGE, STORAGE_REPLY = 20, 21
+
+def handle(event, context):
+    link = context.storage._link  # what any handler can reach: its own end of the control socket
+    what = event.text
+    if what == "oversized":
+        link.sock.sendall(HEADER.pack(1, STORAGE, 2, 1 << 30) + b"{}")
+        return "sent"
+    if what == "nested":
+        meta = b"[" * 60000
+        link.sock.sendall(HEADER.pack(7, STORAGE, len(meta), 0) + meta)
+        call_id, kind, reply, _ = link.read_frame()
+        return {"id": call_id, "kind": kind, "reply": json.loads(reply)}
+    if what == "flood":
+        call = json.dumps({"op": "get", "bucket": "strato-test", "key": "seed"}).encode()
+        link.sock.sendall(b"".join(HEADER.pack(1000 + i, STORAGE, len(call), 0) + call for i in range(100)))
+        replies = [link.read_frame() for _ in range(100)]
+        errors = [json.loads(meta).get("error") for _, _, meta, _ in replies]
+        return {"ok": errors.count(None), "refused": errors.count("invalid"),
+                "ids": sorted(call_id for call_id, _, _, _ in replies) == list(range(1000, 1100))}
+    return context.storage.get("strato-test", "seed")
+"""
+
+
+def test_a_handler_forging_storage_frames_is_refused_or_stopped(
+    tmp_path: Path,
+    serve_with: Any,
+    s3_server: Any,  # noqa: F811
+) -> None:
+    """The storage channel is the control socket a handler's code can write to directly: a call too large
+    is refused before it is buffered (the instance is stopped), unreadable JSON (nested to blow a
+    recursive parser) gets an error answer, and a flood of calls is bounded per instance."""
+    forger = write_function(tmp_path, "forger", FORGER)
+    with running_proxy(s3_server.url, latency_s=0.2, jitter_s=0.0) as slow:
+        server = serve_with("--cache", "off", "--max-object", "1MiB", url=slow.url)
+        _deploy(server, "forger", forger)
+        client = server.client()
+        answer = json.loads(client.invoke("forger", b"nested").body)
+        assert answer["id"] == 7 and answer["kind"] == 21
+        assert answer["reply"]["error"] == "invalid" and "unreadable" in answer["reply"]["message"]
+        flood = json.loads(client.invoke("forger", b"flood").body)
+        assert flood == {"ok": 64, "refused": 36, "ids": True}
+        assert client.invoke("forger", b"oversized").status == 502
+        # A fresh instance serves the next call.
+        assert client.invoke("forger", b"").body == b"seed"
+
+
+def test_a_corrupt_object_is_never_served(
+    serve_with: Any,
+    ops_dir: Path,
+    s3_server: Any,  # noqa: F811
+) -> None:
+    """An object whose bytes no longer match its ETag (changed on the store's disk) is refused (503),
+    and a copy cached before keeps being served, correct, as long as the store's ETag is unchanged."""
+    good = b"A" * 4096
+    _put_direct(s3_server.url, BUCKET, "rot", good)
+    _put_direct(s3_server.url, BUCKET, "rot-cached", good)
+    server = serve_with("--cache", "lru")
+    _deploy(server, "ops", ops_dir)
+    assert _ok(server, "ops", op="get", bucket=BUCKET, key="rot-cached")["data"] == "A" * 4096
+    # rclone works an object's MD5 out on its first read and remembers it; a real store records it at
+    # the write. Read once so the store knows the good version's ETag, as a real one would.
+    _get_direct(s3_server.url, BUCKET, "rot")
+    # Bit rot on the store's disk, behind its back (the file's time kept, so the store still announces
+    # the ETag it recorded for the good version).
+    for key, damaged in (("rot", b"B" * 4096), ("rot-cached", b"B" * 4096)):
+        path = s3_server.data_dir / BUCKET / key
+        before = path.stat()
+        path.write_bytes(damaged)
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    status, answer = _call(server, "ops", op="get", bucket=BUCKET, key="rot")
+    assert status == 503 and "MD5" in answer["error"], answer
+    assert server.client().stats()["storage"]["corrupt_reads"] == 4  # read, then read again 3 times
+    assert _ok(server, "ops", op="get", bucket=BUCKET, key="rot-cached")["data"] == "A" * 4096
+
+
+def test_a_slow_store_is_cut_at_the_function_timeout(
+    serve_with: Any,
+    ops_dir: Path,
+    s3_server: Any,  # noqa: F811
+) -> None:
+    with running_proxy(s3_server.url, latency_s=5.0, jitter_s=0.0) as slow:
+        server = serve_with("--cache", "faast", url=slow.url)
+        _deploy(server, "ops", ops_dir, timeout="1s")
+        started = time.monotonic()
+        status, _ = _call(server, "ops", op="get", bucket=BUCKET, key="seed")
+        elapsed = time.monotonic() - started
+    assert status == 504
+    assert elapsed < 5.0  # answered at the function's timeout, not when the store finally answers

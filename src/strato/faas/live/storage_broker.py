@@ -49,7 +49,17 @@ MAX_KEY_BYTES = 1024
 KEY_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f]")
 """Control characters: legal in S3 keys, but they end up in logs and paths; refused."""
 VERIFY_IN_THREAD_ABOVE = 1 << 20
-CORRUPT_RETRIES = 2
+CORRUPT_RETRIES = 3
+CORRUPT_BACKOFF_S = 0.02
+"""Pause before the n-th re-read of a torn or corrupt object: n times this (a write in progress ends)."""
+EARLY_ABOVE = 256 * 1024
+"""A cached object at least this large goes to the instance while it is being validated (strong
+consistency): copying it costs about as much as the validation's round trip, so the two overlap."""
+MAX_CALLS_PER_INSTANCE = 64
+TOO_MANY_CALLS = (
+    b'{"status":"error","error":"invalid","message":"more than 64 storage calls in progress from one '
+    b'instance"}'
+)
 
 
 def parse_cache_mode(value: str) -> CacheMode:
@@ -100,6 +110,31 @@ class StorageConfig:
             raise ConfigError("cache, object and stripe sizes must be positive")
 
 
+class _Call:
+    """One storage call being answered: where its replies go, and the payload sent ahead of validation."""
+
+    __slots__ = ("call_id", "early", "instance")
+
+    def __init__(self, instance: Instance, call_id: int) -> None:
+        self.instance = instance
+        self.call_id = call_id
+        self.early: bytes | None = None
+
+    def send_early(self, etag: str, size: int, payload: bytes) -> None:
+        """Send a cached object before it is validated (the copy overlaps the conditional GET); the
+        instance uses it only once the final reply confirms it."""
+        channel = self.instance.channel
+        if channel is None or channel.closed:
+            return
+        meta = json.dumps({"status": "ok", "tentative": True, "etag": etag, "size": size}).encode()
+        channel.reply(self.call_id, meta, payload)
+        self.early = payload
+
+
+class _PrewarmMissed(Exception):
+    """The pre-warm's read of an object failed; whoever waited for it reads it itself."""
+
+
 class _Refused(Exception):
     """A storage call refused before it reached the store: (error kind, message)."""
 
@@ -115,6 +150,8 @@ class _AppState:
     history: AccessHistory
     fetching: dict[str, asyncio.Future[Fetched]]
     validated_at: dict[str, float]
+    prewarming: set[str]
+    """Objects whose read in ``fetching`` is the pre-warm's."""
     reloads: int = 0
     prewarm_task: asyncio.Task[None] | None = None
 
@@ -143,6 +180,9 @@ class StorageBroker:
         self.refused = 0
         self.store_errors = 0
         self.corrupt_reads = 0
+        self.resent_reads = 0
+        self.running: dict[str, int] = {}
+        """Storage calls in progress per instance."""
 
     # ---- application and instance lifecycle ----------------------------------------------------
 
@@ -150,7 +190,7 @@ class StorageBroker:
         state = self.apps.get(name)
         if state is None:
             cache = AppCache(self.config.shard_bytes, policy="lru") if self.config.cache != "off" else None
-            state = self.apps[name] = _AppState(name, cache, self._load_history(name), {}, {})
+            state = self.apps[name] = _AppState(name, cache, self._load_history(name), {}, {}, set())
         return state
 
     def instance_created(self, instance: Instance) -> None:
@@ -216,16 +256,31 @@ class StorageBroker:
 
         async def one(item: str) -> None:
             async with limit:
-                if item in cache or not cache.shards:
+                if item in cache or item in state.fetching or not cache.shards:
                     return
+                # Registered as the object's fetch in progress: an invocation that wants it meanwhile
+                # waits for this read instead of starting its own.
+                future: asyncio.Future[Fetched] = asyncio.get_running_loop().create_future()
+                state.fetching[item] = future
+                state.prewarming.add(item)
                 try:
                     fetched = await self._store_get(*split_object_key(item))
                     assert fetched is not None
-                except StorageError:
-                    return  # a pre-warm is a bet; a failed one only leaves the object cold
-                if cache.shards and item not in cache:
-                    cache.insert(item, fetched.etag, fetched.size, fetched.data, prewarm=True)
-                    state.validated_at[item] = time.monotonic()
+                    if cache.shards and item not in cache:
+                        cache.insert(item, fetched.etag, fetched.size, fetched.data, prewarm=True)
+                        state.validated_at[item] = time.monotonic()
+                    future.set_result(fetched)
+                except (StorageError, asyncio.CancelledError) as error:
+                    # A pre-warm is a bet: a failed one leaves the object cold, and whoever waited for it
+                    # reads it from the store.
+                    future.set_exception(_PrewarmMissed(str(error)))
+                    future.exception()
+                    if isinstance(error, asyncio.CancelledError):
+                        raise
+                finally:
+                    state.prewarming.discard(item)
+                    if state.fetching.get(item) is future:
+                        del state.fetching[item]
 
         task = asyncio.current_task()
         state.prewarm_task = task
@@ -238,8 +293,17 @@ class StorageBroker:
     # ---- calls -----------------------------------------------------------------------------------
 
     def call(self, instance: Instance, call_id: int, meta: bytes, body: bytes) -> None:
-        """A STORAGE frame from ``instance``: answered when done (calls of one instance may overlap)."""
+        """A STORAGE frame from ``instance``: answered when done (calls of one instance may overlap, up
+        to MAX_CALLS_PER_INSTANCE; more are refused at once rather than queued without bound)."""
         self.calls += 1
+        running = self.running.get(instance.id, 0)
+        if running >= MAX_CALLS_PER_INSTANCE:
+            self.refused += 1
+            channel = instance.channel
+            if channel is not None:
+                channel.reply(call_id, TOO_MANY_CALLS, b"")
+            return
+        self.running[instance.id] = running + 1
         self._spawn(self._answer(instance, call_id, meta, body))
 
     def _spawn(self, work: Awaitable[Any]) -> None:
@@ -250,13 +314,15 @@ class StorageBroker:
     async def _answer(self, instance: Instance, call_id: int, meta: bytes, body: bytes) -> None:
         reply: dict[str, Any]
         data = b""
+        call = _Call(instance, call_id)
         try:
             request = self._checked(instance, meta, body)
             reply, data = await asyncio.wait_for(
-                self._serve(instance.function.spec.name, instance.id, request, body),
-                self.config.store_timeout_s,
+                self._serve(call, request, body), self.config.store_timeout_s
             )
             reply["status"] = "ok"
+            if call.early is not None and data is call.early:
+                reply, data = {"status": "ok", "confirmed": True}, b""
         except _Refused as refused:
             self.refused += 1
             reply = {"status": "error", "error": refused.kind, "message": str(refused)}
@@ -267,8 +333,14 @@ class StorageBroker:
             message = str(error) or f"no answer within {self.config.store_timeout_s:g} s"
             reply = {"status": "error", "error": "unavailable", "message": message}
         except StorageError as error:
+            # The store refused the request (a 4xx other than 404: a key it cannot hold, ...).
             self.store_errors += 1
-            reply = {"status": "error", "error": "unavailable", "message": str(error)}
+            reply = {"status": "error", "error": "invalid", "message": str(error)}
+        left = self.running.get(instance.id, 1) - 1
+        if left:
+            self.running[instance.id] = left
+        else:
+            self.running.pop(instance.id, None)
         channel = instance.channel
         if channel is not None and not channel.closed:
             channel.reply(call_id, json.dumps(reply, separators=(",", ":")).encode(), data)
@@ -276,7 +348,7 @@ class StorageBroker:
     def _checked(self, instance: Instance, meta: bytes, body: bytes) -> dict[str, Any]:
         try:
             request = json.loads(meta)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise _Refused("invalid", "unreadable storage call") from None
         if not isinstance(request, dict):
             raise _Refused("invalid", "a storage call must be a JSON object")
@@ -319,9 +391,8 @@ class StorageBroker:
             raise _Refused("invalid", f"a {op} carries no data")
         return request
 
-    async def _serve(
-        self, name: str, reader: str, request: dict[str, Any], body: bytes
-    ) -> tuple[dict[str, Any], bytes]:
+    async def _serve(self, call: _Call, request: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
+        name, reader = call.instance.function.spec.name, call.instance.id
         op, bucket = request["op"], request["bucket"]
         if op == "list":
             listed = await self.store.list(bucket, request.get("prefix", ""))
@@ -331,7 +402,7 @@ class StorageBroker:
         state = self._app(name)
         item = object_key(bucket, key)
         if op == "get":
-            fetched, source = await self._get(state, bucket, key, reader)
+            fetched, source = await self._get(state, bucket, key, reader, call)
             return {"etag": fetched.etag, "size": fetched.size, "source": source}, fetched.data
         if op == "range":
             return await self._range(state, bucket, key, reader, request["start"], request["end"])
@@ -352,7 +423,9 @@ class StorageBroker:
 
     # ---- reads -----------------------------------------------------------------------------------
 
-    async def _get(self, state: _AppState, bucket: str, key: str, reader: str) -> tuple[Fetched, str]:
+    async def _get(
+        self, state: _AppState, bucket: str, key: str, reader: str, call: _Call | None = None
+    ) -> tuple[Fetched, str]:
         item = object_key(bucket, key)
         cache = state.cache
         if cache is None:
@@ -365,6 +438,8 @@ class StorageBroker:
             now = time.monotonic()
             if now - state.validated_at.get(item, -math.inf) < self.config.validate_after_s:
                 return Fetched(entry.payload, entry.etag, entry.size), "cache"
+            if call is not None and entry.size >= EARLY_ABOVE:
+                call.send_early(entry.etag, entry.size, entry.payload)
             changed = await self._store_get(bucket, key, if_none_match=entry.etag)
             if changed is None:
                 cache.record_validation(item, changed=False)
@@ -380,9 +455,18 @@ class StorageBroker:
             return changed, "store"
         pending = state.fetching.get(item)
         if pending is not None:
-            # Another invocation is already fetching it: one store read serves both (a hit for this one,
-            # as it would have been had it arrived a moment later).
-            fetched = await asyncio.shield(pending)
+            # Another invocation, or the pre-warm, is already reading it: one store read serves both.
+            prewarm = item in state.prewarming
+            try:
+                fetched = await asyncio.shield(pending)
+            except _PrewarmMissed:
+                return await self._get(state, bucket, key, reader, call)
+            entry = cache.lookup(item, from_shard=reader) if prewarm else None
+            if entry is not None and entry.etag == fetched.etag:
+                # The pre-warm's copy (counted as the hit on a pre-warmed object it is).
+                self._touched(state, item, entry.size)
+                state.validated_at[item] = time.monotonic()
+                return Fetched(entry.payload, entry.etag, entry.size), "cache"
             cache.record_miss(item, fetched.size)
             self._touched(state, item, fetched.size)
             return fetched, "store"
@@ -478,18 +562,29 @@ class StorageBroker:
         *,
         if_none_match: str | None = None,
     ) -> Fetched | None:
-        for attempt in range(CORRUPT_RETRIES + 1):
+        resent = False
+        attempt = 0
+        while True:
             try:
                 fetched = await self.store.get(
                     bucket, key, byte_range=byte_range, if_none_match=if_none_match
                 )
                 break
+            except StoreUnavailable:
+                # A read is idempotent: one more try covers a kept-alive connection the store closed as
+                # the request went out; a store that is down refuses both at once.
+                if resent:
+                    raise
+                resent = True
+                self.resent_reads += 1
             except CorruptObject:
                 # A body that broke off or does not match its ETag (a read racing a write on a store
                 # that does not swap objects atomically, a cut connection): read again, then give up.
                 self.corrupt_reads += 1
                 if attempt == CORRUPT_RETRIES:
                     raise
+                attempt += 1
+                await asyncio.sleep(CORRUPT_BACKOFF_S * attempt)
         if fetched is not None and byte_range is None and fetched.size > self.config.max_object:
             raise _Refused(
                 "invalid", f"{bucket}/{key} is {fetched.size} bytes; the limit is {self.config.max_object}"
@@ -517,6 +612,7 @@ class StorageBroker:
             "refused": self.refused,
             "store_errors": self.store_errors,
             "corrupt_reads": self.corrupt_reads,
+            "resent_reads": self.resent_reads,
             "apps": apps,
         }
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import queue
 import socket
 import threading
 from collections.abc import Callable
@@ -65,7 +66,11 @@ class StorageLink:
 
     With one invocation at a time the handler runs on the thread that reads the socket, and nothing else
     arrives while it waits, so it reads its reply itself. With several, the instance's main loop reads
-    every frame and hands replies to the waiting threads (``deliver``)."""
+    every frame and hands replies to the waiting threads (``deliver``).
+
+    A large cached object may come *tentatively*, before the broker has validated it against the store,
+    so that the copy and the validation overlap; it is used only once a second reply confirms it (or is
+    replaced by what that reply carries)."""
 
     def __init__(
         self,
@@ -80,61 +85,82 @@ class StorageLink:
         self.send_lock = send_lock
         self.concurrent = concurrent
         self.ids = itertools.count(1)
-        self.waiting: dict[int, list[Any]] = {}
+        self.waiting: dict[int, queue.SimpleQueue[tuple[bytes, bytes] | None]] = {}
         self.lock = threading.Lock()
 
     def call(self, request: dict[str, Any], body: bytes = b"") -> tuple[dict[str, Any], bytes]:
         call_id = next(self.ids) & 0xFFFFFFFF
         meta = json.dumps(request, separators=(",", ":")).encode()
         header = frames.HEADER.pack(call_id, frames.STORAGE, len(meta), len(body))
-        if not self.concurrent:
+        replies: queue.SimpleQueue[tuple[bytes, bytes] | None] | None = None
+        if self.concurrent:
+            replies = queue.SimpleQueue()
+            with self.lock:
+                self.waiting[call_id] = replies
+        try:
             with self.send_lock:
                 self.sock.sendall(header + meta)
                 if body:
                     self.sock.sendall(body)
-            try:
-                reply_id, kind, reply_meta, reply_body = self.read_frame()
-            except EOFError:
-                raise StoreUnavailable("the platform closed the instance's channel") from None
-            if kind != frames.STORAGE_REPLY or reply_id != call_id:
-                raise StorageError(f"the platform answered a storage call with frame kind {kind}")
-            return _decoded(reply_meta, reply_body)
-        done = threading.Event()
-        box: list[Any] = [done]
-        with self.lock:
-            self.waiting[call_id] = box
-        with self.send_lock:
-            self.sock.sendall(header + meta)
-            if body:
-                self.sock.sendall(body)
-        done.wait()
-        if len(box) == 1:
-            raise StoreUnavailable("the platform closed the instance's channel")
-        return _decoded(box[1], box[2])
+            tentative: tuple[dict[str, Any], bytes] | None = None
+            while True:
+                reply_meta, reply_body = self._next(call_id, replies)
+                reply = _parsed(reply_meta)
+                if reply.get("tentative"):
+                    tentative = (reply, reply_body)
+                    continue
+                if reply.get("confirmed") and tentative is not None:
+                    return tentative
+                return _checked(reply), reply_body
+        finally:
+            if replies is not None:
+                with self.lock:
+                    self.waiting.pop(call_id, None)
+
+    def _next(
+        self, call_id: int, replies: queue.SimpleQueue[tuple[bytes, bytes] | None] | None
+    ) -> tuple[bytes, bytes]:
+        if replies is not None:
+            got = replies.get()
+            if got is None:
+                raise StoreUnavailable("the platform closed the instance's channel")
+            return got
+        try:
+            reply_id, kind, meta, body = self.read_frame()
+        except EOFError:
+            raise StoreUnavailable("the platform closed the instance's channel") from None
+        if kind != frames.STORAGE_REPLY or reply_id != call_id:
+            raise StorageError(f"the platform answered a storage call with frame kind {kind}")
+        return meta, body
 
     def deliver(self, call_id: int, meta: bytes, body: bytes) -> None:
         with self.lock:
-            box = self.waiting.pop(call_id, None)
-        if box is not None:
-            box.extend((meta, body))
-            box[0].set()
+            replies = self.waiting.get(call_id)
+        if replies is not None:
+            replies.put((meta, body))
 
     def close(self) -> None:
         with self.lock:
-            boxes, self.waiting = list(self.waiting.values()), {}
-        for box in boxes:
-            box[0].set()
+            waiting = list(self.waiting.values())
+        for replies in waiting:
+            replies.put(None)
 
 
-def _decoded(meta: bytes, body: bytes) -> tuple[dict[str, Any], bytes]:
+def _parsed(meta: bytes) -> dict[str, Any]:
     try:
         reply = json.loads(meta)
     except ValueError:
         raise StorageError("the platform sent an unreadable storage reply") from None
+    if not isinstance(reply, dict):
+        raise StorageError("the platform sent an unreadable storage reply")
+    return reply
+
+
+def _checked(reply: dict[str, Any]) -> dict[str, Any]:
     if reply.get("status") != "ok":
         error = _ERRORS.get(reply.get("error", ""), StorageError)
         raise error(reply.get("message") or "storage call failed")
-    return reply, body
+    return reply
 
 
 class Storage:
