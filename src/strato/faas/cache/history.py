@@ -96,6 +96,11 @@ class AccessHistory:
                 free -= size
         return plan
 
+    def size_of(self, key: str) -> int | None:
+        """The object's size when last read, None when it never was."""
+        record = self._objects.get(key)
+        return None if record is None else int(record[_SIZE])
+
     def working_set_bytes(self, now: float, window_s: float) -> int:
         """Bytes of the distinct objects read in the last ``window_s`` seconds before ``now``."""
         since = now - window_s

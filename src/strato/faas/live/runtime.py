@@ -311,6 +311,15 @@ READ_SIZE = 64 * 1024
 """The most the lean loop asks one read for: a frame up to this size (head and body) takes one recv."""
 
 
+def read_frame_exact(sock: socket.socket) -> tuple[int, int, bytes, bytes]:
+    """One frame in exact-size reads: its body arrives in one buffer and is never copied (a storage
+    reply of many MB), at the price of three system calls."""
+    header = _recv_exact(sock, frames.HEADER_SIZE)
+    request_id, kind, meta_size, body_size = frames.HEADER.unpack(header)
+    meta = _recv_exact(sock, meta_size) if meta_size else b""
+    return request_id, kind, meta, _recv_exact(sock, body_size) if body_size else b""
+
+
 class FrameReader:
     """The frames of a stream socket, each usually from one recv: what arrived whole is sliced into its
     meta and body. Bytes read past a frame stay for the next one, and a frame that did not arrive whole
@@ -323,6 +332,13 @@ class FrameReader:
         self.size = size
         self.pending = b""
         """Read and not yet returned: the start of the next frame."""
+
+    def read_reply(self) -> tuple[int, int, bytes, bytes]:
+        """The next frame when the caller expects a reply that may be large: read exactly, unless bytes
+        of it were already read (never copied then: see :func:`read_frame_exact`)."""
+        if self.pending:
+            return self.read()
+        return read_frame_exact(self.sock)
 
     def read(self) -> tuple[int, int, bytes, bytes]:
         """The next frame's request id, kind, meta and body; EOFError when the socket closes, even
@@ -440,10 +456,11 @@ def _send_result(sock: socket.socket, request_id: int, result: ResultTriple, lim
 def serve_lean(sock: socket.socket, function: LoadedFunction) -> None:
     """Answer invocation frames until the gateway closes the socket."""
     limit = function.spec.max_response
-    read = FrameReader(sock).read
+    reader = FrameReader(sock)
+    read = reader.read
     send_lock = threading.Lock()
     concurrent = function.spec.concurrency > 1
-    link = StorageLink(sock, read, send_lock, concurrent=concurrent)
+    link = StorageLink(sock, reader.read_reply, send_lock, concurrent=concurrent)
     function.context = Context(function.spec.function, function.spec.instance_id, Storage(link))
     if not concurrent:
         invoke = function.invoke_head

@@ -49,6 +49,7 @@ MAX_KEY_BYTES = 1024
 KEY_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f]")
 """Control characters: legal in S3 keys, but they end up in logs and paths; refused."""
 VERIFY_IN_THREAD_ABOVE = 1 << 20
+WORKING_SET_EVERY_S = 1.0
 CORRUPT_RETRIES = 3
 CORRUPT_BACKOFF_S = 0.02
 """Pause before the n-th re-read of a torn or corrupt object: n times this (a write in progress ends)."""
@@ -153,6 +154,7 @@ class _AppState:
     prewarming: set[str]
     """Objects whose read in ``fetching`` is the pre-warm's."""
     reloads: int = 0
+    working_set_checked: float = -math.inf
     prewarm_task: asyncio.Task[None] | None = None
 
 
@@ -500,6 +502,10 @@ class StorageBroker:
             self._scale_for_working_set(state, cache)
 
     def _scale_for_working_set(self, state: _AppState, cache: AppCache) -> None:
+        now = time.monotonic()
+        if now - state.working_set_checked < WORKING_SET_EVERY_S:
+            return  # the working set is a sum over the history: at most once a second
+        state.working_set_checked = now
         name = state.name
         working_set = state.history.working_set_bytes(time.time(), self.config.working_set_window_s)
         wanted = instances_for_working_set(working_set, self.config.shard_bytes, self.max_instances(name))
@@ -508,34 +514,32 @@ class StorageBroker:
             self.grow(name, missing)
 
     async def _fetch(self, state: _AppState, bucket: str, key: str) -> Fetched:
-        """A whole object from the store; faast fetches a large one in ranges over parallel connections."""
-        if self.config.cache != "faast":
+        """A whole object from the store. faast reads an object its history knows to be large in ranges
+        over parallel connections, one per instance the application may have (an unknown object is read
+        whole: learning its size first would cost every first read a round trip)."""
+        known = state.history.size_of(object_key(bucket, key)) if self.config.cache == "faast" else None
+        stripe = self.config.stripe_bytes
+        if known is None or known <= stripe:
             fetched = await self._store_get(bucket, key)
             assert fetched is not None
             return fetched
-        stripe = self.config.stripe_bytes
-        first = await self._store_get(bucket, key, (0, stripe))
-        assert first is not None
-        if first.size <= len(first.data):
-            return first
-        if first.size > self.config.max_object:
-            raise _Refused(
-                "invalid", f"{bucket}/{key} is {first.size} bytes; the limit is {self.config.max_object}"
-            )
         name = state.name
-        lanes = max(1, min(self.max_instances(name), math.ceil(first.size / stripe)))
+        lanes = max(1, min(self.max_instances(name), math.ceil(known / stripe)))
         if state.cache is not None and lanes > len(state.cache.shards):
             self.grow(name, lanes - len(state.cache.shards))
-        offset = len(first.data)
-        bounds = [(offset + a, offset + b) for a, b in ranged_parts(first.size - offset, lanes)]
+        bounds = ranged_parts(known, lanes)
         parts = await asyncio.gather(*(self._store_get(bucket, key, bound) for bound in bounds))
+        size, etag = parts[0].size if parts[0] else 0, parts[0].etag if parts[0] else ""
+        if size != known:
+            # It changed size since the history saw it: read it whole, as an unknown object.
+            fetched = await self._store_get(bucket, key)
+            assert fetched is not None
+            return fetched
         for part in parts:
             assert part is not None
-            if part.etag != first.etag:
+            if part.etag != etag:
                 raise CorruptObject(f"{bucket}/{key} changed while it was read in ranges; read it again")
-        whole = Fetched(
-            b"".join([first.data, *(part.data for part in parts if part)]), first.etag, first.size
-        )
+        whole = Fetched(b"".join([part.data for part in parts if part]), etag, size)
         # The store client checks a whole object's MD5 against its ETag; one put together from ranges
         # is checked here.
         await _verify(whole, object_key(bucket, key))
