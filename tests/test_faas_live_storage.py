@@ -53,6 +53,10 @@ def handle(event, context):
             with storage.open(call["bucket"], call["key"], chunk=call.get("chunk", 4096)) as file:
                 file.seek(call["seek"])
                 return {"data": file.read(call["n"]).decode("latin-1")}
+        if op == "sleep":
+            import time
+            time.sleep(call["s"])
+            return {"slept": call["s"]}
         if op == "sizes":
             return {"sizes": [len(storage.get(call["bucket"], key)) for key in call["keys"]]}
     except KeyError as error:
@@ -284,21 +288,33 @@ def test_a_killed_instance_takes_its_shard_and_nothing_wrong_is_served(
     ops_dir: Path,
     s3_server: Any,  # noqa: F811
 ) -> None:
-    keys = [f"kill/{index}" for index in range(8)]
+    keys = [f"kill/{index}" for index in range(32)]
     for index, key in enumerate(keys):
         _put_direct(s3_server.url, BUCKET, key, bytes([index + 1]) * 1000)
     server = serve_with("--cache", "lru")
     _deploy(server, "ops", ops_dir, maxConcurrency=4)
+    # Four calls held at once: four instances, four shards (whatever the machine's speed).
     with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda key: _ok(server, "ops", op="get", bucket=BUCKET, key=key), keys * 4))
+        list(pool.map(lambda _: _ok(server, "ops", op="sleep", s=1.0), range(4)))
+    for key in keys:
+        _ok(server, "ops", op="get", bucket=BUCKET, key=key)
     before = _cache(server, "ops")
-    assert before["shards"] >= 2, before
+    assert before["shards"] == 4 and before["objects"] == 32, before
     victim = server.client().describe("ops")["instances"][0]
     os.kill(victim["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while _cache(server, "ops")["shards"] != 3:  # the node has seen the death
+        assert time.monotonic() < deadline, "the node never noticed the killed instance"
+        time.sleep(0.05)
+    before = _cache(server, "ops")
     for index, key in enumerate(keys):
         assert _ok(server, "ops", op="get", bucket=BUCKET, key=key)["data"] == chr(index + 1) * 1000
     after = _cache(server, "ops")
-    assert after["unload_dropped_bytes"] > 0
+    # The victim's shard held some of the 32 objects (1 in 4 billion that it held none): they went with
+    # it and were read again from the store, the rest were still served from the other shards.
+    dropped = before["unload_drops"]
+    assert 0 < dropped < 32 and after["shards"] == 3
+    assert after["misses"] - before["misses"] == dropped and after["hits"] - before["hits"] == 32 - dropped
 
 
 def test_concurrent_readers_and_writers_never_read_an_older_version(
@@ -478,9 +494,49 @@ def test_a_slow_store_is_cut_at_the_function_timeout(
 ) -> None:
     with running_proxy(s3_server.url, latency_s=5.0, jitter_s=0.0) as slow:
         server = serve_with("--cache", "faast", url=slow.url)
-        _deploy(server, "ops", ops_dir, timeout="1s")
+        _deploy(server, "ops", ops_dir, timeout="2s")
         started = time.monotonic()
-        status, _ = _call(server, "ops", op="get", bucket=BUCKET, key="seed")
+        status, answer = _call(server, "ops", op="get", bucket=BUCKET, key="seed")
         elapsed = time.monotonic() - started
-    assert status == 504
-    assert elapsed < 5.0  # answered at the function's timeout, not when the store finally answers
+    # The call is cut just before the function's timeout, so the handler hears why (503), not 504.
+    assert status == 503 and "did not answer within 1.5 s" in answer["error"], answer
+    assert elapsed < 5.0  # not when the store finally answers
+
+
+def test_a_read_joining_a_fetch_in_flight_still_sees_a_later_write(
+    serve_with: Any,
+    ops_dir: Path,
+    s3_server: Any,  # noqa: F811
+) -> None:
+    """Read A misses and goes to the store; the object is then written directly on the store; read B,
+    begun after the write, joins A's fetch in flight and must still return the new version."""
+    _put_direct(s3_server.url, BUCKET, "join", b"v1")
+    with running_proxy(s3_server.url, latency_s=1.0, jitter_s=0.0) as slow:
+        server = serve_with("--cache", "faast", url=slow.url)
+        _deploy(server, "ops", ops_dir)
+        with ThreadPoolExecutor(2) as pool:
+            began = time.monotonic()
+            first = pool.submit(_ok, server, "ops", op="get", bucket=BUCKET, key="join")
+            # A's request reaches the store after 1 s and its answer is back after 2 s: write in between.
+            time.sleep(max(0.0, began + 1.5 - time.monotonic()))
+            _put_direct(s3_server.url, BUCKET, "join", b"v2")
+            second = pool.submit(_ok, server, "ops", op="get", bucket=BUCKET, key="join")
+            a, b = first.result()["data"], second.result()["data"]
+    assert b == "v2"
+    if a != "v1":
+        pytest.skip("the machine was too slow for read A to reach the store before the write")
+
+
+def test_empty_and_missing_objects_in_every_mode(
+    serve_with: Any,
+    ops_dir: Path,
+    s3_server: Any,  # noqa: F811
+) -> None:
+    _put_direct(s3_server.url, BUCKET, "empty", b"")
+    for mode in ("off", "lru", "faast"):
+        server = serve_with("--cache", mode)
+        _deploy(server, "ops", ops_dir)
+        for _ in range(2):
+            assert _ok(server, "ops", op="get", bucket=BUCKET, key="empty") == {"data": "", "size": 0}
+        status, answer = _call(server, "ops", op="get", bucket=BUCKET, key="no/such/key")
+        assert status == 404 and answer["error"] == "ObjectNotFound", answer

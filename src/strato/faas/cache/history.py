@@ -101,10 +101,19 @@ class AccessHistory:
         record = self._objects.get(key)
         return None if record is None else int(record[_SIZE])
 
-    def working_set_bytes(self, now: float, window_s: float) -> int:
-        """Bytes of the distinct objects read in the last ``window_s`` seconds before ``now``."""
+    def working_set_bytes(
+        self, now: float, window_s: float, *, min_accesses: int = 1, max_size: int | None = None
+    ) -> int:
+        """Bytes of the distinct objects read in the last ``window_s`` seconds before ``now``; with
+        ``min_accesses`` only those read at least that often, with ``max_size`` only those no larger
+        (what a cache can hold and would serve again)."""
         since = now - window_s
-        return sum(int(record[_SIZE]) for record in self._objects.values() if record[_LAST] >= since)
+        largest = max_size if max_size is not None else float("inf")
+        return sum(
+            int(record[_SIZE])
+            for record in self._objects.values()
+            if record[_LAST] >= since and record[_COUNT] >= min_accesses and record[_SIZE] <= largest
+        )
 
     def to_json(self) -> str:
         return json.dumps(

@@ -252,6 +252,10 @@ class InstanceChannel(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(frames.encode(0, kind, meta, body))
 
+    def unread_bytes(self) -> int:
+        """Bytes written to the instance that it has not read yet (its storage replies, mostly)."""
+        return self.transport.get_write_buffer_size() if self.transport is not None else 0
+
     def reply(self, call_id: int, meta: bytes, body: bytes) -> None:
         """Answer a storage call (a large body is written as it is, not joined to its header)."""
         if self.closed or self.transport is None:

@@ -121,7 +121,7 @@ def parse_deploy_request(payload: Any) -> tuple[FunctionSpec, dict[str, bytes] |
         raise DeployError("network must be true or false")
     buckets = payload.get("buckets", [])
     if not isinstance(buckets, list) or not all(
-        isinstance(bucket, str) and (bucket == "*" or BUCKET_PATTERN.match(bucket)) for bucket in buckets
+        isinstance(bucket, str) and (bucket == "*" or BUCKET_PATTERN.fullmatch(bucket)) for bucket in buckets
     ):
         raise DeployError(
             "buckets must be a list of S3 bucket names (3-63 of a-z 0-9 . -, starting and ending with "

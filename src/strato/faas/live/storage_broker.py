@@ -58,8 +58,8 @@ EARLY_ABOVE = 256 * 1024
 consistency): copying it costs about as much as the validation's round trip, so the two overlap."""
 MAX_CALLS_PER_INSTANCE = 64
 TOO_MANY_CALLS = (
-    b'{"status":"error","error":"invalid","message":"more than 64 storage calls in progress from one '
-    b'instance"}'
+    b'{"status":"error","error":"invalid","message":"too much storage in progress from this instance '
+    b'(64 calls, or twice --max-object in data not yet taken)"}'
 )
 
 
@@ -132,8 +132,9 @@ class _Call:
         self.early = payload
 
 
-class _PrewarmMissed(Exception):
-    """The pre-warm's read of an object failed; whoever waited for it reads it itself."""
+class _FetchMissed(Exception):
+    """A read others waited for (an invocation's or the pre-warm's) failed or was cut off: each of them
+    reads the object itself."""
 
 
 class _Refused(Exception):
@@ -154,6 +155,9 @@ class _AppState:
     prewarming: set[str]
     """Objects whose read in ``fetching`` is the pre-warm's."""
     reloads: int = 0
+    writes: int = 0
+    """Puts and deletes through the platform so far: a read that overlapped one does not cache what it
+    brought (it may be older than the write)."""
     working_set_checked: float = -math.inf
     prewarm_task: asyncio.Task[None] | None = None
 
@@ -183,8 +187,8 @@ class StorageBroker:
         self.store_errors = 0
         self.corrupt_reads = 0
         self.resent_reads = 0
-        self.running: dict[str, int] = {}
-        """Storage calls in progress per instance."""
+        self.running: dict[str, tuple[int, int]] = {}
+        """Storage calls in progress per instance, and the bytes of the puts among them."""
 
     # ---- application and instance lifecycle ----------------------------------------------------
 
@@ -270,14 +274,14 @@ class StorageBroker:
                     assert fetched is not None
                     if cache.shards and item not in cache:
                         cache.insert(item, fetched.etag, fetched.size, fetched.data, prewarm=True)
-                        state.validated_at[item] = time.monotonic()
+                        self._validated(state, item)
                     future.set_result(fetched)
-                except (StorageError, asyncio.CancelledError) as error:
+                except BaseException as error:
                     # A pre-warm is a bet: a failed one leaves the object cold, and whoever waited for it
                     # reads it from the store.
-                    future.set_exception(_PrewarmMissed(str(error)))
+                    future.set_exception(_FetchMissed(str(error) or type(error).__name__))
                     future.exception()
-                    if isinstance(error, asyncio.CancelledError):
+                    if not isinstance(error, (StorageError, _Refused)):
                         raise
                 finally:
                     state.prewarming.discard(item)
@@ -298,14 +302,17 @@ class StorageBroker:
         """A STORAGE frame from ``instance``: answered when done (calls of one instance may overlap, up
         to MAX_CALLS_PER_INSTANCE; more are refused at once rather than queued without bound)."""
         self.calls += 1
-        running = self.running.get(instance.id, 0)
-        if running >= MAX_CALLS_PER_INSTANCE:
+        count, held = self.running.get(instance.id, (0, 0))
+        channel = instance.channel
+        unread = channel.unread_bytes() if channel is not None else 0
+        if count >= MAX_CALLS_PER_INSTANCE or held + len(body) + unread > 2 * self.config.max_object:
+            # An instance that sends calls faster than it takes their answers, or holds many large puts
+            # at once, is refused here rather than let the node's memory grow with what it asks.
             self.refused += 1
-            channel = instance.channel
             if channel is not None:
                 channel.reply(call_id, TOO_MANY_CALLS, b"")
             return
-        self.running[instance.id] = running + 1
+        self.running[instance.id] = (count + 1, held + len(body))
         self._spawn(self._answer(instance, call_id, meta, body))
 
     def _spawn(self, work: Awaitable[Any]) -> None:
@@ -317,11 +324,12 @@ class StorageBroker:
         reply: dict[str, Any]
         data = b""
         call = _Call(instance, call_id)
+        # Past the function's own timeout nobody waits for the answer (the node answers 504 and stops the
+        # instance): the call ends a little before, so the handler can still say why.
+        deadline = min(self.config.store_timeout_s, max(instance.spec.timeout_s - 0.5, 0.1))
         try:
             request = self._checked(instance, meta, body)
-            reply, data = await asyncio.wait_for(
-                self._serve(call, request, body), self.config.store_timeout_s
-            )
+            reply, data = await asyncio.wait_for(self._serve(call, request, body), deadline)
             reply["status"] = "ok"
             if call.early is not None and data is call.early:
                 reply, data = {"status": "ok", "confirmed": True}, b""
@@ -332,17 +340,21 @@ class StorageBroker:
             reply = {"status": "error", "error": "not_found", "message": str(error)}
         except (StoreUnavailable, CorruptObject, TimeoutError) as error:
             self.store_errors += 1
-            message = str(error) or f"no answer within {self.config.store_timeout_s:g} s"
+            message = str(error) or f"the object store did not answer within {deadline:g} s"
             reply = {"status": "error", "error": "unavailable", "message": message}
         except StorageError as error:
             # The store refused the request (a 4xx other than 404: a key it cannot hold, ...).
             self.store_errors += 1
             reply = {"status": "error", "error": "invalid", "message": str(error)}
-        left = self.running.get(instance.id, 1) - 1
-        if left:
-            self.running[instance.id] = left
-        else:
-            self.running.pop(instance.id, None)
+        except Exception as error:  # a bug here must still answer: the handler would wait forever
+            self.store_errors += 1
+            reply = {"status": "error", "error": "unavailable", "message": f"storage broker error: {error!r}"}
+        finally:
+            count, held = self.running.get(instance.id, (1, 0))
+            if count > 1:
+                self.running[instance.id] = (count - 1, held - len(body))
+            else:
+                self.running.pop(instance.id, None)
         channel = instance.channel
         if channel is not None and not channel.closed:
             channel.reply(call_id, json.dumps(reply, separators=(",", ":")).encode(), data)
@@ -358,7 +370,7 @@ class StorageBroker:
         if op not in ("get", "range", "head", "put", "delete", "list"):
             raise _Refused("invalid", f"unknown storage operation {op!r}")
         bucket = request.get("bucket")
-        if not isinstance(bucket, str) or not BUCKET_PATTERN.match(bucket):
+        if not isinstance(bucket, str) or not BUCKET_PATTERN.fullmatch(bucket):
             raise _Refused("invalid", f"{bucket!r} is not a bucket name (3-63 of a-z 0-9 . -)")
         allowed = instance.spec.buckets
         if "*" not in allowed and bucket not in allowed:
@@ -412,15 +424,20 @@ class StorageBroker:
             meta = await self.store.head(bucket, key)
             return {"etag": meta.etag, "size": meta.size}, b""
         if op == "put":
+            state.writes += 1
             written = await self.store.put(bucket, key, body)
+            state.writes += 1
             if state.cache is not None:
                 # Write-through: the new version is what the next read on any instance sees.
                 state.cache.insert(item, written.etag, len(body), body)
-                state.validated_at[item] = time.monotonic()
+                self._validated(state, item)
             return {"etag": written.etag, "size": len(body)}, b""
+        state.writes += 1
         await self.store.delete(bucket, key)
+        state.writes += 1
         if state.cache is not None:
             state.cache.invalidate(item)
+            state.validated_at.pop(item, None)
         return {}, b""
 
     # ---- reads -----------------------------------------------------------------------------------
@@ -442,11 +459,17 @@ class StorageBroker:
                 return Fetched(entry.payload, entry.etag, entry.size), "cache"
             if call is not None and entry.size >= EARLY_ABOVE:
                 call.send_early(entry.etag, entry.size, entry.payload)
-            changed = await self._store_get(bucket, key, if_none_match=entry.etag)
+            try:
+                changed = await self._store_get(bucket, key, if_none_match=entry.etag)
+            except ObjectNotFound:
+                # Deleted behind the cache: the copy goes, and so does the hit it was counted as.
+                cache.record_validation(item if cache.peek(item) is entry else "", changed=True)
+                state.validated_at.pop(item, None)
+                raise
             if changed is None:
                 cache.record_validation(item, changed=False)
                 if cache.peek(item) is entry:
-                    state.validated_at[item] = now
+                    self._validated(state, item)
                 return Fetched(entry.payload, entry.etag, entry.size), "cache"
             # Written behind the cache (by another app or directly on the store): never served stale.
             # Counted against this entry only while it is still the cached one (a write meanwhile may
@@ -461,32 +484,55 @@ class StorageBroker:
             prewarm = item in state.prewarming
             try:
                 fetched = await asyncio.shield(pending)
-            except _PrewarmMissed:
+            except (_FetchMissed, StorageError):
+                # The read this one waited for failed or was cut off: this one reads for itself.
                 return await self._get(state, bucket, key, reader, call)
+            if self.config.validate_after_s == 0:
+                # That read went out before this one began: a write that completed in between must be
+                # seen, so the version it brought is validated like a cached copy.
+                newer = await self._store_get(bucket, key, if_none_match=fetched.etag)
+                if newer is not None:
+                    cache.record_miss(item, newer.size)
+                    self._touched(state, item, newer.size)
+                    return newer, "store"
             entry = cache.lookup(item, from_shard=reader) if prewarm else None
             if entry is not None and entry.etag == fetched.etag:
                 # The pre-warm's copy (counted as the hit on a pre-warmed object it is).
                 self._touched(state, item, entry.size)
-                state.validated_at[item] = time.monotonic()
                 return Fetched(entry.payload, entry.etag, entry.size), "cache"
             cache.record_miss(item, fetched.size)
             self._touched(state, item, fetched.size)
             return fetched, "store"
         future: asyncio.Future[Fetched] = asyncio.get_running_loop().create_future()
         state.fetching[item] = future
+        writes = state.writes
         try:
             fetched = await self._fetch(state, bucket, key)
             cache.record_miss(item, fetched.size)
             self._touched(state, item, fetched.size)
-            await self._admit(state, item, fetched)
+            if state.writes == writes:
+                # (A write by this application meanwhile may be newer: then this version is not cached.)
+                await self._admit(state, item, fetched)
             future.set_result(fetched)
         except BaseException as error:
-            future.set_exception(error)
-            future.exception()  # retrieved here: each waiter raises its own copy
+            # Waiters read for themselves, whatever ended this read (an error, this call's deadline).
+            future.set_exception(_FetchMissed(str(error) or type(error).__name__))
+            future.exception()  # retrieved here: nobody may be waiting
             raise
         finally:
             state.fetching.pop(item, None)
         return fetched, "store"
+
+    @staticmethod
+    def _validated(state: _AppState, item: str) -> None:
+        """Note when ``item``'s cached copy was last known current; entries of objects no longer cached
+        are dropped once they outnumber the cached ones (a function writing unique keys must not grow
+        this without bound)."""
+        validated = state.validated_at
+        validated[item] = time.monotonic()
+        cache = state.cache
+        if cache is not None and len(validated) > 2 * len(cache) + 1024:
+            state.validated_at = {key: at for key, at in validated.items() if key in cache}
 
     def _touched(self, state: _AppState, item: str, size: int) -> None:
         state.history.record(item, size, time.time())
@@ -497,7 +543,7 @@ class StorageBroker:
         if not cache.shards:
             return  # the application unloaded while the object was coming
         cache.insert(item, fetched.etag, fetched.size, fetched.data)
-        state.validated_at[item] = time.monotonic()
+        self._validated(state, item)
         if self.config.cache == "faast":
             self._scale_for_working_set(state, cache)
 
@@ -507,7 +553,11 @@ class StorageBroker:
             return  # the working set is a sum over the history: at most once a second
         state.working_set_checked = now
         name = state.name
-        working_set = state.history.working_set_bytes(time.time(), self.config.working_set_window_s)
+        # Objects read again and small enough for a shard: what more shards would turn into hits (an app
+        # that never re-reads, or reads only huge objects, gains nothing from more instances).
+        working_set = state.history.working_set_bytes(
+            time.time(), self.config.working_set_window_s, min_accesses=2, max_size=self.config.shard_bytes
+        )
         wanted = instances_for_working_set(working_set, self.config.shard_bytes, self.max_instances(name))
         missing = wanted - len(cache.shards)
         if missing > 0:

@@ -87,6 +87,9 @@ class StorageLink:
         self.ids = itertools.count(1)
         self.waiting: dict[int, queue.SimpleQueue[tuple[bytes, bytes] | None]] = {}
         self.lock = threading.Lock()
+        self.exchange = threading.Lock()
+        """With one invocation at a time, one call's request and replies at a time (a handler may call
+        storage from threads of its own, and they would read each other's replies)."""
 
     def call(self, request: dict[str, Any], body: bytes = b"") -> tuple[dict[str, Any], bytes]:
         call_id = next(self.ids) & 0xFFFFFFFF
@@ -97,6 +100,18 @@ class StorageLink:
             replies = queue.SimpleQueue()
             with self.lock:
                 self.waiting[call_id] = replies
+            return self._exchange(call_id, header, meta, body, replies)
+        with self.exchange:
+            return self._exchange(call_id, header, meta, body, None)
+
+    def _exchange(
+        self,
+        call_id: int,
+        header: bytes,
+        meta: bytes,
+        body: bytes,
+        replies: queue.SimpleQueue[tuple[bytes, bytes] | None] | None,
+    ) -> tuple[dict[str, Any], bytes]:
         try:
             with self.send_lock:
                 self.sock.sendall(header + meta)
@@ -109,7 +124,9 @@ class StorageLink:
                 if reply.get("tentative"):
                     tentative = (reply, reply_body)
                     continue
-                if reply.get("confirmed") and tentative is not None:
+                if reply.get("confirmed"):
+                    if tentative is None:
+                        raise StorageError("the platform confirmed a storage reply it never sent")
                     return tentative
                 return _checked(reply), reply_body
         finally:
@@ -191,6 +208,13 @@ class Storage:
             raise InvalidRequest(f"a range needs integers 0 <= start < end, not {start!r}, {end!r}")
         return self._call({"op": "range", "bucket": bucket, "key": key, "start": start, "end": end})[1]
 
+    def _range_of(self, bucket: str, key: str, start: int, end: int, etag: str) -> bytes:
+        """A range of the version ``etag`` (an open file must not mix versions)."""
+        reply, data = self._call({"op": "range", "bucket": bucket, "key": key, "start": start, "end": end})
+        if reply.get("etag") != etag:
+            raise StorageError(f"{bucket}/{key} was overwritten while it was open; open it again")
+        return data
+
     def head(self, bucket: str, key: str) -> ObjectInfo:
         reply, _ = self._call({"op": "head", "bucket": bucket, "key": key})
         return ObjectInfo(key, int(reply["size"]), str(reply["etag"]))
@@ -220,15 +244,17 @@ class Storage:
 
     def open(self, bucket: str, key: str, *, chunk: int = 8 * 1024 * 1024) -> ObjectReader:
         """A read-only, seekable file over the object, read in ranges of ``chunk`` bytes."""
-        return ObjectReader(self, bucket, key, self.head(bucket, key).size, chunk)
+        return ObjectReader(self, bucket, key, self.head(bucket, key), chunk)
 
 
 class ObjectReader(io.RawIOBase):
     """A large object as a file: reads become ranged GETs, so it never has to fit in memory at once."""
 
-    def __init__(self, storage: Storage, bucket: str, key: str, size: int, chunk: int) -> None:
+    def __init__(self, storage: Storage, bucket: str, key: str, info: ObjectInfo, chunk: int) -> None:
         super().__init__()
         self._storage, self._bucket, self._key = storage, bucket, key
+        self.etag = info.etag
+        size = info.size
         self.size = size
         self._chunk = max(int(chunk), 4096)
         self._position = 0
@@ -258,7 +284,7 @@ class ObjectReader(io.RawIOBase):
         offset = self._position - self._buffer_at
         if not 0 <= offset < len(self._buffer):
             end = min(self._position + max(self._chunk, len(view)), self.size)
-            self._buffer = self._storage.get_range(self._bucket, self._key, self._position, end)
+            self._buffer = self._storage._range_of(self._bucket, self._key, self._position, end, self.etag)
             self._buffer_at, offset = self._position, 0
             if not self._buffer:
                 return 0
