@@ -90,6 +90,7 @@ def print_report(report: CacheBenchReport) -> None:
                 {
                     "instances": p.instances,
                     "live": p.started_instances,
+                    "first": _ms(p.first_get_s),
                     "cold": _ms(p.cold_get_s),
                     "warm": _ms(p.warm_get_s),
                     "rate": f"{p.bytes / p.cold_get_s / 2**20:,.0f} MiB/s" if p.cold_get_s > 0 else "-",
@@ -99,7 +100,8 @@ def print_report(report: CacheBenchReport) -> None:
             [
                 ("instances", "instances asked"),
                 ("live", "live"),
-                ("cold", "GET (miss)"),
+                ("first", "first GET (unknown size)"),
+                ("cold", "GET (miss, size known)"),
                 ("warm", "GET (cached)"),
                 ("rate", "miss rate"),
             ],

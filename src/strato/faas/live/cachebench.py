@@ -374,8 +374,11 @@ class RangedPoint:
     instances: int
     started_instances: int
     """Instances the app had when the GET ran (the platform may start more than asked)."""
+    first_get_s: float
+    """The very first GET: an object the platform has never seen is read whole, over one connection."""
     cold_get_s: float
-    """The first GET (a miss: from the store, in ranges over the instances where the cache does that)."""
+    """A miss once the application's history knows the object (after an unload): Faa$T reads it in
+    ranges over as many parallel connections as the application may have instances."""
     warm_get_s: float
     bytes: int
 
@@ -658,7 +661,17 @@ class _Run:
             memory=options.memory,
             timeout="120s",
             concurrency=1,
+            maxConcurrency=count,  # the instance limit: as many parallel ranges as instances
             buckets=[BIG_BUCKET],
+        )
+        body = json.dumps({"bucket": BIG_BUCKET, "key": BIG_KEY}).encode()
+        timings = [self._get_big(client, body, size)]
+        # Unloaded: the cache is gone, the history (the object's size) stays.
+        client.unload("getter")
+        _wait_until(
+            lambda: _live_instances(client, "getter") == 0,
+            30.0,
+            "getter still had live instances after unload",
         )
         if count > 1:
             hold = json.dumps({"hold_s": 1.0}).encode()
@@ -671,17 +684,19 @@ class _Run:
                 for holder in holders:
                     holder.close()
         instances = _live_instances(client, "getter")
-        body = json.dumps({"bucket": BIG_BUCKET, "key": BIG_KEY}).encode()
-        timings = []
         for _ in range(2):
-            result = client.invoke("getter", body)
-            if result.status != 200:
-                raise StratoError(f"getter answered {result.status}: {result.body[:300]!r}")
-            answer = json.loads(result.body)
-            if answer["bytes"] != size:
-                raise StratoError(f"getter read {answer['bytes']} bytes of a {size}-byte object")
-            timings.append(float(answer["get_s"]))
-        return RangedPoint(count, instances, timings[0], timings[1], size)
+            timings.append(self._get_big(client, body, size))
+        return RangedPoint(count, instances, timings[0], timings[1], timings[2], size)
+
+    @staticmethod
+    def _get_big(client: FaasClient, body: bytes, size: int) -> float:
+        result = client.invoke("getter", body)
+        if result.status != 200:
+            raise StratoError(f"getter answered {result.status}: {result.body[:300]!r}")
+        answer = json.loads(result.body)
+        if answer["bytes"] != size:
+            raise StratoError(f"getter read {answer['bytes']} bytes of a {size}-byte object")
+        return float(answer["get_s"])
 
     def working_set(self, root: Path, storage_url: str, seeded: Seeded) -> list[WorkingSetPoint]:
         options = self.options

@@ -189,6 +189,8 @@ class Node:
         self.metrics = self.prometheus.registry
         self._lane_watch: asyncio.TimerHandle | None = None
         self.storage: StorageBroker | None = None
+        self._booting: set[asyncio.Task[None]] = set()
+        """Instances starting ahead of demand (held: the loop keeps only weak references to tasks)."""
         self.lane_answered = 0
         """Invocations the gateway's lane answered (plain warm invocations on the lean backend)."""
         self.lane_demoted = 0
@@ -312,17 +314,25 @@ class Node:
             except InvokeFailed:
                 break
             started += 1
-
-            async def boot(instance: Instance = instance) -> None:
-                try:
-                    await self._boot(instance, "scale-out")
-                except InvokeFailed:
-                    function.stats.start_failures += 1
-                    return
-                self._hand_out(function)
-
-            asyncio.get_running_loop().create_task(boot())
+            self._boot_ahead(instance, "scale-out")
         return started
+
+    def _boot_ahead(self, instance: Instance, reason: StartReason) -> None:
+        """Start an instance nobody waits for yet (a pre-warm, a cache scale-out); whoever is waiting
+        when it is ready gets it."""
+        function = instance.function
+
+        async def boot() -> None:
+            try:
+                await self._boot(instance, reason)
+            except InvokeFailed:
+                function.stats.start_failures += 1
+                return
+            self._hand_out(function)
+
+        task = asyncio.get_running_loop().create_task(boot())
+        self._booting.add(task)
+        task.add_done_callback(self._booting.discard)
 
     def _sweep(self) -> None:
         """Once a second, off the invocation path: processes that outlived their invocation in idle
@@ -1011,16 +1021,7 @@ class Node:
         instance = self._new_instance(
             function, reason="prewarm", reserved=self.core.apps[function.app].memory_mb
         )
-
-        async def warm() -> None:
-            try:
-                await self._boot(instance, "prewarm")
-            except InvokeFailed:
-                function.stats.start_failures += 1
-                return
-            self._hand_out(function)
-
-        asyncio.get_running_loop().create_task(warm())
+        self._boot_ahead(instance, "prewarm")
 
     def _evicted(self, apps: tuple[int, ...]) -> None:
         for app in apps:

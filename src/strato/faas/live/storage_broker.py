@@ -270,8 +270,7 @@ class StorageBroker:
                 state.fetching[item] = future
                 state.prewarming.add(item)
                 try:
-                    fetched = await self._store_get(*split_object_key(item))
-                    assert fetched is not None
+                    fetched = await self._fetch(state, *split_object_key(item))
                     if cache.shards and item not in cache:
                         cache.insert(item, fetched.etag, fetched.size, fetched.data, prewarm=True)
                         self._validated(state, item)
