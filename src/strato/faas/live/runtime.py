@@ -570,6 +570,11 @@ def serve_faasd(
     if child == 0:
         listener.close()
         control.close()
+        function.context = Context(
+            function.spec.function,
+            function.spec.instance_id,
+            Storage(None, "context.storage runs on the lean backend only (strato faas serve --backend lean)"),
+        )
         threads = []
         for watchdog_end, function_end in pairs:
             watchdog_end.close()

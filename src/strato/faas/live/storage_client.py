@@ -188,12 +188,15 @@ class Storage:
     AccessDenied = AccessDenied
     StorageError = StorageError
 
-    def __init__(self, link: StorageLink | None) -> None:
+    def __init__(self, link: StorageLink | None, missing: str = "") -> None:
         self._link = link
+        self._missing = missing or (
+            "this server has no object store (start it with --storage s3://HOST:PORT)"
+        )
 
     def _call(self, request: dict[str, Any], body: bytes = b"") -> tuple[dict[str, Any], bytes]:
         if self._link is None:
-            raise StorageError("this server has no object store (start it with --storage s3://HOST:PORT)")
+            raise StorageError(self._missing)
         if not isinstance(request.get("bucket"), str) or not isinstance(request.get("key", ""), str):
             raise InvalidRequest("bucket and key must be strings")
         return self._link.call(request, body)
