@@ -35,8 +35,10 @@ import contextlib
 import io
 import json
 import math
+import signal
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -834,6 +836,24 @@ def judge(results: Sequence[AppResult], cuts: Sequence[Reduction]) -> list[Targe
 # ------------------------------------------------------------------------------------------- entry
 
 
+@contextlib.contextmanager
+def _stop_cleanly_on_sigterm() -> Iterator[None]:
+    """SIGTERM ends the bench as Ctrl-C does: the servers, the store and the proxy it started are
+    stopped on the way out (by default SIGTERM would leave them running)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_cache_bench(
     options: CacheBenchOptions | None = None,
     *,
@@ -852,6 +872,7 @@ def run_cache_bench(
         apps.append("small")
     run = _Run(options, progress)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_stop_cleanly_on_sigterm())
         if root is None:
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="strato-faast-bench-")))
         direct, shaped = stack.enter_context(store_and_proxy(root, options))
