@@ -488,8 +488,11 @@ class ServerProtocol(asyncio.Protocol):
         self._large_read = len(data) > self.limits.max_head
         try:
             self.parser.feed_data(data)
-            if in_head and self.phase == _HEAD:
-                self.head_fed += len(data)
+            if self.phase == _HEAD:
+                # A head that began in this read and goes on: how much of the read was its start is not
+                # known here, so it is marked as spread over reads (its fields are counted when it ends)
+                # and bounded from the next read on.
+                self.head_fed += len(data) if in_head else 1
                 if self.head_fed > self.limits.max_head:
                     raise HttpError(431, f"request head larger than {self.limits.max_head} bytes")
         except httptools.HttpParserCallbackError as error:
